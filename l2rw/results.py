@@ -1,0 +1,40 @@
+"""The results CSV: one row per finished run, appended under a cross-process file lock."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock
+
+
+def append_row(path: str | Path, row: dict) -> None:
+    """Append `row`; a file written with other columns is rewritten with the union of both
+    (atomically), so results from older and newer versions stay in one table."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        header = _header(path)
+        if header is None or header == list(row):
+            with open(path, "a", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=list(row))
+                if header is None:
+                    writer.writeheader()
+                writer.writerow(row)
+                file.flush()
+                os.fsync(file.fileno())
+        else:
+            table = pd.concat([pd.read_csv(path, dtype=str, keep_default_na=False), pd.DataFrame([row])])
+            temporary = path.with_suffix(path.suffix + ".tmp")
+            table.to_csv(temporary, index=False)
+            with open(temporary) as file:
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+
+
+def _header(path: Path) -> list[str] | None:
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with open(path, newline="") as file:
+        return next(csv.reader(file), None)

@@ -1,0 +1,179 @@
+"""l2rw-train: one run (or a --multirun sweep) of a method on an imbalanced dataset.
+
+    l2rw-train                                         # digits, LeNet, plain SGD
+    l2rw-train method=l2rw imbalance=0.9
+    l2rw-train method=l2rw dataset.profile=longtail imbalance_ratio=100
+    l2rw-train --multirun method=sgd,weighted_sampler,l2rw imbalance=0.5,0.7,0.9 seed=0,1,2
+
+Each run writes config.yaml, metrics.csv, confusion.csv and summary.json into its run dir
+and appends one row to `results_csv`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from l2rw.data import build_splits
+from l2rw.errors import DivergedError, UserError
+from l2rw.models import build_model
+from l2rw.registry import build
+from l2rw.results import append_row
+from l2rw.trainer import fit
+
+SCHEDULES = ("constant", "cosine", "step")
+# Keys that change where things are written or shown, never what is learned.
+NOT_HASHED = ("results_csv", "progress")
+# An absolute path, so the configs are found whatever folder l2rw-train is started from.
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Run one configuration; write the run dir files and append one results row. Returns the row."""
+    validate(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.hardware.device)
+    started = time.perf_counter()
+
+    torch.manual_seed(cfg.seed)
+    splits = build_splits(cfg).to(device)
+    model = build_model(cfg.model, splits.image_shape, splits.num_classes).to(device)
+    method = build(cfg.method)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    scheduler = make_scheduler(optimizer, cfg.schedule, cfg.steps)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    row = config_columns(cfg) | {"run_dir": str(run_dir)}
+    try:
+        outcome = fit(
+            model, method, splits, optimizer, scheduler,
+            steps=cfg.steps, batch_size=cfg.batch_size, eval_every=cfg.eval_every,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            metrics_csv=run_dir / "metrics.csv", progress=cfg.progress, label=cfg.method.name,
+        )
+    except DivergedError as diverged:
+        append_row(cfg.results_csv, row | {"status": "diverged", "diverged_step": diverged.step})
+        raise
+
+    evaluation = outcome["evaluation"]
+    row |= {
+        "status": "ok",
+        "diverged_step": "",
+        "train_size": len(splits.train),
+        "accuracy": round(evaluation.accuracy, 6),
+        "balanced_accuracy": round(evaluation.balanced_accuracy, 6),
+        "per_class_recall": " ".join(f"{r:.4f}" for r in evaluation.per_class_recall),
+        "skipped_steps": outcome["skipped_steps"],
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "seconds_per_step": round(outcome["seconds_per_step"], 6),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+    }
+    write_confusion(run_dir / "confusion.csv", evaluation.confusion, splits.class_names)
+    (run_dir / "summary.json").write_text(json.dumps(row | {"class_names": splits.class_names}, indent=2))
+    append_row(cfg.results_csv, row)
+    return row
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject nonsensical scalars before anything is loaded or written."""
+    for key in ("steps", "batch_size", "eval_every"):
+        if not (isinstance(cfg[key], int) and cfg[key] >= 1):
+            raise UserError(f"{key}={cfg[key]} must be a whole number >= 1")
+    if not cfg.lr > 0:
+        raise UserError(f"lr={cfg.lr} must be > 0")
+    if cfg.schedule not in SCHEDULES:
+        raise UserError(f"schedule={cfg.schedule!r} is unknown; use one of {', '.join(SCHEDULES)}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("hardware=cuda was asked for, but this machine has no usable CUDA GPU; use hardware=cpu")
+    return torch.device(name)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, steps: int):
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    if schedule == "step":
+        milestones = [int(steps * 0.5), int(steps * 0.75)]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def config_columns(cfg: DictConfig) -> dict:
+    """The choices that define a run, flattened for the results CSV; `config_hash` identifies
+    them (seed included) so reruns of the same configuration can be recognised."""
+    data = cfg.dataset
+    step_profile = data.profile == "step"
+    columns = {
+        "run_id": "",
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dataset": data.name,
+        "model": cfg.model.name,
+        "method": cfg.method.name,
+        "device": cfg.hardware.device,
+        "profile": data.profile,
+        "imbalance": cfg.imbalance if step_profile else "",
+        "imbalance_ratio": "" if step_profile else cfg.imbalance_ratio,
+        "classes": "" if data.classes is None else " ".join(map(str, data.classes)),
+        "meta_per_class": cfg.meta.per_class,
+        "seed": cfg.seed,
+        "steps": cfg.steps,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "momentum": cfg.momentum,
+        "weight_decay": cfg.weight_decay,
+        "schedule": cfg.schedule,
+    }
+    for key, value in cfg.method.items():
+        if key not in ("name", "_target_"):
+            columns[f"method.{key}"] = value
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_HASHED:
+        resolved.pop(key, None)
+    columns["config_hash"] = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+    columns["run_id"] = f"{columns['time'][:19].replace(':', '')}-{columns['config_hash'][:8]}"
+    return columns
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def write_confusion(path: Path, confusion: torch.Tensor, class_names: list[str]) -> None:
+    lines = ["true\\predicted," + ",".join(class_names)]
+    lines += [f"{name}," + ",".join(map(str, row)) for name, row in zip(class_names, confusion.tolist())]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg, HydraConfig.get().runtime.output_dir)["balanced_accuracy"]
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except DivergedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep goes on; its row says `diverged`
+            sys.exit(1)
+        return None
+
+
+if __name__ == "__main__":
+    main()

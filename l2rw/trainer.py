@@ -1,0 +1,154 @@
+"""The training loop: batch -> method's weighted loss -> SGD step, evaluating every `eval_every` steps."""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from l2rw.data import LabeledImages, Splits
+from l2rw.errors import DivergedError
+from l2rw.methods.base import Method
+
+
+class Normalizer:
+    """uint8 images -> float, standardised per channel with the training set's statistics."""
+
+    def __init__(self, train_images: torch.Tensor):
+        pixels = train_images.float().div(255).transpose(0, 1).flatten(1)
+        self.mean = pixels.mean(dim=1).view(1, -1, 1, 1)
+        self.std = pixels.std(dim=1).clamp(min=1e-3).view(1, -1, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float().div(255) - self.mean) / self.std
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    balanced_accuracy: float
+    per_class_recall: list[float]
+    confusion: torch.Tensor  # (true class, predicted class) counts
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: LabeledImages, normalize: Normalizer, num_classes: int) -> Evaluation:
+    """Accuracy, balanced accuracy (mean per-class recall, ISIC 2018's metric) and the confusion matrix."""
+    was_training = model.training
+    model.eval()
+    predictions = torch.cat(
+        [model(normalize(data.images[i : i + 1000])).argmax(1) for i in range(0, len(data), 1000)]
+    )
+    model.train(was_training)
+    confusion = torch.bincount(
+        data.labels * num_classes + predictions, minlength=num_classes * num_classes
+    ).view(num_classes, num_classes).cpu()
+    support = confusion.sum(1)
+    recall = confusion.diag().double() / support.clamp(min=1)
+    present = support > 0
+    return Evaluation(
+        accuracy=confusion.diag().sum().item() / max(len(data), 1),
+        balanced_accuracy=recall[present].mean().item(),
+        per_class_recall=recall.tolist(),
+        confusion=confusion,
+    )
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    was_training = model.training
+    model.eval()
+    loss = F.cross_entropy(model(images), labels).item()
+    model.train(was_training)
+    return loss
+
+
+METRIC_COLUMNS = [
+    "step", "train_loss", "meta_loss", "accuracy", "balanced_accuracy",
+    "zero_weight_share", "skipped_steps", "seconds",
+]
+
+
+def fit(
+    model: nn.Module,
+    method: Method,
+    splits: Splits,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    steps: int,
+    batch_size: int,
+    eval_every: int,
+    generator: torch.Generator,
+    metrics_csv: Path,
+    progress: bool = True,
+    label: str = "train",
+) -> dict:
+    """Train for `steps` optimizer steps; write one `metrics_csv` row per evaluation.
+
+    Returns the final evaluation plus step statistics. Raises DivergedError on a NaN/inf loss.
+    """
+    normalize = Normalizer(splits.train.images)
+    meta = LabeledImages(normalize(splits.meta.images), splits.meta.labels)
+    method.setup(splits.train, meta, splits.num_classes, generator)
+    batches = method.batches(batch_size)
+    device = splits.train.labels.device
+
+    skipped, eval_seconds = 0, 0.0
+    window_loss, window_zero_share, window_steps = 0.0, 0.0, 0
+    started = time.perf_counter()
+    with open(metrics_csv, "w", newline="") as metrics_file, tqdm(
+        total=steps, disable=not progress, desc=label, dynamic_ncols=True
+    ) as bar:
+        writer = csv.DictWriter(metrics_file, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        model.train()
+        for step in range(1, steps + 1):
+            index = next(batches).to(device)
+            x, y = normalize(splits.train.images[index]), splits.train.labels[index]
+            lr = optimizer.param_groups[0]["lr"]
+            result = method.step_loss(model, x, y, index, lr)
+            loss = result.loss.item()
+            if not math.isfinite(loss):
+                raise DivergedError(step, loss, lr)
+            if result.weights.sum() > 0:
+                optimizer.zero_grad(set_to_none=True)
+                result.loss.backward()
+                optimizer.step()
+            else:  # every example got weight 0: the meta gradient agrees with none of them
+                skipped += 1
+            scheduler.step()
+            window_loss += loss
+            window_zero_share += (result.weights == 0).float().mean().item()
+            window_steps += 1
+            bar.update(1)
+
+            if step % eval_every == 0 or step == steps:
+                eval_started = time.perf_counter()
+                evaluation = evaluate(model, splits.test, normalize, splits.num_classes)
+                writer.writerow({
+                    "step": step,
+                    "train_loss": window_loss / window_steps,
+                    "meta_loss": mean_loss(model, meta.images, meta.labels),
+                    "accuracy": evaluation.accuracy,
+                    "balanced_accuracy": evaluation.balanced_accuracy,
+                    "zero_weight_share": window_zero_share / window_steps,
+                    "skipped_steps": skipped,
+                    "seconds": time.perf_counter() - started,
+                })
+                metrics_file.flush()
+                bar.set_postfix(loss=f"{window_loss / window_steps:.3f}", bacc=f"{evaluation.balanced_accuracy:.3f}")
+                window_loss, window_zero_share, window_steps = 0.0, 0.0, 0
+                eval_seconds += time.perf_counter() - eval_started
+
+    return {
+        "evaluation": evaluation,
+        "skipped_steps": skipped,
+        "seconds_per_step": (time.perf_counter() - started - eval_seconds) / steps,
+    }

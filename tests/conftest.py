@@ -1,0 +1,37 @@
+"""Tests compose the real configs in conf/ through Hydra's compose API."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from l2rw.train import CONFIG_DIR
+
+# Small enough for 2 CPU cores, long enough for the assertions to mean something.
+FAST = ["steps=20", "eval_every=10", "progress=false"]
+
+
+def config_options(group: str) -> list[str]:
+    """Every option of a config group, as the files in conf/<group>/ define them."""
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """Compose conf/config.yaml with FAST settings, outputs under tmp_path, then `overrides`."""
+
+    def _make(*overrides: str):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose("config", overrides=[*FAST, f"results_csv={tmp_path / 'results.csv'}", *overrides])
+
+    return _make
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`l2rw-train ARGS` in a subprocess, as a user would type it."""
+    env = os.environ | {"HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "l2rw.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )

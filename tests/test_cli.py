@@ -1,0 +1,77 @@
+"""End to end through the CLI and through train(): files, rows, errors, reproducibility."""
+import json
+
+import pandas as pd
+
+from l2rw.train import train
+from tests.conftest import FAST, run_cli
+
+
+def test_one_run_writes_run_dir_files_and_one_row(tmp_path):
+    results = tmp_path / "results.csv"
+    done = run_cli("method=l2rw", *FAST, f"results_csv={results}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in ("config.yaml", "metrics.csv", "summary.json", "confusion.csv"):
+        assert (tmp_path / "run" / name).stat().st_size > 0, name
+    rows = pd.read_csv(results)
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    assert (row.method, row.dataset, row.model, row.status) == ("l2rw", "digits", "lenet", "ok")
+    assert 0 <= row.balanced_accuracy <= 1 and row.seconds_per_step > 0
+    assert len(str(row.per_class_recall).split()) == 10
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert metrics.step.tolist() == [10, 20]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["balanced_accuracy"] == row.balanced_accuracy
+
+
+def test_multirun_writes_one_row_per_job(tmp_path):
+    results = tmp_path / "results.csv"
+    done = run_cli(
+        "--multirun", "method=sgd,l2rw", "imbalance=0.5,0.9", *FAST,
+        f"results_csv={results}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_csv(results)
+    assert sorted(zip(rows.method, rows.imbalance)) == [("l2rw", 0.5), ("l2rw", 0.9), ("sgd", 0.5), ("sgd", 0.9)]
+    assert rows.run_dir.nunique() == 4
+
+
+def test_bad_input_exits_2_with_the_message_and_no_row(tmp_path):
+    results = tmp_path / "results.csv"
+    for args, message in [
+        (["imbalance=1.5"], "imbalance=1.5 is outside"),
+        (["meta.per_class=500"], "meta.per_class=500"),
+        (["hardware=cuda"], "hardware=cpu"),
+    ]:
+        done = run_cli(*args, *FAST, f"results_csv={results}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+        if args == ["hardware=cuda"] and done.returncode == 0:
+            continue  # this machine has a GPU
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr and "Traceback" not in done.stderr
+        assert not results.exists()
+
+
+def test_unknown_option_fails_with_hydra_listing_the_choices(tmp_path):
+    done = run_cli("method=adam", cwd=tmp_path)
+    assert done.returncode != 0 and "l2rw" in done.stderr and "sgd" in done.stderr
+
+
+def test_same_seed_gives_identical_metrics(make_cfg, tmp_path):
+    def metrics(seed, name):
+        train(make_cfg("method=l2rw", f"seed={seed}"), tmp_path / name)
+        return pd.read_csv(tmp_path / name / "metrics.csv").drop(columns="seconds")
+
+    first, second, other = metrics(0, "a"), metrics(0, "b"), metrics(1, "c")
+    pd.testing.assert_frame_equal(first, second)
+    assert not first.equals(other)
+
+
+def test_divergence_stops_with_status_and_step(make_cfg, tmp_path):
+    import pytest
+
+    from l2rw.errors import DivergedError
+
+    with pytest.raises(DivergedError, match="lower `lr`"):
+        train(make_cfg("lr=1e30", "momentum=0.9", "schedule=constant"), tmp_path / "run")
+    row = pd.read_csv(tmp_path / "results.csv").iloc[0]
+    assert row.status == "diverged" and 1 <= row.diverged_step <= 20

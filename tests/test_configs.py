@@ -1,0 +1,57 @@
+"""Every option of every config group composes and builds its object."""
+import pytest
+import torch
+
+from l2rw.data import build_splits
+from l2rw.errors import UserError
+from l2rw.models import build_model
+from l2rw.methods.base import Method
+from l2rw.registry import build
+from l2rw.train import resolve_device, train
+from tests.conftest import config_options
+
+
+def test_every_group_has_its_documented_options():
+    assert {"digits"} <= set(config_options("dataset"))
+    assert {"lenet", "mlp"} <= set(config_options("model"))
+    assert {"sgd", "weighted_sampler", "l2rw"} <= set(config_options("method"))
+    assert {"cpu", "cuda"} <= set(config_options("hardware"))
+
+
+@pytest.mark.parametrize("model", config_options("model"))
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
+def test_every_model_builds_for_any_image_shape(make_cfg, model, shape):
+    cfg = make_cfg(f"model={model}")
+    net = build_model(cfg.model, shape, num_classes=7)
+    assert net(torch.zeros(2, *shape)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("method", config_options("method"))
+def test_every_method_builds(make_cfg, method):
+    cfg = make_cfg(f"method={method}")
+    assert isinstance(build(cfg.method), Method)
+    assert cfg.method.name == method
+
+
+def test_default_dataset_builds(make_cfg):
+    cfg = make_cfg()
+    splits = build_splits(cfg)
+    assert splits.num_classes == 10 and splits.image_shape == (1, 8, 8)
+    assert splits.train.images.dtype == torch.uint8
+
+
+def test_cpu_resolves_and_cuda_fails_clearly_without_a_gpu(make_cfg):
+    assert resolve_device(make_cfg("hardware=cpu").hardware.device) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="hardware=cpu"):
+            resolve_device(make_cfg("hardware=cuda").hardware.device)
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [("steps=0", "steps"), ("lr=-1", "lr"), ("schedule=linear", "schedule"), ("batch_size=0", "batch_size")],
+)
+def test_bad_scalars_name_their_field(make_cfg, tmp_path, override, field):
+    with pytest.raises(UserError, match=field):
+        train(make_cfg(override), tmp_path / "run")
+    assert not (tmp_path / "results.csv").exists()
