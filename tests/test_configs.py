@@ -55,3 +55,8 @@ def test_bad_scalars_name_their_field(make_cfg, tmp_path, override, field):
     with pytest.raises(UserError, match=field):
         train(make_cfg(override), tmp_path / "run")
     assert not (tmp_path / "results.csv").exists()
+
+
+def test_resnet32_has_the_papers_parameter_count(make_cfg):
+    net = build_model(make_cfg("model=resnet32").model, (3, 32, 32), num_classes=10)
+    assert sum(p.numel() for p in net.parameters()) == 464154  # He et al. 2016: 0.46M

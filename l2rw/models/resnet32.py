@@ -1,0 +1,47 @@
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, channels_in: int, channels_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels_out)
+        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels_out)
+        self.shortcut_pad = channels_out - channels_in
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        # option A of He et al.: subsample and zero-pad channels, so the shortcut has no parameters
+        shortcut = x[:, :, :: self.stride, :: self.stride]
+        if self.shortcut_pad:
+            shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, self.shortcut_pad))
+        return F.relu(out + shortcut)
+
+
+class ResNet32(nn.Module):
+    """The CIFAR ResNet-32 of He et al. 2016: 3 stages x 5 basic blocks, 16/32/64 channels,
+    about 0.46M parameters, BatchNorm."""
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, blocks_per_stage: int = 5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(image_shape[0], 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        layers, channels = [], 16
+        for stage, width in enumerate((16, 32, 64)):
+            for block in range(blocks_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                layers.append(BasicBlock(channels, width, stride))
+                channels = width
+        self.stages = nn.Sequential(*layers)
+        self.head = nn.Linear(64, num_classes)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.stages(self.stem(x))
+        return self.head(features.mean(dim=(2, 3)))
