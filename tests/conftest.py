@@ -31,7 +31,8 @@ def make_cfg(tmp_path):
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`l2rw-train ARGS` in a subprocess, as a user would type it."""
-    env = os.environ | {"HYDRA_FULL_ERROR": "0"}
+    # this checkout's l2rw, whichever copy the venv has installed
+    env = os.environ | {"HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run(
         [sys.executable, "-m", "l2rw.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
