@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from l2rw.data import build_splits
+from l2rw.data.augment import random_crop_and_flip
 from l2rw.errors import DivergedError, UserError
 from l2rw.models import build_model
 from l2rw.registry import build
@@ -63,6 +64,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             steps=cfg.steps, batch_size=cfg.batch_size, eval_every=cfg.eval_every,
             generator=torch.Generator().manual_seed(cfg.seed),
             metrics_csv=run_dir / "metrics.csv", progress=cfg.progress, label=cfg.method.name,
+            # a dataset without the option is not augmented
+            augment=random_crop_and_flip if cfg.dataset.get("augment", False) else None,
         )
     except DivergedError as diverged:
         append_row(cfg.results_csv, row | {"status": "diverged", "diverged_step": diverged.step})

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,8 +90,12 @@ def fit(
     metrics_csv: Path,
     progress: bool = True,
     label: str = "train",
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> dict:
     """Train for `steps` optimizer steps; write one `metrics_csv` row per evaluation.
+
+    `augment(uint8 images, generator)` transforms training batches only: the meta and test
+    images stay as they are.
 
     Returns the final evaluation plus step statistics. Raises DivergedError on a NaN/inf loss.
     """
@@ -111,7 +116,10 @@ def fit(
         model.train()
         for step in range(1, steps + 1):
             index = next(batches).to(device)
-            x, y = normalize(splits.train.images[index]), splits.train.labels[index]
+            images = splits.train.images[index]
+            if augment is not None:
+                images = augment(images, generator)
+            x, y = normalize(images), splits.train.labels[index]
             lr = optimizer.param_groups[0]["lr"]
             result = method.step_loss(model, x, y, index, lr)
             loss = result.loss.item()

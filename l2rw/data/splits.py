@@ -5,10 +5,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from l2rw.errors import UserError
+from l2rw.registry import build
 
 
 @dataclass
@@ -127,7 +127,7 @@ def build_splits(cfg: DictConfig) -> Splits:
     """Meta and (when the dataset has no official one) test sets are balanced and taken
     first from each class; the imbalance profile then subsamples the rest into the training set."""
     data_cfg = cfg.dataset
-    source = _select_classes(instantiate(data_cfg.source), data_cfg.classes)
+    source = _select_classes(build(data_cfg.source), data_cfg.classes)
     k = len(source.class_names)
     generator = torch.Generator().manual_seed(int(cfg.seed))
     meta_per_class = int(cfg.meta.per_class)

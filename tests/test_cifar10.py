@@ -1,0 +1,277 @@
+"""CIFAR-10 on a generated miniature `cifar-10-batches-py` in the official pickle format."""
+import copy
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from l2rw import reweight
+from l2rw.data import build_splits
+from l2rw.data.augment import crop_and_flip, random_crop_and_flip
+from l2rw.data.cifar10 import ARCHIVE_MD5, FOLDER, TEST_FILE, TRAIN_FILES, load_cifar10
+from l2rw.errors import UserError
+from l2rw.models import build_model
+from l2rw.registry import build
+from l2rw.train import CONFIG_DIR, train
+from l2rw.trainer import fit
+from tests.conftest import FAST, run_cli
+from tests.sources import image_ids
+
+CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+TEST_ID_OFFSET = 30000  # test images get ids from here on, so every image in the miniature is unique
+
+
+def write_mini_cifar(root, train_per_class: int = 20, test_per_class: int = 3, seed: int = 0):
+    """The official layout with few images: labels shuffled across five training batches, every
+    image unique (its id in the first two red pixels, read back by `image_ids`) and its green
+    plane's first pixel set to 200 + label, so a wrong channel layout shows."""
+    rng = np.random.default_rng(seed)
+    folder = root / FOLDER
+    folder.mkdir(parents=True)
+
+    def rows(labels: np.ndarray, first_id: int) -> np.ndarray:
+        data = rng.integers(0, 200, size=(len(labels), 3072), dtype=np.uint8)
+        ids = first_id + np.arange(len(labels))
+        data[:, 0], data[:, 1], data[:, 1024] = ids % 256, ids // 256, 200 + labels
+        return data
+
+    train_labels = rng.permutation(np.repeat(np.arange(10), train_per_class))
+    train_rows = rows(train_labels, 0)
+    for name, part in zip(TRAIN_FILES, np.array_split(np.arange(len(train_labels)), len(TRAIN_FILES))):
+        dump(folder / name, {b"batch_label": name.encode(), b"labels": train_labels[part].tolist(), b"data": train_rows[part]})
+    test_labels = rng.permutation(np.repeat(np.arange(10), test_per_class))
+    dump(folder / TEST_FILE, {b"labels": test_labels.tolist(), b"data": rows(test_labels, TEST_ID_OFFSET)})
+    dump(folder / "batches.meta", {b"label_names": [name.encode() for name in CLASS_NAMES], b"num_vis": 3072})
+    return root
+
+
+def dump(path, content: dict) -> None:
+    with open(path, "wb") as file:
+        pickle.dump(content, file, protocol=2)  # the official files are Python 2 pickles
+
+
+@pytest.fixture
+def mini_root(tmp_path):
+    return write_mini_cifar(tmp_path / "data")
+
+
+def cifar(root, *overrides: str) -> list[str]:
+    return ["dataset=cifar10", f"dataset.root={root}", *overrides]
+
+
+def class_counts(labels: torch.Tensor) -> list[int]:
+    return torch.bincount(labels, minlength=10).tolist()
+
+
+def test_loads_shapes_labels_and_class_names(mini_root):
+    source = load_cifar10(str(mini_root))
+    assert source.class_names == CLASS_NAMES
+    assert source.pool.images.shape == (200, 3, 32, 32) and source.pool.images.dtype == torch.uint8
+    assert source.test.images.shape == (30, 3, 32, 32)
+    assert class_counts(source.pool.labels) == [20] * 10 and class_counts(source.test.labels) == [3] * 10
+    for part in (source.pool, source.test):  # rows are red, green, blue planes of 32x32, in that order
+        assert torch.equal(part.images[:, 1, 0, 0].long(), 200 + part.labels)
+    assert image_ids(source.pool.images) == set(range(200))
+    assert image_ids(source.test.images) == set(range(TEST_ID_OFFSET, TEST_ID_OFFSET + 30))
+
+
+def test_root_expands_home_and_comes_from_the_environment(tmp_path, monkeypatch, make_cfg):
+    write_mini_cifar(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path.parent))
+    assert len(load_cifar10(f"~/{tmp_path.name}").pool) == 200
+    monkeypatch.setenv("L2RW_DATA", str(tmp_path))
+    assert make_cfg("dataset=cifar10").dataset.source.root == str(tmp_path)
+
+
+@pytest.mark.parametrize("profile", ["step", "longtail"])
+def test_meta_train_test_disjoint_meta_balanced_test_official(make_cfg, mini_root, profile):
+    splits = build_splits(make_cfg(*cifar(mini_root, f"dataset.profile={profile}", "meta.per_class=4", "imbalance_ratio=10")))
+    train, meta, test = (image_ids(part.images) for part in (splits.train, splits.meta, splits.test))
+    assert len(train) == len(splits.train) and len(meta) == len(splits.meta)
+    assert not (train & meta) and not (train & test) and not (meta & test)
+    assert max(train | meta) < TEST_ID_OFFSET  # meta comes from the official training set
+    assert class_counts(splits.meta.labels) == [4] * 10
+    assert test == set(range(TEST_ID_OFFSET, TEST_ID_OFFSET + 30))  # the whole official test set
+
+
+def test_step_profile_counts(make_cfg, mini_root):
+    splits = build_splits(make_cfg(*cifar(mini_root, "meta.per_class=2", "imbalance=0.5")))
+    assert class_counts(splits.train.labels) == [18] + [2] * 9  # 18 of 36: exactly half
+
+
+def test_longtail_profile_counts(make_cfg, mini_root):
+    splits = build_splits(make_cfg(*cifar(mini_root, "dataset.profile=longtail", "meta.per_class=2", "imbalance_ratio=10")))
+    # CIFAR-10-LT: n_c = floor(18 * 10^(-c/9)), 18 images left per class after the meta set
+    assert class_counts(splits.train.labels) == [18, 13, 10, 8, 6, 5, 3, 3, 2, 1]
+
+
+def test_class_subset_airplane_vs_automobile(make_cfg, mini_root):
+    splits = build_splits(make_cfg(*cifar(mini_root, "dataset.classes=[1,0]", "meta.per_class=2", "imbalance=0.9")))
+    assert splits.class_names == ["automobile", "airplane"]
+    assert torch.equal(torch.bincount(splits.train.labels), torch.tensor([18, 2]))  # majority: the first listed
+    assert torch.equal(torch.bincount(splits.test.labels), torch.tensor([3, 3]))
+
+
+def test_missing_data_names_the_folder_and_both_fixes(make_cfg, tmp_path):
+    with pytest.raises(UserError) as raised:
+        train(make_cfg(*cifar(tmp_path / "nowhere")), tmp_path / "run")
+    message = str(raised.value)
+    assert str(tmp_path / "nowhere" / FOLDER) in message
+    assert "dataset.root" in message and "dataset.download=true" in message
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_missing_file_is_named(mini_root):
+    (mini_root / FOLDER / "data_batch_4").unlink()
+    with pytest.raises(UserError, match="lacks data_batch_4"):
+        load_cifar10(str(mini_root))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.write_bytes(b"<html>404 Not Found</html>"),
+        lambda path: path.write_bytes(path.read_bytes()[:5000]),  # an interrupted copy
+        lambda path: dump(path, {b"labels": [0]}),  # no pixels
+        lambda path: dump(path, {b"labels": [0, 1], b"data": np.zeros((2, 1024), np.uint8)}),  # grey images
+        lambda path: dump(path, {b"labels": [10], b"data": np.zeros((1, 3072), np.uint8)}),  # label out of range
+    ],
+    ids=["not-a-pickle", "truncated", "missing-key", "wrong-shape", "bad-label"],
+)
+def test_corrupt_file_is_named_with_the_fix(mini_root, damage):
+    damage(mini_root / FOLDER / "data_batch_3")
+    with pytest.raises(UserError) as raised:
+        load_cifar10(str(mini_root))
+    assert str(mini_root / FOLDER / "data_batch_3") in str(raised.value)
+    assert "dataset.download=true" in str(raised.value)
+
+
+def test_download_goes_through_torchvision_with_the_official_checksum(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_download(url, download_root, md5):
+        calls.append((url, download_root, md5))
+        write_mini_cifar(tmp_path)
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", fake_download)
+    source = load_cifar10(str(tmp_path), download=True)
+    assert calls == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", str(tmp_path), ARCHIVE_MD5)]
+    assert len(source.pool) == 200
+    load_cifar10(str(tmp_path), download=True)
+    assert len(calls) == 1  # files present: nothing fetched
+
+
+def test_batched_crop_and_flip_match_a_per_image_reference():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    offsets, flips = torch.randint(0, 9, (64, 2), generator=generator), torch.rand(64, generator=generator) < 0.5
+    expected = []
+    for image, (row, column), flip in zip(images, offsets.tolist(), flips):
+        crop = torch.nn.functional.pad(image, (4, 4, 4, 4))[:, row : row + 32, column : column + 32]
+        expected.append(crop.flip(-1) if flip else crop)
+    assert torch.equal(crop_and_flip(images, offsets, flips, 4), torch.stack(expected))
+    assert flips.any() and not flips.all() and (offsets != 4).any()
+
+
+def test_random_crop_and_flip_follow_the_generator():
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    first, again = (random_crop_and_flip(images, torch.Generator().manual_seed(1)) for _ in range(2))
+    other = random_crop_and_flip(images, torch.Generator().manual_seed(2))
+    assert torch.equal(first, again) and not torch.equal(first, other) and first.dtype == torch.uint8
+
+
+def test_augmentation_is_switchable_and_reproducible(make_cfg, mini_root, tmp_path):
+    def metrics(name, *overrides):
+        cfg = make_cfg(*cifar(mini_root, "meta.per_class=2", "steps=4", "eval_every=2", "batch_size=16", *overrides))
+        train(cfg, tmp_path / name)
+        return pd.read_csv(tmp_path / name / "metrics.csv").drop(columns="seconds")
+
+    on, on_again, off = metrics("a"), metrics("b"), metrics("c", "dataset.augment=false")
+    pd.testing.assert_frame_equal(on, on_again)
+    assert not on.equals(off)
+    assert make_cfg().dataset.augment is False  # digits: shifting or mirroring 8x8 digits changes them
+
+
+def test_resnet32_l2rw_end_to_end_through_the_cli(mini_root, tmp_path):
+    results = tmp_path / "results.csv"
+    done = run_cli(
+        *cifar(mini_root, "model=resnet32", "method=l2rw", "meta.per_class=2"), *FAST,
+        "steps=3", "eval_every=3", "batch_size=8", f"results_csv={results}", f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_csv(results)
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    assert (row.dataset, row.model, row.method, row.status) == ("cifar10", "resnet32", "l2rw", "ok")
+    assert row.train_size == 18 + 9 and len(str(row.per_class_recall).split()) == 10
+    assert pd.read_csv(tmp_path / "run" / "metrics.csv").step.tolist() == [3]
+
+
+def batchnorm_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: b.clone() for name, b in model.named_buffers() if "running" in name or "num_batches" in name}
+
+
+def test_one_l2rw_step_moves_batchnorm_stats_exactly_like_one_sgd_step(make_cfg, mini_root, tmp_path):
+    cfg = make_cfg(*cifar(mini_root, "model=resnet32", "meta.per_class=2", "dataset.augment=false"))
+    splits = build_splits(cfg)
+    torch.manual_seed(0)
+    initial = build_model(cfg.model, splits.image_shape, splits.num_classes)
+    before = batchnorm_buffers(initial)
+
+    def after_one_step(method_name: str) -> dict[str, torch.Tensor]:
+        model = copy.deepcopy(initial)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        fit(
+            model, build(make_cfg(f"method={method_name}").method), splits, optimizer,
+            torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+            steps=1, batch_size=8, eval_every=1, generator=torch.Generator().manual_seed(0),
+            metrics_csv=tmp_path / f"{method_name}.csv", progress=False,
+        )
+        return batchnorm_buffers(model)
+
+    sgd, l2rw = after_one_step("sgd"), after_one_step("l2rw")
+    assert sgd.keys() == l2rw.keys() and len(sgd) == 31 * 3  # 31 BatchNorm layers in ResNet-32
+    for name in sgd:
+        assert torch.equal(l2rw[name], sgd[name]), name
+        if name.endswith("num_batches_tracked"):
+            assert l2rw[name].item() == 1, name  # updated once per step, by the real forward only
+        else:
+            assert not torch.equal(l2rw[name], before[name]), name
+
+
+def test_meta_computation_uses_batch_statistics_not_running_ones(make_cfg):
+    torch.manual_seed(0)
+    model = build_model(make_cfg("model=resnet32").model, (3, 32, 32), 10)
+    x, y, meta_x, meta_y = torch.randn(8, 3, 32, 32), torch.arange(8), torch.randn(10, 3, 32, 32), torch.arange(10)
+    weights = reweight.weights_double_backprop(model, x, y, meta_x, meta_y, lr=0.1)
+    for name, buffer in model.named_buffers():
+        if "running" in name:
+            buffer.uniform_(5, 10)  # statistics that would wreck any forward pass that used them
+    torch.testing.assert_close(reweight.weights_double_backprop(model, x, y, meta_x, meta_y, lr=0.1), weights)
+
+
+@pytest.mark.parametrize("preset", ["cifar10_imbalance", "cifar10_lt"])
+def test_preset_composes_and_runs_a_few_steps(make_cfg, tmp_path, preset):
+    root = write_mini_cifar(tmp_path / "data", train_per_class=110)  # LT at ratio 100 needs >= 100 per class
+    cfg = make_cfg(f"+experiment={preset}", f"dataset.root={root}", "steps=2", "eval_every=2", "batch_size=16")
+    assert (cfg.dataset.name, cfg.model.name, cfg.meta.per_class) == ("cifar10", "resnet32", 10)
+    row = train(cfg, tmp_path / "run")
+    assert row["status"] == "ok" and row["profile"] == ("step" if preset == "cifar10_imbalance" else "longtail")
+
+
+@pytest.mark.parametrize(
+    "preset, grid",
+    [
+        ("cifar10_imbalance", {"method": "sgd,weighted_sampler,l2rw", "imbalance": "0.5,0.6,0.7,0.8,0.9"}),
+        ("cifar10_lt", {"method": "sgd,weighted_sampler,l2rw", "imbalance": "0.9", "imbalance_ratio": "10,100"}),
+    ],
+)
+def test_preset_sweeps_its_grid(preset, grid):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={preset}"], return_hydra_config=True)
+    assert {key: str(value) for key, value in cfg.hydra.sweeper.params.items()} == grid
+    assert (cfg.steps, cfg.schedule, cfg.momentum, cfg.batch_size) == (80000, "step", 0.9, 100)
