@@ -5,10 +5,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from l2rw.errors import UserError
+from l2rw.registry import build
 
 
 @dataclass
@@ -162,14 +162,16 @@ def _test_groups(data_cfg: DictConfig, groups_in_class: int) -> int:
 
 
 def _too_few_groups(source: Source, c: int, available: int, meta: int, test: int, data_cfg: DictConfig) -> UserError:
-    unit = source.unit
+    def count(n: int) -> str:
+        return f"{n} {source.unit}" + ("" if n == 1 else "s")
+
     need, fix = f"meta.per_class={meta}", "meta.per_class"
     if test:
         field = _test_field(data_cfg)
-        need += f" + dataset.{field}={data_cfg[field]} ({test} {unit}s)"
+        need += f" + dataset.{field}={data_cfg[field]} ({count(test)})"
         fix += f" or dataset.{field}"
     return UserError(
-        f"class {c} ({source.class_names[c]}) has {available} {unit}s, but {need} + 1 training {unit} "
+        f"class {c} ({source.class_names[c]}) has {count(available)}, but {need} + 1 training {source.unit} "
         f"need {meta + test + 1}; lower {fix}"
     )
 
@@ -179,7 +181,7 @@ def build_splits(cfg: DictConfig) -> Splits:
     first from each class, whole groups at a time (see `Source.groups`); the imbalance profile
     then subsamples the rest into the training set."""
     data_cfg = cfg.dataset
-    source = _select_classes(instantiate(data_cfg.source), data_cfg.classes)
+    source = _select_classes(build(data_cfg.source), data_cfg.classes)
     k = len(source.class_names)
     generator = torch.Generator().manual_seed(int(cfg.seed))
     meta_per_class = int(cfg.meta.per_class)
