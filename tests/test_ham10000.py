@@ -205,3 +205,26 @@ def test_preset_sweeps_three_methods_end_to_end(mini_ham, tmp_path):
         assert list(recall["class"]) == CLASSES
         assert recall.recall.mean() == pytest.approx(rows.set_index("run_dir").balanced_accuracy[run_dir], abs=1e-6)
         assert open(f"{run_dir}/confusion.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resnet18_pretrained_reads_the_local_hub_cache_only(make_cfg, tmp_path, monkeypatch):
+    import torchvision
+
+    from l2rw.models import build_model
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cfg = make_cfg("model=resnet18", "model.pretrained=true")
+    checkpoint = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    with pytest.raises(UserError, match="model.pretrained=false") as error:
+        build_model(cfg.model, (3, 32, 32), num_classes=7)
+    assert str(checkpoint) in str(error.value)
+
+    imagenet = torchvision.models.resnet18()  # stands in for the real weights
+    checkpoint.parent.mkdir(parents=True)
+    torch.save(imagenet.state_dict(), checkpoint)
+    model = build_model(cfg.model, (3, 32, 32), num_classes=7)
+    assert torch.equal(model.conv1.weight, imagenet.conv1.weight)
+    assert torch.equal(model.layer4[1].conv2.weight, imagenet.layer4[1].conv2.weight)
+    assert model.fc.out_features == 7 and model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+    with pytest.raises(UserError, match="RGB"):
+        build_model(cfg.model, (1, 8, 8), num_classes=7)
