@@ -84,7 +84,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     }
     write_confusion(run_dir / "confusion.csv", evaluation.confusion, splits.class_names)
     write_per_class_recall(run_dir / "per_class_recall.csv", evaluation, splits.class_names)
-    title = f"{cfg.dataset.name} {cfg.model.name} {cfg.method.name}: balanced accuracy {evaluation.balanced_accuracy:.2%}"
+    title = f"{row['dataset']} {row['model']} {row['method']}: balanced accuracy {evaluation.balanced_accuracy:.2%}"
     save_confusion_png(run_dir / "confusion.png", evaluation.confusion, splits.class_names, title)
     (run_dir / "summary.json").write_text(json.dumps(row | {"class_names": splits.class_names}, indent=2))
     append_row(cfg.results_csv, row)

@@ -86,22 +86,26 @@ def test_decoding_crops_the_centre_square(tmp_path):
     assert decoded[:, 1:-1].min() == 200 and decoded.min() > 150  # squashing would darken whole columns
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_no_lesion_crosses_splits_and_meta_has_the_requested_lesions(make_cfg, mini_ham, seed):
-    cfg = ham_cfg(make_cfg, mini_ham, "meta.per_class=2", "dataset.test_fraction=0.2", f"seed={seed}")
+@pytest.mark.parametrize("seed, classes", [(0, None), (1, None), (0, ["nv", "df"])])
+def test_no_lesion_crosses_splits_and_meta_has_the_requested_lesions(make_cfg, mini_ham, seed, classes):
+    selection = [] if classes is None else [f"dataset.classes=[{','.join(str(CLASSES.index(c)) for c in classes)}]"]
+    cfg = ham_cfg(make_cfg, mini_ham, "meta.per_class=2", "dataset.test_fraction=0.2", f"seed={seed}", *selection)
     splits = build_splits(cfg)
+    classes = classes or CLASSES
     rows = metadata_rows()
-    lesions = {name: {rows[i]["lesion_id"] for i in row_of(getattr(splits, name).images)} for name in ("train", "meta", "test")}
-    assert not (lesions["train"] & lesions["meta"] or lesions["train"] & lesions["test"] or lesions["meta"] & lesions["test"])
-    all_images = sorted(row_of(torch.cat([splits.train.images, splits.meta.images, splits.test.images])))
-    assert all_images == list(range(len(rows)))  # profile=natural: every image is used exactly once
-    for name, per_class in [("meta", 2), ("test", 1)]:  # test: max(1, round(0.2 * 5 lesions)); nv: 2 of 9
-        for c, dx in enumerate(CLASSES):
-            expected = 2 if name == "test" and dx == "nv" else per_class
-            in_class = {lesion for lesion in lesions[name] if lesion.startswith(f"HAM_{dx}")}
-            assert len(in_class) == expected, (name, dx)
-    labels = [CLASSES.index(rows[i]["dx"]) for i in row_of(splits.meta.images)]
-    assert splits.meta.labels.tolist() == labels
+    parts = ("train", "meta", "test")
+    lesions = {part: {rows[i]["lesion_id"] for i in row_of(getattr(splits, part).images)} for part in parts}
+    train, meta, test = lesions["train"], lesions["meta"], lesions["test"]
+    assert not (train & meta) and not (train & test) and not (meta & test)
+    used = sorted(row_of(torch.cat([splits.train.images, splits.meta.images, splits.test.images])))
+    assert used == [i for i, row in enumerate(rows) if row["dx"] in classes]  # profile=natural keeps every image
+    for part, per_class in [("meta", 2), ("test", 1)]:  # test: max(1, round(0.2 * 5 lesions)); nv: 2 of 9
+        for dx in classes:
+            expected = 2 if part == "test" and dx == "nv" else per_class
+            assert len({lesion for lesion in lesions[part] if lesion.startswith(f"HAM_{dx}")}) == expected, (part, dx)
+    for part in parts:
+        images = getattr(splits, part)
+        assert images.labels.tolist() == [classes.index(rows[i]["dx"]) for i in row_of(images.images)]
 
 
 def test_cache_is_reused_and_rebuilt_after_a_file_changes(mini_ham, monkeypatch):

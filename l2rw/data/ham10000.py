@@ -38,19 +38,23 @@ def load_ham10000(
     root: str, image_size: int, cache_dir: str, workers: int = 0, progress: bool = True
 ) -> Source:
     """The HAM10000 pool (grouped by lesion) and, when present, the ISIC 2018 test set."""
+    if image_size < 1 or workers < 0:
+        raise UserError(f"dataset.image_size={image_size} must be >= 1 and dataset.workers={workers} >= 0")
     root_path = Path(root).expanduser()
     files = index_files(root_path)
     metadata = read_metadata(files, root_path)
-    isic_test = read_isic_test(files[ISIC_TEST_TRUTH.lower()]) if ISIC_TEST_TRUTH.lower() in files else None
-    image_ids = list(metadata.image_id) + ([] if isic_test is None else list(isic_test.image_id))
-    tables = [files[METADATA.lower()]] + ([] if isic_test is None else [files[ISIC_TEST_TRUTH.lower()]])
+    truth_path = files.get(ISIC_TEST_TRUTH.lower())
+    isic_test = read_isic_test(truth_path) if truth_path else None
+    labelled = pd.concat([metadata, isic_test])  # pool rows, then test rows (a missing test set is dropped)
     images = cached_images(
-        find_images(image_ids, files, root_path), tables, image_size,
-        Path(cache_dir).expanduser(), workers or len(os.sched_getaffinity(0)), progress,
+        find_images(list(labelled.image_id), files, root_path),
+        [path for path in (files[METADATA.lower()], truth_path) if path],
+        image_size, Path(cache_dir).expanduser(), workers or len(os.sched_getaffinity(0)), progress,
     )
+    labels = torch.tensor(labelled.label.to_numpy())
     pool_size = len(metadata)
-    pool = LabeledImages(images[:pool_size], torch.tensor(metadata.label.to_numpy()))
-    test = None if isic_test is None else LabeledImages(images[pool_size:], torch.tensor(isic_test.label.to_numpy()))
+    pool = LabeledImages(images[:pool_size], labels[:pool_size])
+    test = None if isic_test is None else LabeledImages(images[pool_size:], labels[pool_size:])
     groups = torch.from_numpy(pd.factorize(metadata.lesion_id)[0]).long()
     return Source(pool, test, list(CLASSES), groups=groups, unit="lesion")
 
@@ -166,7 +170,8 @@ def decode_all(paths: list[Path], size: int, workers: int, progress: bool) -> np
     pool = ProcessPoolExecutor(workers, mp_context=get_context("fork")) if workers > 1 else nullcontext()
     with pool:
         decoded = pool.map(decode, paths, chunksize=64) if workers > 1 else map(decode, paths)
-        for i, image in enumerate(tqdm(decoded, total=len(paths), desc=f"caching HAM10000 at {size}px", disable=not progress)):
+        bar = tqdm(decoded, total=len(paths), desc=f"caching HAM10000 at {size}px", disable=not progress)
+        for i, image in enumerate(bar):
             images[i] = image
     return images
 
