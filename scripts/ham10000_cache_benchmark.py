@@ -69,7 +69,7 @@ def main() -> None:
         print(f"generated {args.images} JPEGs ({megabytes:.0f} MB) in {generated:.1f} s", flush=True)
 
         def load() -> None:
-            load_ham10000(str(root), args.size, str(root), args.workers, progress=False)
+            load_ham10000(str(root), args.size, str(root), args.workers)
 
         built, reloaded = seconds(load), seconds(load)
         cache_mb = sum(p.stat().st_size for p in root.glob("*.pt")) / 2**20

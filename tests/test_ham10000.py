@@ -66,7 +66,7 @@ def row_of(images: torch.Tensor) -> list[int]:
 
 
 def test_miniature_loads_in_class_order_with_lesion_groups(mini_ham):
-    source = load_ham10000(str(mini_ham), SIZE, str(mini_ham), workers=1, progress=False)
+    source = load_ham10000(str(mini_ham), SIZE, str(mini_ham), workers=1)
     rows = metadata_rows()
     assert source.class_names == CLASSES and source.test is None and source.unit == "lesion"
     assert source.pool.images.shape == (len(rows), 3, SIZE, SIZE) and source.pool.images.dtype == torch.uint8
@@ -114,7 +114,7 @@ def test_cache_is_reused_and_rebuilt_after_a_file_changes(mini_ham, monkeypatch)
     monkeypatch.setattr(ham10000, "decode_image", lambda path, size: decoded.append(path) or real_decode(path, size))
 
     def load():
-        return load_ham10000(str(mini_ham), SIZE, str(mini_ham / "cache"), workers=1, progress=False).pool.images
+        return load_ham10000(str(mini_ham), SIZE, str(mini_ham / "cache"), workers=1).pool.images
 
     first = load()
     assert len(decoded) == len(metadata_rows()) and len(list((mini_ham / "cache").iterdir())) == 1
@@ -131,7 +131,7 @@ def test_cache_is_reused_and_rebuilt_after_a_file_changes(mini_ham, monkeypatch)
 
 def test_process_pool_decodes_like_one_process(mini_ham, tmp_path):
     paths = sorted(p for folder in FOLDERS for p in (mini_ham / folder).iterdir())
-    assert np.array_equal(ham10000.decode_all(paths, SIZE, 2, False), ham10000.decode_all(paths, SIZE, 1, False))
+    assert np.array_equal(ham10000.decode_all(paths, SIZE, 2), ham10000.decode_all(paths, SIZE, 1))
 
 
 def test_isic_test_set_becomes_the_test_split(make_cfg, mini_ham):

@@ -34,9 +34,7 @@ ISIC_TEST_TRUTH = "ISIC2018_Task3_Test_GroundTruth.csv"
 CACHE_FORMAT = 1  # part of the cache key: bump when decoding changes so old caches are rebuilt
 
 
-def load_ham10000(
-    root: str, image_size: int, cache_dir: str, workers: int = 0, progress: bool = True
-) -> Source:
+def load_ham10000(root: str, image_size: int, cache_dir: str, workers: int = 0) -> Source:
     """The HAM10000 pool (grouped by lesion) and, when present, the ISIC 2018 test set."""
     if image_size < 1 or workers < 0:
         raise UserError(f"dataset.image_size={image_size} must be >= 1 and dataset.workers={workers} >= 0")
@@ -49,7 +47,7 @@ def load_ham10000(
     images = cached_images(
         find_images(list(labelled.image_id), files, root_path),
         [path for path in (files[METADATA.lower()], truth_path) if path],
-        image_size, Path(cache_dir).expanduser(), workers or len(os.sched_getaffinity(0)), progress,
+        image_size, Path(cache_dir).expanduser(), workers or len(os.sched_getaffinity(0)),
     )
     labels = torch.tensor(labelled.label.to_numpy())
     pool_size = len(metadata)
@@ -133,9 +131,7 @@ def find_images(image_ids: list[str], files: dict[str, Path], root: Path) -> lis
     return paths
 
 
-def cached_images(
-    paths: list[Path], tables: list[Path], size: int, cache_dir: Path, workers: int, progress: bool
-) -> torch.Tensor:
+def cached_images(paths: list[Path], tables: list[Path], size: int, cache_dir: Path, workers: int) -> torch.Tensor:
     """uint8 (N, 3, size, size) images of `paths`, from the cache when its key still matches."""
     key = cache_key([*tables, *paths], size)
     cache = cache_dir / f"ham10000_{size}px.pt"
@@ -143,7 +139,7 @@ def cached_images(
         cached = torch.load(cache, weights_only=True)
         if cached["key"] == key:
             return cached["images"]
-    images = torch.from_numpy(decode_all(paths, size, workers, progress)).permute(0, 3, 1, 2).contiguous()
+    images = torch.from_numpy(decode_all(paths, size, workers)).permute(0, 3, 1, 2).contiguous()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         partial_file = cache.with_suffix(f".{os.getpid()}.tmp")
@@ -163,15 +159,15 @@ def cache_key(paths: list[Path], size: int) -> str:
     return digest.hexdigest()
 
 
-def decode_all(paths: list[Path], size: int, workers: int, progress: bool) -> np.ndarray:
-    """(N, size, size, 3) uint8, decoded by `workers` processes (forked: they need no torch)."""
+def decode_all(paths: list[Path], size: int, workers: int) -> np.ndarray:
+    """(N, size, size, 3) uint8, decoded by `workers` processes (forked: they need no torch), with a
+    progress bar whatever `progress` says: this is the one slow step of a first run."""
     images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     decode = partial(decode_image, size=size)
     pool = ProcessPoolExecutor(workers, mp_context=get_context("fork")) if workers > 1 else nullcontext()
     with pool:
         decoded = pool.map(decode, paths, chunksize=64) if workers > 1 else map(decode, paths)
-        bar = tqdm(decoded, total=len(paths), desc=f"caching HAM10000 at {size}px", disable=not progress)
-        for i, image in enumerate(bar):
+        for i, image in enumerate(tqdm(decoded, total=len(paths), desc=f"caching HAM10000 at {size}px")):
             images[i] = image
     return images
 
