@@ -5,8 +5,8 @@
     l2rw-train method=l2rw dataset.profile=longtail imbalance_ratio=100
     l2rw-train --multirun method=sgd,weighted_sampler,l2rw imbalance=0.5,0.7,0.9 seed=0,1,2
 
-Each run writes config.yaml, metrics.csv, confusion.csv and summary.json into its run dir
-and appends one row to `results_csv`.
+Each run writes config.yaml, metrics.csv, confusion.csv, confusion.png, per_class_recall.csv and
+summary.json into its run dir and appends one row to `results_csv`.
 """
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from l2rw.confusion_plot import save_confusion_png
 from l2rw.data import build_splits
 from l2rw.data.augment import random_crop_and_flip
 from l2rw.errors import DivergedError, UserError
 from l2rw.models import build_model
 from l2rw.registry import build
 from l2rw.results import append_row
-from l2rw.trainer import fit
+from l2rw.trainer import Evaluation, fit
 
 SCHEDULES = ("constant", "cosine", "step")
 # Keys that change where things are written or shown, never what is learned.
@@ -85,6 +86,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         "peak_memory_mb": round(peak_memory_mb(device), 1),
     }
     write_confusion(run_dir / "confusion.csv", evaluation.confusion, splits.class_names)
+    write_per_class_recall(run_dir / "per_class_recall.csv", evaluation, splits.class_names)
+    title = f"{row['dataset']} {row['model']} {row['method']}: balanced accuracy {evaluation.balanced_accuracy:.2%}"
+    save_confusion_png(run_dir / "confusion.png", evaluation.confusion, splits.class_names, title)
     (run_dir / "summary.json").write_text(json.dumps(row | {"class_names": splits.class_names}, indent=2))
     append_row(cfg.results_csv, row)
     return row
@@ -130,7 +134,7 @@ def config_columns(cfg: DictConfig) -> dict:
         "device": cfg.hardware.device,
         "profile": data.profile,
         "imbalance": cfg.imbalance if step_profile else "",
-        "imbalance_ratio": "" if step_profile else cfg.imbalance_ratio,
+        "imbalance_ratio": cfg.imbalance_ratio if data.profile == "longtail" else "",
         "classes": "" if data.classes is None else " ".join(map(str, data.classes)),
         "meta_per_class": cfg.meta.per_class,
         "seed": cfg.seed,
@@ -161,6 +165,14 @@ def peak_memory_mb(device: torch.device) -> float:
 def write_confusion(path: Path, confusion: torch.Tensor, class_names: list[str]) -> None:
     lines = ["true\\predicted," + ",".join(class_names)]
     lines += [f"{name}," + ",".join(map(str, row)) for name, row in zip(class_names, confusion.tolist())]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_per_class_recall(path: Path, evaluation: Evaluation, class_names: list[str]) -> None:
+    """Test images and recall per class; balanced accuracy is the mean recall over classes with images."""
+    support = evaluation.confusion.sum(1).tolist()
+    lines = ["class,support,recall"]
+    lines += [f"{name},{n},{r:.6f}" for name, n, r in zip(class_names, support, evaluation.per_class_recall)]
     path.write_text("\n".join(lines) + "\n")
 
 

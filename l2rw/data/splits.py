@@ -28,11 +28,18 @@ class LabeledImages:
 
 @dataclass
 class Source:
-    """What a dataset loader returns: a pool to split, and the official test set if there is one."""
+    """What a dataset loader returns: a pool to split, and the official test set if there is one.
+
+    `groups` (optional, int64, one id per pool image) keeps related images in one split: several
+    photos of one skin lesion must not land in both training and test. `unit` names a group in
+    messages. Without groups every image is its own group.
+    """
 
     pool: LabeledImages
     test: LabeledImages | None
     class_names: list[str]
+    groups: torch.Tensor | None = None
+    unit: str = "image"
 
 
 @dataclass
@@ -120,37 +127,81 @@ def _select_classes(source: Source, classes) -> Source:
         mask = new >= 0
         return LabeledImages(part.images[mask], new[mask])
 
-    return Source(keep(source.pool), keep(source.test), [source.class_names[c] for c in classes])
+    groups = None if source.groups is None else source.groups[relabel[source.pool.labels] >= 0]
+    return Source(
+        keep(source.pool), keep(source.test), [source.class_names[c] for c in classes], groups, source.unit
+    )
+
+
+def _keep_groups_together(order: torch.Tensor, groups: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reorder shuffled pool indices so that each group's images are adjacent, the groups in the
+    order of their first image; also return the group sizes in that order. Without groups the
+    order is unchanged and every size is 1."""
+    if groups is None:
+        return order, torch.ones(len(order), dtype=torch.long)
+    _, group_of = torch.unique(groups[order], return_inverse=True)
+    first_seen = torch.full((len(order),), len(order)).scatter_reduce(0, group_of, torch.arange(len(order)), "amin")
+    rank, by_rank = torch.sort(first_seen[group_of], stable=True)
+    return order[by_rank], torch.unique_consecutive(rank, return_counts=True)[1]
+
+
+def _test_field(data_cfg: DictConfig) -> str:
+    """A dataset sets its test size as a count per class or as a fraction of each class."""
+    return "test_fraction" if "test_fraction" in data_cfg else "test_per_class"
+
+
+def _test_groups(data_cfg: DictConfig, groups_in_class: int) -> int:
+    """Test groups of one class: `dataset.test_per_class`, or a stratified `dataset.test_fraction`
+    (at least one group, so that every class counts in the balanced accuracy)."""
+    if _test_field(data_cfg) == "test_per_class":
+        return int(data_cfg.test_per_class)
+    fraction = float(data_cfg.test_fraction)
+    if not 0 < fraction < 1:
+        raise UserError(f"dataset.test_fraction={fraction} must be in (0, 1)")
+    return max(1, round(fraction * groups_in_class))
+
+
+def _too_few_groups(source: Source, c: int, available: int, meta: int, test: int, data_cfg: DictConfig) -> UserError:
+    def count(n: int) -> str:
+        return f"{n} {source.unit}" + ("" if n == 1 else "s")
+
+    need, fix = f"meta.per_class={meta}", "meta.per_class"
+    if test:
+        field = _test_field(data_cfg)
+        need += f" + dataset.{field}={data_cfg[field]} ({count(test)})"
+        fix += f" or dataset.{field}"
+    return UserError(
+        f"class {c} ({source.class_names[c]}) has {count(available)}, but {need} + 1 training {source.unit} "
+        f"need {meta + test + 1}; lower {fix}"
+    )
 
 
 def build_splits(cfg: DictConfig) -> Splits:
     """Meta and (when the dataset has no official one) test sets are balanced and taken
-    first from each class; the imbalance profile then subsamples the rest into the training set."""
+    first from each class, whole groups at a time (see `Source.groups`); the imbalance profile
+    then subsamples the rest into the training set."""
     data_cfg = cfg.dataset
     source = _select_classes(build(data_cfg.source), data_cfg.classes)
     k = len(source.class_names)
     generator = torch.Generator().manual_seed(int(cfg.seed))
     meta_per_class = int(cfg.meta.per_class)
-    test_per_class = 0 if source.test is not None else int(data_cfg.test_per_class)
     if meta_per_class < 1:
         raise UserError(f"meta.per_class={meta_per_class} must be >= 1")
 
-    by_class = []
+    test_index, meta_index, rest = [], [], []
     for c in range(k):
         members = torch.nonzero(source.pool.labels == c).flatten()
-        needed = meta_per_class + test_per_class + 1
-        if len(members) < needed:
-            test_part = f" + dataset.test_per_class={test_per_class}" if test_per_class else ""
-            raise UserError(
-                f"class {c} ({source.class_names[c]}) has {len(members)} images, but meta.per_class="
-                f"{meta_per_class}{test_part} + 1 training image need {needed}; lower meta.per_class"
-                + (" or dataset.test_per_class" if test_per_class else "")
-            )
-        by_class.append(members[torch.randperm(len(members), generator=generator)])
-
-    test_index = [m[:test_per_class] for m in by_class]
-    meta_index = [m[test_per_class : test_per_class + meta_per_class] for m in by_class]
-    rest = [m[test_per_class + meta_per_class :] for m in by_class]
+        shuffled = members[torch.randperm(len(members), generator=generator)]
+        members, group_sizes = _keep_groups_together(shuffled, source.groups)
+        test_per_class = 0 if source.test is not None else _test_groups(data_cfg, len(group_sizes))
+        if len(group_sizes) < meta_per_class + test_per_class + 1:
+            raise _too_few_groups(source, c, len(group_sizes), meta_per_class, test_per_class, data_cfg)
+        # image offsets where the test, meta and training groups end
+        ends = torch.cat([torch.zeros(1, dtype=torch.long), group_sizes.cumsum(0)])
+        test_end, meta_end = int(ends[test_per_class]), int(ends[test_per_class + meta_per_class])
+        test_index.append(members[:test_end])
+        meta_index.append(members[test_end:meta_end])
+        rest.append(members[meta_end:])
 
     available = [len(r) for r in rest]
     if data_cfg.profile == "step":
@@ -159,8 +210,10 @@ def build_splits(cfg: DictConfig) -> Splits:
         counts = step_counts(available, float(cfg.imbalance), majority)
     elif data_cfg.profile == "longtail":
         counts = longtail_counts(available, float(cfg.imbalance_ratio))
+    elif data_cfg.profile == "natural":  # a dataset that is imbalanced as collected keeps all of it
+        counts = available
     else:
-        raise UserError(f"dataset.profile={data_cfg.profile!r} is unknown; use 'step' or 'longtail'")
+        raise UserError(f"dataset.profile={data_cfg.profile!r} is unknown; use 'step', 'longtail' or 'natural'")
     train_index = torch.cat([r[:n] for r, n in zip(rest, counts)])
 
     test = source.test if source.test is not None else source.pool.subset(torch.cat(test_index))

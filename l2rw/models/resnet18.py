@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from l2rw.errors import UserError
+
+IMAGENET_WEIGHTS = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+
+
+def resnet18(image_shape: tuple[int, int, int], num_classes: int, pretrained: bool = False) -> nn.Module:
+    """torchvision's ResNet-18 with a `num_classes`-way head and a stem for the data's channels.
+
+    `pretrained` loads the ImageNet weights from the local torch hub cache; nothing is downloaded,
+    so a run never depends on the network."""
+    channels = image_shape[0]
+    if not pretrained:
+        model = torchvision.models.resnet18(num_classes=num_classes)
+        if channels != 3:
+            model.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision's
+        return model
+    if channels != 3:
+        raise UserError(f"model.pretrained=true needs RGB images, but the dataset has {channels} channel(s)")
+    model = torchvision.models.resnet18()
+    model.load_state_dict(torch.load(local_imagenet_weights(), weights_only=True))
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def local_imagenet_weights() -> Path:
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(IMAGENET_WEIGHTS.url).name
+    if not path.is_file():
+        raise UserError(
+            f"model.pretrained=true needs the ImageNet ResNet-18 weights at {path}, and l2rw never downloads; "
+            f"fetch {IMAGENET_WEIGHTS.url} into that folder (or set TORCH_HOME to a cache that has it), "
+            "or use model.pretrained=false"
+        )
+    return path
