@@ -77,6 +77,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         "status": "ok",
         "diverged_step": "",
         "train_size": len(splits.train),
+        "train_corrupted": int(splits.train_corrupted.sum()),
         "accuracy": round(evaluation.accuracy, 6),
         "balanced_accuracy": round(evaluation.balanced_accuracy, 6),
         "per_class_recall": " ".join(f"{r:.4f}" for r in evaluation.per_class_recall),
@@ -137,6 +138,7 @@ def config_columns(cfg: DictConfig) -> dict:
         "imbalance_ratio": cfg.imbalance_ratio if data.profile == "longtail" else "",
         "classes": "" if data.classes is None else " ".join(map(str, data.classes)),
         "meta_per_class": cfg.meta.per_class,
+        **noise_columns(cfg.noise),
         "seed": cfg.seed,
         "steps": cfg.steps,
         "lr": cfg.lr,
@@ -154,6 +156,16 @@ def config_columns(cfg: DictConfig) -> dict:
     columns["config_hash"] = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
     columns["run_id"] = f"{columns['time'][:19].replace(':', '')}-{columns['config_hash'][:8]}"
     return columns
+
+
+def noise_columns(noise: DictConfig) -> dict:
+    """The noise settings; the kind-specific ones stay empty when their kind is not used."""
+    return {
+        "noise_kind": noise.kind,
+        "noise_rate": noise.rate,
+        "noise_flip_to": " ".join(map(str, noise.flip_to or [])) if noise.kind == "flip" else "",
+        "noise_background_class": noise.background_class if noise.kind == "background" else "",
+    }
 
 
 def peak_memory_mb(device: torch.device) -> float:

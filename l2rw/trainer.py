@@ -16,6 +16,7 @@ from tqdm import tqdm
 from l2rw.data import LabeledImages, Splits
 from l2rw.errors import DivergedError
 from l2rw.methods.base import Method
+from l2rw.weight_stats import WeightStats
 
 
 class Normalizer:
@@ -104,6 +105,7 @@ def fit(
     method.setup(splits.train, meta, splits.num_classes, generator)
     batches = method.batches(batch_size)
     device = splits.train.labels.device
+    weight_stats = WeightStats(splits.train.labels, splits.train_corrupted, splits.class_names)
 
     skipped, eval_seconds = 0, 0.0
     window_loss, window_zero_share, window_steps = 0.0, 0.0, 0
@@ -111,7 +113,7 @@ def fit(
     with open(metrics_csv, "w", newline="") as metrics_file, tqdm(
         total=steps, disable=not progress, desc=label, dynamic_ncols=True
     ) as bar:
-        writer = csv.DictWriter(metrics_file, fieldnames=METRIC_COLUMNS)
+        writer = csv.DictWriter(metrics_file, fieldnames=METRIC_COLUMNS + weight_stats.columns)
         writer.writeheader()
         model.train()
         for step in range(1, steps + 1):
@@ -134,6 +136,7 @@ def fit(
             scheduler.step()
             window_loss += loss
             window_zero_share += (result.weights == 0).float().mean().item()
+            weight_stats.add(index, result.weights)
             window_steps += 1
             bar.update(1)
 
@@ -149,7 +152,7 @@ def fit(
                     "zero_weight_share": window_zero_share / window_steps,
                     "skipped_steps": skipped,
                     "seconds": time.perf_counter() - started,
-                })
+                } | weight_stats.flush())
                 metrics_file.flush()
                 bar.set_postfix(loss=f"{window_loss / window_steps:.3f}", bacc=f"{evaluation.balanced_accuracy:.3f}")
                 window_loss, window_zero_share, window_steps = 0.0, 0.0, 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
+from l2rw.data.noise import apply_label_noise
 from l2rw.errors import UserError
 from l2rw.registry import build
 
@@ -48,6 +49,7 @@ class Splits:
     meta: LabeledImages
     test: LabeledImages
     class_names: list[str]
+    train_corrupted: torch.Tensor  # bool, (len(train),): the label noise changed this training label
 
     @property
     def num_classes(self) -> int:
@@ -58,7 +60,10 @@ class Splits:
         return tuple(self.train.images.shape[1:])
 
     def to(self, device) -> Splits:
-        return Splits(self.train.to(device), self.meta.to(device), self.test.to(device), self.class_names)
+        return Splits(
+            self.train.to(device), self.meta.to(device), self.test.to(device), self.class_names,
+            self.train_corrupted.to(device),
+        )
 
 
 def step_counts(available: list[int], imbalance: float, majority: int) -> list[int]:
@@ -179,7 +184,8 @@ def _too_few_groups(source: Source, c: int, available: int, meta: int, test: int
 def build_splits(cfg: DictConfig) -> Splits:
     """Meta and (when the dataset has no official one) test sets are balanced and taken
     first from each class, whole groups at a time (see `Source.groups`); the imbalance profile
-    then subsamples the rest into the training set."""
+    then subsamples the rest into the training set, and label noise, last, corrupts training
+    labels only."""
     data_cfg = cfg.dataset
     source = _select_classes(build(data_cfg.source), data_cfg.classes)
     k = len(source.class_names)
@@ -206,7 +212,7 @@ def build_splits(cfg: DictConfig) -> Splits:
     available = [len(r) for r in rest]
     if data_cfg.profile == "step":
         majority = data_cfg.majority_class
-        majority = 0 if majority is None else _position_of(majority, data_cfg.classes, k)
+        majority = 0 if majority is None else _position_of(majority, data_cfg.classes, k, "dataset.majority_class")
         counts = step_counts(available, float(cfg.imbalance), majority)
     elif data_cfg.profile == "longtail":
         counts = longtail_counts(available, float(cfg.imbalance_ratio))
@@ -216,18 +222,33 @@ def build_splits(cfg: DictConfig) -> Splits:
         raise UserError(f"dataset.profile={data_cfg.profile!r} is unknown; use 'step', 'longtail' or 'natural'")
     train_index = torch.cat([r[:n] for r, n in zip(rest, counts)])
 
+    train = source.pool.subset(train_index)
+    noisy_labels, corrupted = _label_noise(cfg, train.labels, k, generator)
+
     test = source.test if source.test is not None else source.pool.subset(torch.cat(test_index))
     return Splits(
-        train=source.pool.subset(train_index),
+        train=LabeledImages(train.images, noisy_labels),
         meta=source.pool.subset(torch.cat(meta_index)),
         test=test,
         class_names=source.class_names,
+        train_corrupted=corrupted,
     )
 
 
-def _position_of(majority: int, classes, k: int) -> int:
-    """`dataset.majority_class` is an original class index; return its position after selection."""
+def _label_noise(cfg: DictConfig, labels: torch.Tensor, k: int, generator: torch.Generator):
+    """`noise.*` names classes by original index, like `dataset.majority_class`."""
+    noise, classes = cfg.noise, cfg.dataset.classes
+    flip_to = None if noise.flip_to is None else [_position_of(c, classes, k, "noise.flip_to") for c in noise.flip_to]
+    background = noise.background_class
+    background = 0 if background is None else _position_of(background, classes, k, "noise.background_class")
+    return apply_label_noise(
+        labels, k, generator, kind=noise.kind, rate=float(noise.rate), flip_to=flip_to, background=background
+    )
+
+
+def _position_of(class_index: int, classes, k: int, field: str) -> int:
+    """`field` holds an original class index; return its position after `dataset.classes` selection."""
     chosen = list(range(k)) if classes is None else list(classes)
-    if majority not in chosen:
-        raise UserError(f"dataset.majority_class={majority} is not one of the selected classes {chosen}")
-    return chosen.index(majority)
+    if class_index not in chosen:
+        raise UserError(f"{field}={class_index} is not one of the selected classes {chosen}")
+    return chosen.index(class_index)
