@@ -4,18 +4,29 @@ from torch import nn
 
 from l2rw import reweight
 from l2rw.data import LabeledImages
+from l2rw.errors import UserError
 from l2rw.methods.base import Method, StepLoss
 
 
 class L2RW(Method):
-    """Online meta-reweighting: each step's example weights come from `l2rw.reweight`."""
+    """Online meta-reweighting: each step's example weights come from `l2rw.reweight`.
 
-    def __init__(self, meta_batch_size: int):
+    With `update_every=k` the weights are computed only on every k-th step and remembered per
+    training example; the steps in between reuse the batch's remembered weights (k=1: plain L2RW).
+    """
+
+    def __init__(self, meta_batch_size: int, update_every: int = 1):
+        if not (isinstance(update_every, int) and update_every >= 1):
+            raise UserError(f"method.update_every={update_every} must be a whole number >= 1 (1 = every step)")
         self.meta_batch_size = meta_batch_size
+        self.update_every = update_every
 
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator):
         super().setup(train, meta, num_classes, generator)
         self.meta = meta  # images already normalised to float by the trainer
+        # weight x batch size, so never-computed examples (1 = uniform) share the scale of computed ones
+        self.memory = torch.ones(len(train), device=train.labels.device)
+        self.steps_taken = 0
 
     def meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole meta set when it fits in one meta batch, else a fresh sample."""
@@ -28,7 +39,12 @@ class L2RW(Method):
     def step_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, lr: float
     ) -> StepLoss:
-        meta_x, meta_y = self.meta_batch()
-        weights = reweight.weights_double_backprop(model, x, y, meta_x, meta_y, lr)
+        self.steps_taken += 1
+        if self.steps_taken % self.update_every == 0:
+            meta_x, meta_y = self.meta_batch()
+            weights = reweight.weights_double_backprop(model, x, y, meta_x, meta_y, lr)
+            self.memory[index] = weights * len(weights)
+        else:
+            weights = reweight.normalize(self.memory[index])
         losses = F.cross_entropy(model(x), y, reduction="none")
         return StepLoss((weights * losses).sum(), weights)
