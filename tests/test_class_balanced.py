@@ -1,0 +1,39 @@
+"""method=class_balanced: the two weight formulas on a small count vector, and per-batch weights."""
+import pytest
+import torch
+
+from l2rw.data import LabeledImages
+from l2rw.errors import UserError
+from l2rw.methods.class_balanced import class_weights
+from l2rw.registry import build
+
+COUNTS = torch.tensor([100, 10, 1])
+
+
+def test_inverse_frequency():
+    # 1/n = [0.01, 0.1, 1], sum 1.11, scaled to mean 1
+    expected = torch.tensor([0.01, 0.1, 1.0], dtype=torch.double) * 3 / 1.11
+    torch.testing.assert_close(class_weights(COUNTS, None), expected)
+
+
+def test_effective_number():
+    # (1 - 0.9) / (1 - 0.9^n): n=100 -> 0.1/(1-2.656e-5), n=10 -> 0.1/0.6513216, n=1 -> 1
+    raw = torch.tensor([0.1 / (1 - 0.9**100), 0.1 / (1 - 0.9**10), 1.0], dtype=torch.double)
+    torch.testing.assert_close(class_weights(COUNTS, 0.9), raw * 3 / raw.sum())
+    assert torch.equal(class_weights(COUNTS, 0.0), torch.ones(3, dtype=torch.double))  # beta=0: no reweighting
+
+
+def test_batch_weights_follow_the_class_weights(make_cfg):
+    method = build(make_cfg("method=class_balanced").method)
+    labels = torch.tensor([0] * 100 + [1] * 10 + [2])
+    method.setup(LabeledImages(torch.zeros(111, 1), labels), None, 3, torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 0, 1, 2])
+    weights = method.step_loss(torch.nn.Linear(1, 3), torch.zeros(4, 1), y, torch.arange(4), 0.1).weights
+    raw = torch.tensor([0.01, 0.01, 0.1, 1.0])
+    torch.testing.assert_close(weights, raw / raw.sum())
+
+
+@pytest.mark.parametrize("beta", [1.0, -0.5])
+def test_beta_outside_0_1_names_the_field(make_cfg, beta):
+    with pytest.raises(UserError, match=r"method\.beta"):
+        build(make_cfg("method=class_balanced", f"method.beta={beta}").method)
