@@ -8,6 +8,14 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
+# Columns measured or assigned per run; every other column is a config choice (l2rw-report
+# groups runs by those, seed aside).
+OUTCOME_COLUMNS = (
+    "run_id", "time", "config_hash", "run_dir", "status", "diverged_step", "train_size", "train_corrupted",
+    "accuracy", "balanced_accuracy", "per_class_recall", "skipped_steps", "wall_seconds",
+    "seconds_per_step", "peak_memory_mb",
+)
+
 
 def append_row(path: str | Path, row: dict) -> None:
     """Append `row`; a file written with other columns is rewritten with the union of both

@@ -1,0 +1,37 @@
+"""Every `+experiment=` preset composes, every swept value composes, and a run of it trains."""
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from l2rw.train import CONFIG_DIR, train
+from tests.conftest import FAST, config_options
+
+
+def compose_preset(name: str, *overrides: str, hydra_config: bool = False):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=[f"+experiment={name}", *overrides], return_hydra_config=hydra_config)
+
+
+def swept(name: str) -> dict[str, list[str]]:
+    params = compose_preset(name, hydra_config=True).hydra.sweeper.params
+    return {key: str(values).split(",") for key, values in params.items()}
+
+
+def test_the_documented_presets_exist():
+    assert {"noise_and_imbalance", "meta_size"} <= set(config_options("experiment"))
+
+
+@pytest.mark.parametrize("name", config_options("experiment"))
+def test_preset_sweeps_compose_and_the_last_combination_trains(name, tmp_path):
+    params = swept(name)
+    assert params, "a preset should sweep something"
+    for key, values in params.items():
+        for value in values:
+            compose_preset(name, f"{key}={value}")
+    last = [f"{key}={values[-1]}" for key, values in params.items()]
+    cfg = compose_preset(name, *FAST, *last, f"results_csv={tmp_path / 'results.csv'}")
+    row = train(cfg, tmp_path / "run")
+    assert row["status"] == "ok"
+    for override in last:
+        key, value = override.split("=")
+        assert str(OmegaConf.select(cfg, key) if key != "method" else cfg.method.name) == value
