@@ -46,7 +46,18 @@ def load_results(path: Path) -> pd.DataFrame:
     for column in METRICS:
         if column in table.columns:
             table[column] = pd.to_numeric(table[column], errors="coerce")
+    for column in config_columns(table):
+        table[column] = table[column].map(canonical_number)
     return table
+
+
+def canonical_number(value: str) -> str:
+    """One text per number, so that 100 and 100.0 (as older results files may hold) name one setting."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return str(int(number)) if number.is_integer() else str(number)
 
 
 def config_columns(table: pd.DataFrame) -> list[str]:
@@ -138,19 +149,19 @@ def plot_against(summary: pd.DataFrame, settings: list[str], x: str, path: Path)
     return True
 
 
-def noisy_run_per_method(table: pd.DataFrame) -> dict[str, Path]:
+def noisy_run_per_method(table: pd.DataFrame) -> dict[str, pd.Series]:
     """For each method, the run with the highest noise rate (the last such row) whose metrics.csv exists."""
     if "noise_rate" not in table.columns or "run_dir" not in table.columns:
         return {}
     runs = table[(table.status == "ok") & (pd.to_numeric(table.noise_rate, errors="coerce") > 0)]
     runs = runs[[(Path(d) / "metrics.csv").is_file() for d in runs.run_dir]]
     runs = runs.assign(rate=pd.to_numeric(runs.noise_rate)).sort_values("rate", kind="stable")
-    return {method: Path(group.run_dir.iloc[-1]) for method, group in runs.groupby("method", sort=True)}
+    return {method: group.iloc[-1] for method, group in runs.groupby("method", sort=True)}
 
 
-def plot_weight_curves(runs: dict[str, Path], path: Path) -> bool:
+def plot_weight_curves(runs: dict[str, pd.Series], path: Path) -> bool:
     """Mean weight (1 = uniform) of clean vs corrupted training examples over training, one panel per run."""
-    curves = {m: pd.read_csv(d / "metrics.csv") for m, d in runs.items()}
+    curves = {m: pd.read_csv(Path(run.run_dir) / "metrics.csv") for m, run in runs.items()}
     curves = {m: c for m, c in curves.items() if {"weight_clean", "weight_noisy"} <= set(c.columns)}
     if not curves:
         return False
@@ -159,7 +170,8 @@ def plot_weight_curves(runs: dict[str, Path], path: Path) -> bool:
         axes.plot(curve.step, curve.weight_clean, marker="o", label="clean examples")
         axes.plot(curve.step, curve.weight_noisy, marker="o", label="corrupted examples")
         axes.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
-        axes.set_title(f"{method}\n{runs[method].name}", fontsize="small")
+        run = runs[method]
+        axes.set_title(f"{method}, noise_rate={run.noise_rate}\n{Path(run.run_dir).name}", fontsize="small")
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)
     panels[0][0].set_ylabel("mean weight (1 = uniform)")

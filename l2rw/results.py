@@ -33,7 +33,10 @@ def append_row(path: str | Path, row: dict) -> None:
                 file.flush()
                 os.fsync(file.fileno())
         else:
-            table = pd.concat([pd.read_csv(path, dtype=str, keep_default_na=False), pd.DataFrame([row])])
+            # the new row as text, as csv.DictWriter writes it: a number column new to the file
+            # would otherwise become float next to the old rows' blanks (100 -> "100.0")
+            new = pd.DataFrame([{key: str(value) for key, value in row.items()}])
+            table = pd.concat([pd.read_csv(path, dtype=str, keep_default_na=False), new])
             temporary = path.with_suffix(path.suffix + ".tmp")
             table.to_csv(temporary, index=False)
             with open(temporary) as file:
