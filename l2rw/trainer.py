@@ -131,12 +131,12 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 result.loss.backward()
                 optimizer.step()
+                weight_stats.add(index, result.weights)
             else:  # every example got weight 0: the meta gradient agrees with none of them
                 skipped += 1
             scheduler.step()
             window_loss += loss
             window_zero_share += (result.weights == 0).float().mean().item()
-            weight_stats.add(index, result.weights)
             window_steps += 1
             bar.update(1)
 

@@ -2,7 +2,8 @@
 
 The diagnostic that reweighting works under label noise: corrupted examples should get ~0 weight.
 Weights are reported relative to uniform (weight x batch size), so 1 means "as plain SGD" and
-0 means "ignored", whatever the batch size.
+0 means "ignored", whatever the batch size. Only steps that updated the model count: a skipped
+step (all weights 0) says nothing about clean vs noisy, and is counted in `skipped_steps`.
 """
 from __future__ import annotations
 

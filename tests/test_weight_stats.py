@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
+from l2rw.methods.base import Method, StepLoss
 from l2rw.train import train
 from l2rw.weight_stats import WeightStats
 
@@ -31,3 +32,24 @@ def test_metrics_csv_carries_the_weight_columns(make_cfg, tmp_path):
     assert (weights - 1).abs().max().max() < 1e-6  # plain SGD weights every example 1/batch
     row = pd.read_csv(tmp_path / "results.csv").iloc[0]
     assert (row.noise_kind, row.noise_rate) == ("uniform", 0.3) and row.train_corrupted > 0
+
+
+class SkipsEveryOtherStep(Method):
+    """Plain SGD, but every other step gives every example weight 0 (a skipped step)."""
+
+    def setup(self, *args):
+        super().setup(*args)
+        self.steps_taken = 0
+
+    def step_loss(self, model, x, y, index, lr):
+        self.steps_taken += 1
+        result = super().step_loss(model, x, y, index, lr)
+        return result if self.steps_taken % 2 else StepLoss(result.loss * 0, torch.zeros_like(result.weights))
+
+
+def test_skipped_steps_do_not_pull_the_means_to_zero(make_cfg, tmp_path):
+    cfg = make_cfg(f"method._target_={__name__}.SkipsEveryOtherStep", "imbalance=0.5")
+    row = train(cfg, tmp_path / "run")
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert row["skipped_steps"] == 10
+    assert metrics.weight_clean.tolist() == pytest.approx([1.0, 1.0])  # not 0.5: only the steps that trained
