@@ -136,11 +136,9 @@ def plot_against(summary: pd.DataFrame, settings: list[str], x: str, path: Path)
     lines = [c for c in settings if c != x]
     figure, axes = plt.subplots(figsize=(6, 4))
     for key, line in data.groupby(lines, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(v if c == "method" else f"{c}={v}" for c, v in zip(lines, key))
         line = line.sort_values("x")
         axes.errorbar(line.x, line.balanced_accuracy_mean, yerr=line.balanced_accuracy_std.fillna(0),
-                      marker="o", capsize=3, label=label)
+                      marker="o", capsize=3, label=setting_label(lines, key))
     axes.set_xlabel(AXES[x])
     axes.set_ylabel("balanced accuracy (test)")
     axes.grid(alpha=0.3)
@@ -149,32 +147,48 @@ def plot_against(summary: pd.DataFrame, settings: list[str], x: str, path: Path)
     return True
 
 
-def noisy_run_per_method(table: pd.DataFrame) -> dict[str, pd.Series]:
-    """For each method, the run with the highest noise rate (the last such row) whose metrics.csv exists."""
-    if "noise_rate" not in table.columns or "run_dir" not in table.columns:
+def setting_label(columns: list[str], key) -> str:
+    key = key if isinstance(key, tuple) else (key,)
+    return ", ".join(v if c == "method" else f"{c}={v}" for c, v in zip(columns, key))
+
+
+def weight_curves(runs: pd.DataFrame, settings: list[str]) -> dict[str, pd.DataFrame]:
+    """Per setting, at its highest noise rate: the mean over seeds of the clean and corrupted
+    examples' weight curves (windows where every step was skipped have no value and are left out)."""
+    if not {"noise_rate", "run_dir"} <= set(runs.columns):
         return {}
-    runs = table[(table.status == "ok") & (pd.to_numeric(table.noise_rate, errors="coerce") > 0)]
-    runs = runs[[(Path(d) / "metrics.csv").is_file() for d in runs.run_dir]]
-    runs = runs.assign(rate=pd.to_numeric(runs.noise_rate)).sort_values("rate", kind="stable")
-    return {method: group.iloc[-1] for method, group in runs.groupby("method", sort=True)}
+    noisy = runs[pd.to_numeric(runs.noise_rate, errors="coerce") > 0]
+    noisy = noisy[[(Path(d) / "metrics.csv").is_file() for d in noisy.run_dir]]
+    panels = [c for c in settings if c != "noise_rate"]
+    curves = {}
+    for key, group in sorted(noisy.groupby(panels), key=lambda item: [sort_key(v) for v in item[1].iloc[0][panels]]):
+        rate = max(group.noise_rate, key=float)
+        seeds = group[group.noise_rate == rate]
+        metrics = pd.concat([pd.read_csv(Path(d) / "metrics.csv") for d in seeds.run_dir])
+        if {"weight_clean", "weight_noisy"} <= set(metrics.columns):
+            title = f"{setting_label(panels, key)}\nnoise_rate={rate}, {len(seeds)} seed(s)"
+            curves[title] = metrics.groupby("step")[["weight_clean", "weight_noisy"]].mean()
+    return curves
 
 
-def plot_weight_curves(runs: dict[str, pd.Series], path: Path) -> bool:
-    """Mean weight (1 = uniform) of clean vs corrupted training examples over training, one panel per run."""
-    curves = {m: pd.read_csv(Path(run.run_dir) / "metrics.csv") for m, run in runs.items()}
-    curves = {m: c for m, c in curves.items() if {"weight_clean", "weight_noisy"} <= set(c.columns)}
+def plot_weight_curves(curves: dict[str, pd.DataFrame], path: Path) -> bool:
+    """Mean weight (1 = uniform) of clean vs corrupted training examples over training, a panel per setting."""
     if not curves:
         return False
-    figure, panels = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.5), sharey=True, squeeze=False)
-    for axes, (method, curve) in zip(panels[0], curves.items()):
-        axes.plot(curve.step, curve.weight_clean, marker="o", label="clean examples")
-        axes.plot(curve.step, curve.weight_noisy, marker="o", label="corrupted examples")
+    columns = min(len(curves), 4)
+    rows = -(-len(curves) // columns)
+    figure, panels = plt.subplots(rows, columns, figsize=(4 * columns, 3.3 * rows), sharey=True, squeeze=False)
+    for axes, (title, curve) in zip(panels.flat, curves.items()):
+        axes.plot(curve.index, curve.weight_clean, marker=".", label="clean examples")
+        axes.plot(curve.index, curve.weight_noisy, marker=".", label="corrupted examples")
         axes.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
-        run = runs[method]
-        axes.set_title(f"{method}, noise_rate={run.noise_rate}\n{Path(run.run_dir).name}", fontsize="small")
+        axes.set_title(title, fontsize="small")
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)
-    panels[0][0].set_ylabel("mean weight (1 = uniform)")
+    for axes in panels.flat[len(curves):]:
+        axes.set_visible(False)
+    for axes in panels[:, 0]:
+        axes.set_ylabel("mean weight (1 = uniform)")
     panels[0][0].legend(fontsize="small")
     save(figure, path)
     return True
@@ -204,7 +218,7 @@ def write_report(results: Path, out: Path) -> list[Path]:
         else:
             print(f"note: `{x}` is absent or the same in every run of {results}; skipped {path.name}", file=sys.stderr)
     path = out / "weights_clean_vs_noisy.png"
-    if plot_weight_curves(noisy_run_per_method(runs), path):
+    if plot_weight_curves(weight_curves(runs, settings), path):
         written.append(path)
     else:
         print(f"note: no noisy run with a readable run_dir/metrics.csv; skipped {path.name}", file=sys.stderr)
