@@ -158,7 +158,7 @@ def weight_curves(runs: pd.DataFrame, settings: list[str]) -> dict[str, pd.DataF
     if not {"noise_rate", "run_dir"} <= set(runs.columns):
         return {}
     noisy = runs[pd.to_numeric(runs.noise_rate, errors="coerce") > 0]
-    noisy = noisy[[(Path(d) / "metrics.csv").is_file() for d in noisy.run_dir]]
+    noisy = noisy[noisy.run_dir.map(lambda d: (Path(d) / "metrics.csv").is_file()).astype(bool)]
     panels = [c for c in settings if c != "noise_rate"]
     curves = {}
     for key, group in sorted(noisy.groupby(panels), key=lambda item: [sort_key(v) for v in item[1].iloc[0][panels]]):

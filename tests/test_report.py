@@ -75,6 +75,16 @@ def test_every_plot_is_written_and_is_a_png(tmp_path, capsys):
     assert "note:" not in capsys.readouterr().err
 
 
+def test_a_sweep_without_noise_still_reports_and_says_what_it_skipped(tmp_path, capsys):
+    path = results_csv(tmp_path)
+    pd.read_csv(path).assign(noise_rate=0.0).to_csv(path, index=False)
+    main([str(path), "--out", str(tmp_path / "report")])
+    written = sorted(p.name for p in (tmp_path / "report").iterdir())
+    assert written == ["balanced_accuracy_vs_imbalance.png", "balanced_accuracy_vs_meta_per_class.png", "report.md"]
+    err = capsys.readouterr().err
+    assert "skipped balanced_accuracy_vs_noise_rate.png" in err and "skipped weights_clean_vs_noisy.png" in err
+
+
 @pytest.mark.parametrize("drop, message", [("balanced_accuracy", "balanced_accuracy"), ("seed", "seed")])
 def test_missing_column_exits_2_naming_it(tmp_path, capsys, drop, message):
     path = results_csv(tmp_path)
