@@ -22,16 +22,22 @@ def test_the_documented_presets_exist():
 
 
 @pytest.mark.parametrize("name", config_options("experiment"))
-def test_preset_sweeps_compose_and_the_last_combination_trains(name, tmp_path):
+def test_every_swept_value_of_every_preset_composes(name):
     params = swept(name)
     assert params, "a preset should sweep something"
     for key, values in params.items():
         for value in values:
             compose_preset(name, f"{key}={value}")
+
+
+@pytest.mark.parametrize("name", config_options("experiment"))
+def test_the_last_combination_of_a_digits_preset_trains(name, tmp_path):
+    params = swept(name)
     last = [f"{key}={values[-1]}" for key, values in params.items()]
     cfg = compose_preset(name, *FAST, *last, f"results_csv={tmp_path / 'results.csv'}")
-    row = train(cfg, tmp_path / "run")
-    assert row["status"] == "ok"
+    if cfg.dataset.name != "digits":
+        pytest.skip("needs its dataset's files; its dataset tests run it on a miniature copy")
+    assert train(cfg, tmp_path / "run")["status"] == "ok"
     for override in last:
         key, value = override.split("=")
-        assert str(OmegaConf.select(cfg, key) if key != "method" else cfg.method.name) == value
+        assert str(cfg.method.name if key == "method" else OmegaConf.select(cfg, key)) == value
