@@ -112,7 +112,7 @@ def markdown_report(source: Path, table: pd.DataFrame, summary: pd.DataFrame, se
         "|" + "---|" * len(header),
     ]
     for _, row in summary.iterrows():
-        cells = [row[c] for c in settings] + [
+        cells = [row[c] or "–" for c in settings] + [  # an empty setting was null
             mean_std(row.accuracy_mean, row.accuracy_std),
             mean_std(row.balanced_accuracy_mean, row.balanced_accuracy_std),
             f"{row.seconds_per_step_mean:.4f}" if "seconds_per_step_mean" in row else "",
