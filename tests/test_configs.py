@@ -14,7 +14,7 @@ from tests.conftest import config_options
 def test_every_group_has_its_documented_options():
     assert {"digits", "cifar10"} <= set(config_options("dataset"))
     assert {"lenet", "mlp"} <= set(config_options("model"))
-    assert {"sgd", "weighted_sampler", "l2rw"} <= set(config_options("method"))
+    assert {"sgd", "weighted_sampler", "l2rw", "class_balanced"} <= set(config_options("method"))
     assert {"cpu", "cuda"} <= set(config_options("hardware"))
 
 
