@@ -3,14 +3,37 @@
 w_i = max(0, -d L_meta(theta - lr * sum_j eps_j grad l_j(theta)) / d eps_i) at eps = 0,
 then normalised to sum to 1 (all zeros stay zeros: the caller skips that step).
 
-Parameters and buffers are passed explicitly and the model runs through
-`torch.func.functional_call`, so nothing is copied or mutated: BatchNorm uses batch
-statistics here and its running statistics are left for the real update to change.
+At eps = 0 the looked-ahead parameters are theta itself, so
+    -d L_meta / d eps_i = lr * grad L_meta(theta) . grad l_i(theta),
+and all n dot products are one Jacobian-vector product of the loss vector l(theta) in the
+direction g = grad L_meta(theta). Two computations of the same numbers:
+
+- `weights_fwd` (default): meta forward+backward gives g; one forward-mode pass of the
+  training batch, parameters carrying g as their tangent, gives the losses (primal) and
+  g . grad l_i (tangent) together. A step then costs meta forward+backward, that one dual
+  forward and the update's backward.
+- `weights_double_backprop` (the published reference): a differentiable look-ahead SGD step,
+  the meta loss at the looked-ahead parameters, back-propagated to eps.
+
+Both return the weights and the per-example training losses of the step's real forward,
+differentiable w.r.t. the parameters, so the update needs no further forward. BatchNorm uses
+batch statistics everywhere; only that real forward updates its running statistics (once,
+as a plain SGD step does): the meta and look-ahead forwards run on cloned buffers.
 """
+from typing import NamedTuple
+
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+
+from l2rw.batchnorm_jvp import FusedBatchNormTangents
+
+
+class Reweighted(NamedTuple):
+    weights: torch.Tensor  # (batch,), sums to 1, or all zeros when no example helps
+    losses: torch.Tensor   # (batch,) per-example cross-entropy, differentiable w.r.t. the parameters
 
 
 def normalize(raw: torch.Tensor) -> torch.Tensor:
@@ -20,28 +43,63 @@ def normalize(raw: torch.Tensor) -> torch.Tensor:
     return positive / total if total > 0 else positive
 
 
+def eager(model: nn.Module) -> nn.Module:
+    """The module inside a `torch.compile` wrapper (they share parameters and buffers): the
+    weight graphs need forward-mode AD or double backward, which compiled graphs do not support."""
+    return getattr(model, "_orig_mod", model)
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def forward_on_scratch_buffers(model: nn.Module, parameters: dict, inputs: torch.Tensor) -> torch.Tensor:
+    """The model at `parameters`; cloned buffers absorb BatchNorm's running-stat updates,
+    keeping the model's own untouched."""
+    scratch = {name: b.clone() for name, b in model.named_buffers()}
+    return functional_call(model, (parameters, scratch), (inputs,))
+
+
+def meta_gradient(model: nn.Module, meta_x: torch.Tensor, meta_y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """g = grad of the mean meta loss w.r.t. each trainable parameter (no graph kept)."""
+    params = trainable_parameters(model)
+    meta_loss = F.cross_entropy(forward_on_scratch_buffers(model, params, meta_x), meta_y)
+    return dict(zip(params, torch.autograd.grad(meta_loss, list(params.values()))))
+
+
+def weights_fwd(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor, lr: float
+) -> Reweighted:
+    """One forward-mode pass: losses and their directional derivatives along g at once.
+
+    `torch.autograd.forward_ad` rather than `torch.func.jvp`: the dual forward is the step's
+    real forward, so BatchNorm may update the model's running statistics in place (functorch
+    transforms forbid that), and reverse mode records the primal graph for the update's backward.
+    """
+    model = eager(model)
+    direction = meta_gradient(model, meta_x, meta_y)
+    with fwAD.dual_level(), FusedBatchNormTangents():
+        dual_params = {name: fwAD.make_dual(p, direction[name]) for name, p in trainable_parameters(model).items()}
+        logits = functional_call(model, dual_params, (x,))  # the model's own buffers: updated once, here
+        losses, meta_alignment = fwAD.unpack_dual(F.cross_entropy(logits, y, reduction="none"))
+    return Reweighted(normalize(lr * meta_alignment.detach()), losses)
+
+
 def weights_double_backprop(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    meta_x: torch.Tensor,
-    meta_y: torch.Tensor,
-    lr: float,
-) -> torch.Tensor:
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor, lr: float
+) -> Reweighted:
     """The reference computation: a differentiable look-ahead SGD step on sum_i eps_i * l_i,
     then the meta loss at the looked-ahead parameters back-propagated to eps."""
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    buffers = dict(model.named_buffers())
-
-    def forward(parameters, inputs):
-        # cloned buffers absorb BatchNorm's running-stat updates, keeping the model untouched
-        scratch = {name: b.clone() for name, b in buffers.items()}
-        return functional_call(model, (parameters, scratch), (inputs,))
-
+    network = eager(model)
+    params = trainable_parameters(network)
     eps = torch.zeros(len(y), device=x.device, dtype=x.dtype, requires_grad=True)
-    losses = F.cross_entropy(forward(params, x), y, reduction="none")
+    losses = F.cross_entropy(forward_on_scratch_buffers(network, params, x), y, reduction="none")
     grads = torch.autograd.grad((eps * losses).sum(), list(params.values()), create_graph=True)
     lookahead = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
-    meta_loss = F.cross_entropy(forward(lookahead, meta_x), meta_y)
+    meta_loss = F.cross_entropy(forward_on_scratch_buffers(network, lookahead, meta_x), meta_y)
     (eps_grad,) = torch.autograd.grad(meta_loss, eps)
-    return normalize(-eps_grad.detach())
+    # the step's real forward, on the compiled model when there is one
+    return Reweighted(normalize(-eps_grad.detach()), F.cross_entropy(model(x), y, reduction="none"))
+
+
+IMPLEMENTATIONS = {"fwd": weights_fwd, "double_backprop": weights_double_backprop}

@@ -34,6 +34,7 @@ from l2rw.results import append_row
 from l2rw.trainer import Evaluation, fit
 
 SCHEDULES = ("constant", "cosine", "step")
+AMP_DTYPES = {None: None, "bf16": torch.bfloat16}
 # Keys that change where things are written or shown, never what is learned.
 NOT_HASHED = ("results_csv", "progress")
 # An absolute path, so the configs are found whatever folder l2rw-train is started from.
@@ -51,6 +52,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     torch.manual_seed(cfg.seed)
     splits = build_splits(cfg).to(device)
     model = build_model(cfg.model, splits.image_shape, splits.num_classes).to(device)
+    if cfg.hardware.compile:
+        model = torch.compile(model)  # shares the parameters; L2RW's weight graphs run the eager module
     method = build(cfg.method)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -67,6 +70,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             metrics_csv=run_dir / "metrics.csv", progress=cfg.progress, label=cfg.method.name,
             # a dataset without the option is not augmented
             augment=random_crop_and_flip if cfg.dataset.get("augment", False) else None,
+            amp=AMP_DTYPES[cfg.hardware.amp],
         )
     except DivergedError as diverged:
         append_row(cfg.results_csv, row | {"status": "diverged", "diverged_step": diverged.step})
@@ -102,6 +106,8 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(f"{key}={cfg[key]} must be a whole number >= 1")
     if not cfg.lr > 0:
         raise UserError(f"lr={cfg.lr} must be > 0")
+    if cfg.hardware.amp not in AMP_DTYPES:
+        raise UserError(f"hardware.amp={cfg.hardware.amp!r} is unknown; use null (full precision) or bf16")
     if cfg.schedule not in SCHEDULES:
         raise UserError(f"schedule={cfg.schedule!r} is unknown; use one of {', '.join(SCHEDULES)}")
 

@@ -92,11 +92,13 @@ def fit(
     progress: bool = True,
     label: str = "train",
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    amp: torch.dtype | None = None,
 ) -> dict:
     """Train for `steps` optimizer steps; write one `metrics_csv` row per evaluation.
 
     `augment(uint8 images, generator)` transforms training batches only: the meta and test
-    images stay as they are.
+    images stay as they are. `amp`: autocast dtype for the step's forward passes (None: full
+    precision); the backward runs outside autocast, as PyTorch recommends.
 
     Returns the final evaluation plus step statistics. Raises DivergedError on a NaN/inf loss.
     """
@@ -123,7 +125,8 @@ def fit(
                 images = augment(images, generator)
             x, y = normalize(images), splits.train.labels[index]
             lr = optimizer.param_groups[0]["lr"]
-            result = method.step_loss(model, x, y, index, lr)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                result = method.step_loss(model, x, y, index, lr)
             loss = result.loss.item()
             if not math.isfinite(loss):
                 raise DivergedError(step, loss, lr)

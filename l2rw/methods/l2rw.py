@@ -11,15 +11,20 @@ from l2rw.methods.base import Method, StepLoss
 class L2RW(Method):
     """Online meta-reweighting: each step's example weights come from `l2rw.reweight`.
 
+    `impl` picks how they are computed (same weights either way): "fwd", one forward-mode
+    pass; "double_backprop", the published look-ahead graph, kept as the reference.
     With `update_every=k` the weights are computed only on every k-th step and remembered per
     training example; the steps in between reuse the batch's remembered weights (k=1: plain L2RW).
     """
 
-    def __init__(self, meta_batch_size: int, update_every: int = 1):
+    def __init__(self, meta_batch_size: int, update_every: int = 1, impl: str = "fwd"):
         if not (isinstance(update_every, int) and update_every >= 1):
             raise UserError(f"method.update_every={update_every} must be a whole number >= 1 (1 = every step)")
+        if impl not in reweight.IMPLEMENTATIONS:
+            raise UserError(f"method.impl={impl!r} is unknown; use one of {', '.join(reweight.IMPLEMENTATIONS)}")
         self.meta_batch_size = meta_batch_size
         self.update_every = update_every
+        self.reweigh = reweight.IMPLEMENTATIONS[impl]
 
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator):
         super().setup(train, meta, num_classes, generator)
@@ -42,9 +47,9 @@ class L2RW(Method):
         self.steps_taken += 1
         if self.steps_taken % self.update_every == 0:
             meta_x, meta_y = self.meta_batch()
-            weights = reweight.weights_double_backprop(model, x, y, meta_x, meta_y, lr)
+            weights, losses = self.reweigh(model, x, y, meta_x, meta_y, lr)  # losses of the step's real forward
             self.memory[index] = weights * len(weights)
         else:
             weights = reweight.normalize(self.memory[index])
-        losses = F.cross_entropy(model(x), y, reduction="none")
+            losses = F.cross_entropy(model(x), y, reduction="none")
         return StepLoss((weights * losses).sum(), weights)

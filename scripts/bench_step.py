@@ -1,0 +1,195 @@
+"""Seconds per training step of each method, and the ratio to plain SGD, measured in one process.
+
+    python scripts/bench_step.py                                  # lenet and resnet32 on CPU
+    python scripts/bench_step.py --models resnet32 --repeats 9
+    python scripts/bench_step.py --hardware cuda --overrides hardware.amp=bf16 hardware.compile=true
+
+Each configuration is composed from conf/ like a real run (model=..., method=..., method.impl=...,
+hardware=...) and timed through `l2rw.trainer.fit`, the loop `l2rw-train` runs: batch slicing,
+normalisation, the method's step loss, backward, optimizer step. Methods take turns (one
+`fit` call of --steps steps each, round-robin, the first round discarded as warm-up), so load
+from other processes hits them alike; the table shows medians over rounds and, for the ratio to
+sgd, the median and range of the per-round ratios. Data are random uint8 images: CIFAR-shaped
+(3x32x32) for resnet32, digits-shaped (1x8x8) for the others.
+
+Peak memory: the extra memory one step allocates above what is already resident (parameters,
+data), from torch.cuda's peak counter on a GPU and the profiler's allocation trace on CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from torch.profiler import ProfilerActivity, profile
+
+from l2rw.data import LabeledImages, Splits
+from l2rw.models import build_model
+from l2rw.registry import build
+from l2rw.train import AMP_DTYPES, CONFIG_DIR, make_scheduler, resolve_device
+from l2rw.trainer import fit
+
+METHODS = {  # table label -> config overrides
+    "sgd": ["method=sgd"],
+    "weighted_sampler": ["method=weighted_sampler"],
+    "l2rw double_backprop": ["method=l2rw", "method.impl=double_backprop", "method.meta_batch_size={meta_batch}"],
+    "l2rw fwd": ["method=l2rw", "method.impl=fwd", "method.meta_batch_size={meta_batch}"],
+}
+IMAGE_SHAPES = {"resnet32": (3, 32, 32)}  # CIFAR-10's images; other models get digits' shape
+DIGITS_SHAPE = (1, 8, 8)
+NUM_CLASSES = 10
+
+
+def random_splits(shape: tuple[int, ...], train_size: int, meta_size: int, device: torch.device) -> Splits:
+    generator = torch.Generator().manual_seed(0)
+
+    def images(n: int) -> LabeledImages:
+        pixels = torch.randint(0, 256, (n, *shape), generator=generator, dtype=torch.uint8)
+        return LabeledImages(pixels, torch.randint(0, NUM_CLASSES, (n,), generator=generator))
+
+    return Splits(images(train_size), images(meta_size), images(100), [str(c) for c in range(NUM_CLASSES)]).to(device)
+
+
+class Contender:
+    """One method on its own model, optimizer and data, built from the composed config."""
+
+    def __init__(self, overrides: list[str], shape: tuple[int, ...], meta_size: int, metrics_csv: Path):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            self.cfg = compose("config", overrides=overrides)
+        cfg = self.cfg
+        self.device = resolve_device(cfg.hardware.device)
+        torch.manual_seed(cfg.seed)
+        # the meta set is exactly one meta batch, as with CIFAR-10's 10 clean images per class
+        self.splits = random_splits(shape, 10 * cfg.batch_size, meta_size, self.device)
+        self.model = build_model(cfg.model, shape, NUM_CLASSES).to(self.device)
+        if cfg.hardware.compile:
+            self.model = torch.compile(self.model)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = make_scheduler(self.optimizer, "constant", 1)
+        self.metrics_csv = metrics_csv
+
+    def seconds_per_step(self, steps: int) -> float:
+        outcome = fit(
+            self.model, build(self.cfg.method), self.splits, self.optimizer, self.scheduler,
+            steps=steps, batch_size=self.cfg.batch_size, eval_every=steps,
+            generator=torch.Generator().manual_seed(0), metrics_csv=self.metrics_csv,
+            progress=False, amp=AMP_DTYPES[self.cfg.hardware.amp],
+        )
+        return outcome["seconds_per_step"]
+
+    def peak_step_memory_mb(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            resident = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.seconds_per_step(1)
+            return (torch.cuda.max_memory_allocated(self.device) - resident) / 2**20
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as trace:
+            self.seconds_per_step(1)
+        # allocations are charged to the op that made them, frees appear as "[memory]" events
+        allocations = sorted(
+            (event.time_range.start, event.self_cpu_memory_usage)
+            for event in trace.events() if event.self_cpu_memory_usage
+        )
+        in_use = peak = 0
+        for _, change in allocations:
+            in_use += change
+            peak = max(peak, in_use)
+        return peak / 2**20
+
+
+def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> list[dict]:
+    shape = IMAGE_SHAPES.get(model, DIGITS_SHAPE)
+    common = [f"model={model}", f"hardware={args.hardware}", f"batch_size={args.batch}", *args.overrides]
+    contenders = {
+        label: Contender(
+            [*common, *(o.format(meta_batch=args.meta_batch) for o in method)],
+            shape, args.meta_batch, workdir / f"{model} {label}.csv",
+        )
+        for label, method in METHODS.items()
+    }
+    times: dict[str, list[float]] = {label: [] for label in contenders}
+    for round_number in range(args.repeats + 1):
+        for label, contender in contenders.items():
+            seconds = contender.seconds_per_step(args.steps)
+            if round_number > 0:  # round 0 warms up allocators, kernels and compiled graphs
+                times[label].append(seconds)
+    rows = []
+    for label, contender in contenders.items():
+        ratios = [t / s for t, s in zip(times[label], times["sgd"])]
+        rows.append({
+            "model": model,
+            "input": "x".join(map(str, shape)),
+            "method": label,
+            "batch": args.batch,
+            "meta_batch": args.meta_batch if label.startswith("l2rw") else "",
+            "hardware": args.hardware,
+            "amp": contender.cfg.hardware.amp,
+            "compile": contender.cfg.hardware.compile,
+            "s_per_step": round(statistics.median(times[label]), 4),
+            "s_min": round(min(times[label]), 4),
+            "s_max": round(max(times[label]), 4),
+            "x_sgd": round(statistics.median(ratios), 2),
+            "x_sgd_min": round(min(ratios), 2),
+            "x_sgd_max": round(max(ratios), 2),
+            "peak_step_mb": round(contender.peak_step_memory_mb(), 1),
+            "rounds": args.repeats,
+            "steps_per_round": args.steps,
+        })
+    return rows
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def print_table(rows: list[dict]) -> None:
+    columns = ["model", "input", "method", "s_per_step", "s_min", "s_max", "x_sgd", "x_sgd_min", "x_sgd_max", "peak_step_mb"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["lenet", "resnet32"])
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--meta-batch", type=int, default=100)
+    parser.add_argument("--hardware", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (after one warm-up round)")
+    parser.add_argument("--steps", type=int, default=3, help="steps per method per round")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--overrides", nargs="*", default=[], help="more config overrides, e.g. hardware.amp=bf16")
+    parser.add_argument("--csv", type=Path, default=Path("outputs/bench_step.csv"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for model in args.models:
+            rows += bench_model(model, args, Path(workdir))
+    for row in rows:
+        row |= {"machine": machine(), "torch": torch.__version__}
+    print(f"{machine()}; batch {args.batch}, meta batch {args.meta_batch}; median of {args.repeats} rounds x {args.steps} steps")
+    print_table(rows)
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.csv, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"written: {args.csv}")
+
+
+if __name__ == "__main__":
+    main()
