@@ -46,7 +46,7 @@ def test_l2rw_weights_match_closed_form_on_softmax_regression():
     model = nn.Linear(5, 3).double()
     x, y = torch.randn(32, 5, dtype=torch.double), torch.randint(0, 3, (32,))
     meta_x, meta_y = torch.randn(9, 5, dtype=torch.double), torch.arange(9) % 3
-    weights = reweight.weights_double_backprop(model, x, y, meta_x, meta_y, lr=0.1)
+    weights = reweight.weights_double_backprop(model, x, y, meta_x, meta_y, lr=0.1).weights
     expected = softmax_regression_weights(model, x, y, meta_x, meta_y)
     assert (weights >= 0).all() and weights.sum().item() == pytest.approx(1.0, abs=1e-12)
     assert (weights == 0).any() and (weights > 0).any()
@@ -58,14 +58,20 @@ def test_l2rw_weights_all_zero_when_no_example_helps():
     model = nn.Linear(4, 2).double()
     meta_x, meta_y = torch.randn(1, 4, dtype=torch.double), torch.tensor([0])
     # the meta example with its label flipped: in a 2-class softmax its gradient is anti-parallel
-    weights = reweight.weights_double_backprop(model, meta_x.repeat(4, 1), 1 - meta_y.repeat(4), meta_x, meta_y, lr=0.1)
+    weights = reweight.weights_double_backprop(model, meta_x.repeat(4, 1), 1 - meta_y.repeat(4), meta_x, meta_y, lr=0.1).weights
     assert torch.equal(weights, torch.zeros(4, dtype=torch.double))
 
 
-def test_l2rw_weight_computation_leaves_batchnorm_stats_alone():
+@pytest.mark.parametrize("impl", sorted(reweight.IMPLEMENTATIONS))
+def test_l2rw_updates_batchnorm_stats_once_like_a_plain_forward(impl):
+    """Meta and look-ahead forwards use batch statistics without touching the running ones;
+    only the step's real forward (whose losses are returned) updates them."""
+    import copy
+
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = copy.deepcopy(model)
     x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
-    reweight.weights_double_backprop(model, x, y, x[:4], y[:4], lr=0.1)
+    reweight.IMPLEMENTATIONS[impl](model, x, y, x[:4], y[:4], lr=0.1)
+    plain(x)
     for key, value in model.state_dict().items():
-        assert torch.equal(value, before[key]), key
+        torch.testing.assert_close(value, plain.state_dict()[key], atol=1e-6, rtol=0, msg=key)

@@ -1,0 +1,36 @@
+"""hardware.amp and hardware.compile: runs complete, and L2RW's weights survive them."""
+import pandas as pd
+import pytest
+import torch
+
+from l2rw import reweight
+from l2rw.errors import UserError
+from l2rw.models.mlp import MLP
+from l2rw.train import train
+
+
+def test_bf16_autocast_run_records_impl_and_seconds_per_step(make_cfg, tmp_path):
+    row = train(make_cfg("method=l2rw", "hardware.amp=bf16", "steps=4", "eval_every=4"), tmp_path / "run")
+    assert row["status"] == "ok" and row["skipped_steps"] < 4
+    written = pd.read_csv(tmp_path / "results.csv").iloc[0]
+    assert written["method.impl"] == "fwd" and written.seconds_per_step > 0
+
+
+def test_unknown_amp_names_the_field(make_cfg, tmp_path):
+    with pytest.raises(UserError, match="hardware.amp"):
+        train(make_cfg("hardware.amp=fp8"), tmp_path / "run")
+
+
+def test_compiled_model_trains_and_gives_the_eager_weights():
+    """torch.compile on CPU takes seconds even for a tiny MLP, so one model serves every check."""
+    torch.manual_seed(0)
+    eager = MLP((1, 8, 8), num_classes=10, hidden=[16])
+    compiled = torch.compile(eager)
+    x, y = torch.randn(12, 1, 8, 8), torch.randint(0, 10, (12,))
+    meta_x, meta_y = torch.randn(10, 1, 8, 8), torch.arange(10)
+    for impl, weigh in reweight.IMPLEMENTATIONS.items():
+        expected = weigh(eager, x, y, meta_x, meta_y, lr=0.1)
+        got = weigh(compiled, x, y, meta_x, meta_y, lr=0.1)
+        torch.testing.assert_close(got.weights, expected.weights, atol=1e-6, rtol=0, msg=impl)
+        (got.weights * got.losses).sum().backward()  # the compiled forward's graph back-propagates
+        assert all(p.grad is not None for p in eager.parameters()), impl
