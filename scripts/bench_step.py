@@ -9,7 +9,8 @@ hardware=...) and timed through `l2rw.trainer.fit`, the loop `l2rw-train` runs: 
 normalisation, the method's step loss, backward, optimizer step. Methods take turns (one
 `fit` call of --steps steps each, round-robin, the first round discarded as warm-up), so load
 from other processes hits them alike; the table shows medians over rounds and, for the ratio to
-sgd, the median and range of the per-round ratios. Data are random uint8 images: CIFAR-shaped
+sgd, the median and range of the per-round ratios, in wall-clock and in this process's CPU
+seconds (which leave out waiting for a core when other jobs share the machine). Data are random uint8 images: CIFAR-shaped
 (3x32x32) for resnet32, digits-shaped (1x8x8) for the others.
 
 Peak memory: the extra memory one step allocates above what is already resident (parameters,
@@ -22,6 +23,7 @@ import csv
 import platform
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -52,7 +54,8 @@ def random_splits(shape: tuple[int, ...], train_size: int, meta_size: int, devic
         pixels = torch.randint(0, 256, (n, *shape), generator=generator, dtype=torch.uint8)
         return LabeledImages(pixels, torch.randint(0, NUM_CLASSES, (n,), generator=generator))
 
-    return Splits(images(train_size), images(meta_size), images(100), [str(c) for c in range(NUM_CLASSES)]).to(device)
+    # a token test set: fit evaluates once per call, and that time should stay out of the CPU seconds
+    return Splits(images(train_size), images(meta_size), images(NUM_CLASSES), [str(c) for c in range(NUM_CLASSES)]).to(device)
 
 
 class Contender:
@@ -75,14 +78,17 @@ class Contender:
         self.scheduler = make_scheduler(self.optimizer, "constant", 1)
         self.metrics_csv = metrics_csv
 
-    def seconds_per_step(self, steps: int) -> float:
+    def seconds_per_step(self, steps: int) -> tuple[float, float]:
+        """(wall, CPU) seconds per step. Wall is fit's own measure (evaluation excluded); CPU
+        seconds of this process leave out time spent waiting for a core on a shared machine."""
+        cpu_started = time.process_time()
         outcome = fit(
             self.model, build(self.cfg.method), self.splits, self.optimizer, self.scheduler,
             steps=steps, batch_size=self.cfg.batch_size, eval_every=steps,
             generator=torch.Generator().manual_seed(0), metrics_csv=self.metrics_csv,
             progress=False, amp=AMP_DTYPES[self.cfg.hardware.amp],
         )
-        return outcome["seconds_per_step"]
+        return outcome["seconds_per_step"], (time.process_time() - cpu_started) / steps
 
     def peak_step_memory_mb(self) -> float:
         if self.device.type == "cuda":
@@ -116,14 +122,17 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> list[dic
         for label, method in METHODS.items()
     }
     times: dict[str, list[float]] = {label: [] for label in contenders}
+    cpu_times: dict[str, list[float]] = {label: [] for label in contenders}
     for round_number in range(args.repeats + 1):
         for label, contender in contenders.items():
-            seconds = contender.seconds_per_step(args.steps)
+            wall, cpu = contender.seconds_per_step(args.steps)
             if round_number > 0:  # round 0 warms up allocators, kernels and compiled graphs
-                times[label].append(seconds)
+                times[label].append(wall)
+                cpu_times[label].append(cpu)
     rows = []
     for label, contender in contenders.items():
         ratios = [t / s for t, s in zip(times[label], times["sgd"])]
+        cpu_ratios = [t / s for t, s in zip(cpu_times[label], cpu_times["sgd"])]
         rows.append({
             "model": model,
             "input": "x".join(map(str, shape)),
@@ -139,6 +148,10 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> list[dic
             "x_sgd": round(statistics.median(ratios), 2),
             "x_sgd_min": round(min(ratios), 2),
             "x_sgd_max": round(max(ratios), 2),
+            "cpu_s_per_step": round(statistics.median(cpu_times[label]), 4),
+            "cpu_x_sgd": round(statistics.median(cpu_ratios), 2),
+            "cpu_x_sgd_min": round(min(cpu_ratios), 2),
+            "cpu_x_sgd_max": round(max(cpu_ratios), 2),
             "peak_step_mb": round(contender.peak_step_memory_mb(), 1),
             "rounds": args.repeats,
             "steps_per_round": args.steps,
@@ -153,7 +166,10 @@ def machine() -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    columns = ["model", "input", "method", "s_per_step", "s_min", "s_max", "x_sgd", "x_sgd_min", "x_sgd_max", "peak_step_mb"]
+    columns = [
+        "model", "input", "method", "s_per_step", "s_min", "s_max", "x_sgd", "x_sgd_min", "x_sgd_max",
+        "cpu_s_per_step", "cpu_x_sgd", "cpu_x_sgd_min", "cpu_x_sgd_max", "peak_step_mb",
+    ]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
