@@ -21,7 +21,7 @@ def setup_l2rw(make_cfg, k: int):
 
 
 def fresh(model, x, y, meta):
-    return reweight.weights_double_backprop(model, x, y, meta.images, meta.labels, LR)
+    return reweight.weights_double_backprop(model, x, y, meta.images, meta.labels, LR).weights
 
 
 def perturb(model: nn.Module) -> None:
