@@ -62,7 +62,9 @@ def random_splits(shape: tuple[int, ...], train_size: int, meta_size: int, devic
         return LabeledImages(pixels, torch.randint(0, NUM_CLASSES, (n,), generator=generator))
 
     # a token test set: fit evaluates once per call, and that time should stay out of the CPU seconds
-    return Splits(images(train_size), images(meta_size), images(NUM_CLASSES), [str(c) for c in range(NUM_CLASSES)]).to(device)
+    clean = torch.zeros(train_size, dtype=torch.bool)  # no label noise
+    classes = [str(c) for c in range(NUM_CLASSES)]
+    return Splits(images(train_size), images(meta_size), images(NUM_CLASSES), classes, clean).to(device)
 
 
 class Contender:
