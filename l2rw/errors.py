@@ -1,3 +1,6 @@
+from pathlib import Path
+
+
 class UserError(Exception):
     """A mistake the user can fix (config value, data path, data content).
 
@@ -14,4 +17,15 @@ class DivergedError(Exception):
         super().__init__(
             f"training diverged: loss is {loss} at step {step}; "
             f"lower `lr` (now {lr}) or `momentum`, or try `schedule=cosine`"
+        )
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run after a whole step; its checkpoint is saved and no row is written."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        self.step = step
+        super().__init__(
+            f"interrupted after step {step}; saved {checkpoint}. To resume, rerun the same command "
+            f"(a single run also needs hydra.run.dir={checkpoint.parent})"
         )

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -37,11 +39,40 @@ def append_row(path: str | Path, row: dict) -> None:
             # would otherwise become float next to the old rows' blanks (100 -> "100.0")
             new = pd.DataFrame([{key: str(value) for key, value in row.items()}])
             table = pd.concat([pd.read_csv(path, dtype=str, keep_default_na=False), new])
-            temporary = path.with_suffix(path.suffix + ".tmp")
-            table.to_csv(temporary, index=False)
-            with open(temporary) as file:
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
+            with atomic_path(path) as temporary:
+                table.to_csv(temporary, index=False)
+
+
+def finished_row(path: str | Path, config_hash: str) -> dict | None:
+    """The last row of `path` with this `config_hash` and status `ok`, or None."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    with FileLock(f"{path}.lock"):  # never read half of a row being appended
+        table = pd.read_csv(path, dtype={"config_hash": str})
+    if "config_hash" not in table:
+        return None
+    done = table[(table.config_hash == config_hash) & (table.status == "ok")]
+    return None if done.empty else done.iloc[-1].to_dict()
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path to write instead of `path`; afterwards it is fsynced and renamed over
+    `path`, so a reader (or a crash) sees the old file or the whole new one, never a part."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        yield temporary
+        with open(temporary, "rb") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _header(path: Path) -> list[str] | None:

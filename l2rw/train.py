@@ -10,7 +10,6 @@ summary.json into its run dir and appends one row to `results_csv`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import resource
 import sys
@@ -24,26 +23,34 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from l2rw.checkpoint import Checkpoint
 from l2rw.confusion_plot import save_confusion_png
 from l2rw.data import build_splits
 from l2rw.data.augment import random_crop_and_flip
-from l2rw.errors import DivergedError, UserError
+from l2rw.errors import DivergedError, Interrupted, UserError
 from l2rw.models import build_model
 from l2rw.registry import build
-from l2rw.results import append_row
+from l2rw.results import append_row, finished_row
+from l2rw.sweeps import config_hash, threads_per_job
 from l2rw.trainer import Evaluation, fit
 
 SCHEDULES = ("constant", "cosine", "step")
 AMP_DTYPES = {None: None, "bf16": torch.bfloat16}
-# Keys that change where things are written or shown, never what is learned.
-NOT_HASHED = ("results_csv", "progress")
 # An absolute path, so the configs are found whatever folder l2rw-train is started from.
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Run one configuration; write the run dir files and append one results row. Returns the row."""
+    """Run one configuration; write the run dir files and append one results row. Returns the row
+    (with `skip_done`, the finished row already in `results_csv` instead of running again)."""
     validate(cfg)
+    row = config_columns(cfg) | {"run_dir": str(run_dir)}
+    if cfg.skip_done and (done := finished_row(cfg.results_csv, row["config_hash"])):
+        print(f"skipped: config_hash {row['config_hash']} already finished in {cfg.results_csv} "
+              f"(run dir {done['run_dir']}); skip_done=false runs it again")
+        return done
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.hardware.device)
@@ -61,19 +68,21 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.steps)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
-    row = config_columns(cfg) | {"run_dir": str(run_dir)}
+    checkpoint = Checkpoint(run_dir, cfg.checkpoint_every, row["config_hash"])
     try:
         outcome = fit(
             model, method, splits, optimizer, scheduler,
             steps=cfg.steps, batch_size=cfg.batch_size, eval_every=cfg.eval_every,
             generator=torch.Generator().manual_seed(cfg.seed),
-            metrics_csv=run_dir / "metrics.csv", progress=cfg.progress, label=cfg.method.name,
+            metrics_csv=run_dir / "metrics.csv", checkpoint=checkpoint,
+            progress=cfg.progress, label=cfg.method.name,
             # a dataset without the option is not augmented
             augment=random_crop_and_flip if cfg.dataset.get("augment", False) else None,
             amp=AMP_DTYPES[cfg.hardware.amp],
         )
     except DivergedError as diverged:
         append_row(cfg.results_csv, row | {"status": "diverged", "diverged_step": diverged.step})
+        checkpoint.path.unlink(missing_ok=True)  # resuming would only diverge again
         raise
 
     evaluation = outcome["evaluation"]
@@ -96,6 +105,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     save_confusion_png(run_dir / "confusion.png", evaluation.confusion, splits.class_names, title)
     (run_dir / "summary.json").write_text(json.dumps(row | {"class_names": splits.class_names}, indent=2))
     append_row(cfg.results_csv, row)
+    checkpoint.path.unlink(missing_ok=True)  # the row says the run is done; nothing to resume
     return row
 
 
@@ -104,6 +114,10 @@ def validate(cfg: DictConfig) -> None:
     for key in ("steps", "batch_size", "eval_every"):
         if not (isinstance(cfg[key], int) and cfg[key] >= 1):
             raise UserError(f"{key}={cfg[key]} must be a whole number >= 1")
+    if not (isinstance(cfg.checkpoint_every, int) and cfg.checkpoint_every >= 0):
+        raise UserError(f"checkpoint_every={cfg.checkpoint_every} must be a whole number >= 0 (0: only on Ctrl-C)")
+    if not (cfg.threads is None or isinstance(cfg.threads, int) and cfg.threads >= 1):
+        raise UserError(f"threads={cfg.threads} must be a whole number >= 1, or null for this job's share of the cores")
     if not cfg.lr > 0:
         raise UserError(f"lr={cfg.lr} must be > 0")
     if cfg.hardware.amp not in AMP_DTYPES:
@@ -156,10 +170,7 @@ def config_columns(cfg: DictConfig) -> dict:
     for key, value in cfg.method.items():
         if key not in ("name", "_target_"):
             columns[f"method.{key}"] = value
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    for key in NOT_HASHED:
-        resolved.pop(key, None)
-    columns["config_hash"] = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+    columns["config_hash"] = config_hash(cfg)
     columns["run_id"] = f"{columns['time'][:19].replace(':', '')}-{columns['config_hash'][:8]}"
     return columns
 
@@ -196,8 +207,13 @@ def write_per_class_recall(path: Path, evaluation: Evaluation, class_names: list
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    if cfg.threads is None:
+        cfg.threads = threads_per_job(HydraConfig.get().launcher)
     try:
         return train(cfg, HydraConfig.get().runtime.output_dir)["balanced_accuracy"]
+    except Interrupted as interrupted:
+        print(interrupted, file=sys.stderr)
+        sys.exit(130)  # the shell's code for Ctrl-C
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

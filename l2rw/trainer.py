@@ -5,7 +5,7 @@ import csv
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from l2rw.checkpoint import Checkpoint, DeferredInterrupt
 from l2rw.data import LabeledImages, Splits
-from l2rw.errors import DivergedError
+from l2rw.errors import DivergedError, Interrupted
 from l2rw.methods.base import Method
 from l2rw.weight_stats import WeightStats
 
@@ -77,6 +78,21 @@ METRIC_COLUMNS = [
 ]
 
 
+@dataclass
+class LoopState:
+    """What the loop accumulates: checkpointed with the model, so a run resumes mid-way."""
+
+    step: int = 0
+    skipped: int = 0
+    window_loss: float = 0.0
+    window_zero_share: float = 0.0
+    window_steps: int = 0
+    seconds: float = 0.0       # time spent by this run, across resumptions
+    eval_seconds: float = 0.0
+    metrics: list[dict] = field(default_factory=list)  # the metrics.csv rows so far
+    weight_stats: dict = field(default_factory=dict)   # WeightStats' window, when checkpointed
+
+
 def fit(
     model: nn.Module,
     method: Method,
@@ -89,6 +105,7 @@ def fit(
     eval_every: int,
     generator: torch.Generator,
     metrics_csv: Path,
+    checkpoint: Checkpoint,
     progress: bool = True,
     label: str = "train",
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
@@ -100,25 +117,29 @@ def fit(
     images stay as they are. `amp`: autocast dtype for the step's forward passes (None: full
     precision); the backward runs outside autocast, as PyTorch recommends.
 
-    Returns the final evaluation plus step statistics. Raises DivergedError on a NaN/inf loss.
+    Resumes from `checkpoint` when it exists and saves it when due or on Ctrl-C (then raises
+    Interrupted). Returns the final evaluation plus step statistics. Raises DivergedError on a
+    NaN/inf loss.
     """
     normalize = Normalizer(splits.train.images)
     meta = LabeledImages(normalize(splits.meta.images), splits.meta.labels)
     method.setup(splits.train, meta, splits.num_classes, generator)
+    loop = LoopState(**(checkpoint.restore(model, optimizer, scheduler, method) or {}))
     batches = method.batches(batch_size)
     device = splits.train.labels.device
     weight_stats = WeightStats(splits.train.labels, splits.train_corrupted, splits.class_names)
+    if loop.weight_stats:
+        weight_stats.load_state_dict(loop.weight_stats)
 
-    skipped, eval_seconds = 0, 0.0
-    window_loss, window_zero_share, window_steps = 0.0, 0.0, 0
-    started = time.perf_counter()
+    started = time.perf_counter() - loop.seconds
     with open(metrics_csv, "w", newline="") as metrics_file, tqdm(
-        total=steps, disable=not progress, desc=label, dynamic_ncols=True
-    ) as bar:
+        total=steps, initial=loop.step, disable=not progress, desc=label, dynamic_ncols=True
+    ) as bar, DeferredInterrupt() as interrupt:
         writer = csv.DictWriter(metrics_file, fieldnames=METRIC_COLUMNS + weight_stats.columns)
         writer.writeheader()
+        writer.writerows(loop.metrics)
         model.train()
-        for step in range(1, steps + 1):
+        for step in range(loop.step + 1, steps + 1):
             index = next(batches).to(device)
             images = splits.train.images[index]
             if augment is not None:
@@ -136,33 +157,42 @@ def fit(
                 optimizer.step()
                 weight_stats.add(index, result.weights)
             else:  # every example got weight 0: the meta gradient agrees with none of them
-                skipped += 1
+                loop.skipped += 1
             scheduler.step()
-            window_loss += loss
-            window_zero_share += (result.weights == 0).float().mean().item()
-            window_steps += 1
+            loop.window_loss += loss
+            loop.window_zero_share += (result.weights == 0).float().mean().item()
+            loop.window_steps += 1
             bar.update(1)
 
             if step % eval_every == 0 or step == steps:
                 eval_started = time.perf_counter()
                 evaluation = evaluate(model, splits.test, normalize, splits.num_classes)
-                writer.writerow({
+                loop.metrics.append({
                     "step": step,
-                    "train_loss": window_loss / window_steps,
+                    "train_loss": loop.window_loss / loop.window_steps,
                     "meta_loss": mean_loss(model, meta.images, meta.labels),
                     "accuracy": evaluation.accuracy,
                     "balanced_accuracy": evaluation.balanced_accuracy,
-                    "zero_weight_share": window_zero_share / window_steps,
-                    "skipped_steps": skipped,
+                    "zero_weight_share": loop.window_zero_share / loop.window_steps,
+                    "skipped_steps": loop.skipped,
                     "seconds": time.perf_counter() - started,
                 } | weight_stats.flush())
+                writer.writerow(loop.metrics[-1])
                 metrics_file.flush()
-                bar.set_postfix(loss=f"{window_loss / window_steps:.3f}", bacc=f"{evaluation.balanced_accuracy:.3f}")
-                window_loss, window_zero_share, window_steps = 0.0, 0.0, 0
-                eval_seconds += time.perf_counter() - eval_started
+                bar.set_postfix(loss=f"{loop.window_loss / loop.window_steps:.3f}", bacc=f"{evaluation.balanced_accuracy:.3f}")
+                loop.window_loss, loop.window_zero_share, loop.window_steps = 0.0, 0.0, 0
+                loop.eval_seconds += time.perf_counter() - eval_started
+
+            # the last step needs no checkpoint: the run is finished and writes its row
+            if step < steps and (checkpoint.due(step) or interrupt.requested):
+                loop.step, loop.seconds = step, time.perf_counter() - started
+                loop.weight_stats = weight_stats.state_dict()
+                checkpoint.save(model, optimizer, scheduler, method, asdict(loop))
+                if interrupt.requested:
+                    raise Interrupted(step, checkpoint.path)
 
     return {
         "evaluation": evaluation,
-        "skipped_steps": skipped,
-        "seconds_per_step": (time.perf_counter() - started - eval_seconds) / steps,
+        "skipped_steps": loop.skipped,
+        "seconds_per_step": (time.perf_counter() - started - loop.eval_seconds) / steps,
     }

@@ -34,3 +34,11 @@ class WeightStats:
         self.sums.zero_()
         self.counts.zero_()
         return {column: mean if count else "" for column, mean, count in zip(self.columns, means, counts)}
+
+    def state_dict(self) -> dict:
+        """The window so far, for checkpoints taken between two evaluations."""
+        return {"sums": self.sums.cpu(), "counts": self.counts.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums.copy_(state["sums"])
+        self.counts.copy_(state["counts"])

@@ -24,15 +24,26 @@ class Method:
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator):
         self.num_train = len(train)
         self.generator = generator
+        self.epoch_rest = torch.empty(0, dtype=torch.long)  # this epoch's examples not served yet
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
-        """Endless index batches over the training set (CPU int64 tensors)."""
+        """Endless index batches over the training set (CPU int64 tensors); an epoch's last
+        partial batch is dropped. The position lives in `self`, so `state_dict` captures it."""
         while True:
-            order = torch.randperm(self.num_train, generator=self.generator)
-            for start in range(0, self.num_train - batch_size + 1, batch_size):
-                yield order[start : start + batch_size]
-            if self.num_train < batch_size:
-                yield order
+            if len(self.epoch_rest) < min(batch_size, self.num_train):
+                self.epoch_rest = torch.randperm(self.num_train, generator=self.generator)
+            batch, self.epoch_rest = self.epoch_rest[:batch_size], self.epoch_rest[batch_size:]
+            yield batch
+
+    def state_dict(self) -> dict:
+        """What `batches` and `step_loss` need to go on exactly where they stopped (checkpoints).
+        Methods that keep more state extend both this and `load_state_dict`."""
+        return {"generator": self.generator.get_state(), "epoch_rest": self.epoch_rest}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Call after `setup`, before `batches`."""
+        self.generator.set_state(state["generator"])
+        self.epoch_rest = state["epoch_rest"]
 
     def step_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, lr: float

@@ -1,0 +1,161 @@
+"""Sweeps and their failure modes: parallel launchers, skipping finished configurations,
+checkpoints that resume exactly, and a results CSV that stays whole under concurrent writers."""
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from l2rw.results import append_row
+from l2rw.train import train
+from tests.conftest import FAST, run_cli
+
+# Long enough that a kill after the first checkpoint lands well before the end; checkpoints
+# fall between evaluations, so the half-accumulated metrics window must be restored too.
+RESUMABLE = ["method=l2rw", "steps=60", "eval_every=10", "checkpoint_every=7", "progress=false", "threads=1"]
+
+
+def test_joblib_sweep_writes_one_row_per_job_and_a_relaunch_trains_nothing(tmp_path):
+    results = tmp_path / "results.csv"
+    sweep = [
+        "--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "method=sgd,weighted_sampler",
+        "seed=0,1", *FAST, f"results_csv={results}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    done = run_cli(*sweep, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_csv(results)
+    assert len(rows) == 4 and rows.config_hash.nunique() == 4 and rows.run_dir.nunique() == 4
+    assert sorted(zip(rows.method, rows.seed)) == [("sgd", 0), ("sgd", 1), ("weighted_sampler", 0), ("weighted_sampler", 1)]
+    trained = {path: path.stat().st_mtime_ns for path in (tmp_path / "sweep").glob("*/metrics.csv")}
+    assert len(trained) == 4
+
+    again = run_cli(*sweep, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("skipped: config_hash") == 4, again.stdout
+    assert len(pd.read_csv(results)) == 4
+    assert {path: path.stat().st_mtime_ns for path in trained} == trained
+
+
+def test_submitit_local_sweep_writes_one_row_per_job(tmp_path):
+    submitit = pytest.importorskip("submitit")
+    try:  # the launcher needs to start and watch processes of its own
+        submitit.LocalExecutor(tmp_path / "probe").submit(int, "1").result()
+    except Exception as error:  # noqa: BLE001  any failure here means the environment, not l2rw
+        pytest.skip(f"submitit cannot start processes here: {error!r}")
+    results = tmp_path / "results.csv"
+    done = run_cli(
+        "--multirun", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "seed=0,1", *FAST,
+        f"results_csv={results}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_csv(results)
+    assert sorted(rows.seed) == [0, 1] and set(rows.status) == {"ok"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """metrics.csv and the results row of a RESUMABLE run that nothing stopped."""
+    from hydra import compose, initialize_config_dir
+
+    from l2rw.train import CONFIG_DIR
+
+    out = tmp_path_factory.mktemp("uninterrupted")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[*RESUMABLE, f"results_csv={out / 'results.csv'}"])
+    threads = torch.get_num_threads()
+    try:
+        row = train(cfg, out / "run")
+    finally:
+        torch.set_num_threads(threads)
+    return pd.read_csv(out / "run" / "metrics.csv"), row
+
+
+def start_run(tmp_path: Path) -> subprocess.Popen:
+    """A RESUMABLE run in tmp_path/run through the CLI, as `run_cli` starts one, without waiting."""
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    args = [*RESUMABLE, f"results_csv={tmp_path / 'results.csv'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "l2rw.train", *args], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_checkpoint(run: subprocess.Popen, checkpoint: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert run.poll() is None, f"the run ended before its first checkpoint: {run.communicate()}"
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.02)
+
+
+def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_metrics(tmp_path, uninterrupted):
+    run = start_run(tmp_path)
+    wait_for_checkpoint(run, tmp_path / "run" / "checkpoint.pt")
+    run.send_signal(signal.SIGKILL)
+    assert run.wait() == -signal.SIGKILL
+    assert not (tmp_path / "results.csv").exists()  # a crash mid-run writes no row
+
+    done = run_cli(*RESUMABLE, f"results_csv={tmp_path / 'results.csv'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from step" in done.stderr
+    expected_metrics, expected_row = uninterrupted
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    pd.testing.assert_frame_equal(metrics.drop(columns="seconds"), expected_metrics.drop(columns="seconds"))
+    row = pd.read_csv(tmp_path / "results.csv").iloc[0]
+    assert (row.config_hash, row.balanced_accuracy) == (expected_row["config_hash"], expected_row["balanced_accuracy"])
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # finished: nothing left to resume
+
+
+def test_ctrl_c_saves_a_checkpoint_of_a_whole_step_and_writes_no_row(tmp_path):
+    run = start_run(tmp_path)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    wait_for_checkpoint(run, checkpoint)
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stderr
+    assert "interrupted after step" in stderr and "Traceback" not in stderr
+    step = int(stderr.split("interrupted after step ")[1].split(";")[0])
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["loop"]["step"] == step and 7 <= step < 60
+    assert [row["step"] for row in state["loop"]["metrics"]] == list(range(10, step + 1, 10))
+    assert not (tmp_path / "results.csv").exists()
+
+
+def append_rows(results: Path, writer: int, count: int) -> None:
+    # Half the writers add a column, so appends race with rewrites to the union of columns.
+    extra = {"extra": f"w{writer}"} if writer % 2 else {}
+    for index in range(count):
+        append_row(results, {"writer": writer, "index": index, "text": "a, \"quoted\"\nvalue", **extra})
+
+
+def test_concurrent_appends_neither_interleave_nor_lose_rows(tmp_path):
+    results = tmp_path / "results.csv"
+    context = multiprocessing.get_context("fork")  # no re-import of torch in each writer
+    writers = [context.Process(target=append_rows, args=(results, writer, 50)) for writer in range(8)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    rows = pd.read_csv(results, dtype=str, keep_default_na=False)
+    assert len(rows) == 400
+    assert sorted(zip(rows.writer.astype(int), rows["index"].astype(int))) == [(w, i) for w in range(8) for i in range(50)]
+    assert set(rows.text) == {"a, \"quoted\"\nvalue"}
+
+
+def test_forced_nan_stops_with_status_diverged_a_message_and_exit_1(tmp_path):
+    results = tmp_path / "results.csv"
+    done = run_cli(
+        "lr=1e30", "momentum=0.9", "schedule=constant", *FAST, f"results_csv={results}",
+        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert "training diverged" in done.stderr and "lower `lr`" in done.stderr and "Traceback" not in done.stderr
+    row = pd.read_csv(results).iloc[0]
+    assert row.status == "diverged" and 1 <= row.diverged_step <= 20
