@@ -35,7 +35,8 @@ def threads_per_job(launcher: DictConfig) -> int:
     """Torch threads for one job: the launcher's `cpus_per_task` (submitit) when set, else the
     cores this process may use divided by the jobs joblib runs at once (`n_jobs`, negative
     counting back from all cores as joblib does), so parallel jobs don't oversubscribe cores."""
-    cores = len(os.sched_getaffinity(0))  # SLURM confines a job to its allocated cores
+    # SLURM confines a job to its allocated cores; macOS has no affinity call
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if launcher.get("cpus_per_task"):
         return launcher.cpus_per_task
     parallel = launcher.get("n_jobs") or 1
