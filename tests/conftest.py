@@ -24,7 +24,10 @@ def make_cfg(tmp_path):
 
     def _make(*overrides: str):
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose("config", overrides=[*FAST, f"results_csv={tmp_path / 'results.csv'}", *overrides])
+            # skip_done=false: tests train one configuration twice on purpose (reproducibility)
+            return compose(
+                "config", overrides=[*FAST, f"results_csv={tmp_path / 'results.csv'}", "skip_done=false", *overrides]
+            )
 
     return _make
 

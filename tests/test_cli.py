@@ -58,7 +58,7 @@ def test_unknown_option_fails_with_hydra_listing_the_choices(tmp_path):
 
 def test_same_seed_gives_identical_metrics(make_cfg, tmp_path):
     def metrics(seed, name):
-        train(make_cfg("method=l2rw", f"seed={seed}", "skip_done=false"), tmp_path / name)
+        train(make_cfg("method=l2rw", f"seed={seed}"), tmp_path / name)
         return pd.read_csv(tmp_path / name / "metrics.csv").drop(columns="seconds")
 
     first, second, other = metrics(0, "a"), metrics(0, "b"), metrics(1, "c")

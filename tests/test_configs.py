@@ -49,7 +49,10 @@ def test_cpu_resolves_and_cuda_fails_clearly_without_a_gpu(make_cfg):
 
 @pytest.mark.parametrize(
     "override, field",
-    [("steps=0", "steps"), ("lr=-1", "lr"), ("schedule=linear", "schedule"), ("batch_size=0", "batch_size")],
+    [
+        ("steps=0", "steps"), ("lr=-1", "lr"), ("schedule=linear", "schedule"), ("batch_size=0", "batch_size"),
+        ("checkpoint_every=-1", "checkpoint_every"), ("threads=0", "threads"),
+    ],
 )
 def test_bad_scalars_name_their_field(make_cfg, tmp_path, override, field):
     with pytest.raises(UserError, match=field):

@@ -11,10 +11,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from l2rw.data import build_splits
+from l2rw.registry import build
 from l2rw.results import append_row
-from l2rw.train import train
-from tests.conftest import FAST, run_cli
+from l2rw.sweeps import threads_per_job
+from l2rw.train import CONFIG_DIR, train
+from tests.conftest import FAST, config_options, run_cli
 
 # Long enough that a kill after the first checkpoint lands well before the end; checkpoints
 # fall between evaluations, so the half-accumulated metrics window must be restored too.
@@ -58,13 +63,47 @@ def test_submitit_local_sweep_writes_one_row_per_job(tmp_path):
     assert sorted(rows.seed) == [0, 1] and set(rows.status) == {"ok"}
 
 
+def test_slurm_preset_sets_the_cluster_options_over_submitit_slurm():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.array_parallelism, launcher.max_num_timeout) == (1, 64, 3)
+
+
+def test_threads_are_the_jobs_share_of_the_cores():
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_job(OmegaConf.create({})) == cores  # one job at a time
+    assert threads_per_job(OmegaConf.create({"n_jobs": 2})) == max(1, cores // 2)
+    assert threads_per_job(OmegaConf.create({"n_jobs": -1})) == 1  # joblib: as many jobs as cores
+    assert threads_per_job(OmegaConf.create({"cpus_per_task": 3, "gpus_per_node": 1})) == 3
+
+
+@pytest.mark.parametrize("method", config_options("method"))
+def test_a_method_restored_from_its_state_draws_the_same_batches(make_cfg, method):
+    cfg = make_cfg(f"method={method}")
+    splits = build_splits(cfg)
+
+    def started(seed: int):
+        instance = build(cfg.method)
+        instance.setup(splits.train, splits.meta, splits.num_classes, torch.Generator().manual_seed(seed))
+        return instance
+
+    original = started(0)
+    batches = original.batches(16)
+    for _ in range(7):  # mid-way through an epoch (digits' training set holds 90 images)
+        next(batches)
+    state = original.state_dict()
+    expected = [next(batches) for _ in range(5)]
+    restored = started(1)  # another seed: only the loaded state can make the batches match
+    restored.load_state_dict(state)
+    batches = restored.batches(16)
+    assert all(torch.equal(next(batches), batch) for batch in expected)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """metrics.csv and the results row of a RESUMABLE run that nothing stopped."""
-    from hydra import compose, initialize_config_dir
-
-    from l2rw.train import CONFIG_DIR
-
     out = tmp_path_factory.mktemp("uninterrupted")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[*RESUMABLE, f"results_csv={out / 'results.csv'}"])
