@@ -80,12 +80,15 @@ class Checkpoint:
 class DeferredInterrupt:
     """Ctrl-C (SIGINT) only sets `requested`, so the loop stops after a whole step and saves a
     consistent checkpoint; a second Ctrl-C interrupts at once. Signals reach the main thread
-    only, so elsewhere this does nothing."""
+    only, so elsewhere (or when not `enabled`) this does nothing."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
 
     def __enter__(self) -> DeferredInterrupt:
         self.requested = False
         self.previous = None
-        if threading.current_thread() is threading.main_thread():
+        if self.enabled and threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self._request)
         return self
 

@@ -105,7 +105,7 @@ def fit(
     eval_every: int,
     generator: torch.Generator,
     metrics_csv: Path,
-    checkpoint: Checkpoint,
+    checkpoint: Checkpoint | None = None,
     progress: bool = True,
     label: str = "train",
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
@@ -118,13 +118,14 @@ def fit(
     precision); the backward runs outside autocast, as PyTorch recommends.
 
     Resumes from `checkpoint` when it exists and saves it when due or on Ctrl-C (then raises
-    Interrupted). Returns the final evaluation plus step statistics. Raises DivergedError on a
+    Interrupted); without one, nothing is resumed or saved and Ctrl-C stops at once. Returns the final evaluation plus step statistics. Raises DivergedError on a
     NaN/inf loss.
     """
     normalize = Normalizer(splits.train.images)
     meta = LabeledImages(normalize(splits.meta.images), splits.meta.labels)
     method.setup(splits.train, meta, splits.num_classes, generator)
-    loop = LoopState(**(checkpoint.restore(model, optimizer, scheduler, method) or {}))
+    saved = checkpoint.restore(model, optimizer, scheduler, method) if checkpoint else None
+    loop = LoopState(**(saved or {}))
     batches = method.batches(batch_size)
     device = splits.train.labels.device
     weight_stats = WeightStats(splits.train.labels, splits.train_corrupted, splits.class_names)
@@ -134,7 +135,7 @@ def fit(
     started = time.perf_counter() - loop.seconds
     with open(metrics_csv, "w", newline="") as metrics_file, tqdm(
         total=steps, initial=loop.step, disable=not progress, desc=label, dynamic_ncols=True
-    ) as bar, DeferredInterrupt() as interrupt:
+    ) as bar, DeferredInterrupt(enabled=checkpoint is not None) as interrupt:
         writer = csv.DictWriter(metrics_file, fieldnames=METRIC_COLUMNS + weight_stats.columns)
         writer.writeheader()
         writer.writerows(loop.metrics)
@@ -184,7 +185,7 @@ def fit(
                 loop.eval_seconds += time.perf_counter() - eval_started
 
             # the last step needs no checkpoint: the run is finished and writes its row
-            if step < steps and (checkpoint.due(step) or interrupt.requested):
+            if checkpoint and step < steps and (checkpoint.due(step) or interrupt.requested):
                 loop.step, loop.seconds = step, time.perf_counter() - started
                 loop.weight_stats = weight_stats.state_dict()
                 checkpoint.save(model, optimizer, scheduler, method, asdict(loop))

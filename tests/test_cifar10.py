@@ -9,7 +9,6 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from l2rw import reweight
-from l2rw.checkpoint import Checkpoint
 from l2rw.data import build_splits
 from l2rw.data.augment import crop_and_flip, random_crop_and_flip
 from l2rw.data.cifar10 import ARCHIVE_MD5, FOLDER, TEST_FILE, TRAIN_FILES, load_cifar10
@@ -230,8 +229,7 @@ def test_one_l2rw_step_moves_batchnorm_stats_exactly_like_one_sgd_step(make_cfg,
             model, build(make_cfg(f"method={method_name}").method), splits, optimizer,
             torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
             steps=1, batch_size=8, eval_every=1, generator=torch.Generator().manual_seed(0),
-            metrics_csv=tmp_path / f"{method_name}.csv", checkpoint=Checkpoint(tmp_path, every=0, config_hash=""),
-            progress=False,
+            metrics_csv=tmp_path / f"{method_name}.csv", progress=False,
         )
         return batchnorm_buffers(model)
 
