@@ -76,3 +76,17 @@ def test_k1_computes_every_step(make_cfg):
 def test_update_every_must_be_a_positive_whole_number(make_cfg, k):
     with pytest.raises(UserError, match=r"method\.update_every"):
         build(make_cfg("method=l2rw", f"method.update_every={k}").method)
+
+
+def test_weight_memory_and_step_count_survive_a_checkpoint(make_cfg):
+    method, model, x, y, meta = setup_l2rw(make_cfg, k=3)
+    first = torch.arange(6)
+    for _ in range(3):  # step 3 computes and stores non-uniform weights
+        method.step_loss(model, x[first], y[first], first, LR)
+    restored, *_ = setup_l2rw(make_cfg, k=3)
+    restored.load_state_dict(method.state_dict())
+    perturb(model)
+    # step 4 reuses the stored weights in both; a restore without the memory would give uniform ones
+    expected = method.step_loss(model, x[first], y[first], first, LR).weights
+    assert not torch.allclose(expected, torch.full((6,), 1 / 6))
+    torch.testing.assert_close(restored.step_loss(model, x[first], y[first], first, LR).weights, expected)

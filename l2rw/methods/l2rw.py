@@ -33,6 +33,14 @@ class L2RW(Method):
         self.memory = torch.ones(len(train), device=train.labels.device)
         self.steps_taken = 0
 
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"memory": self.memory.clone(), "steps_taken": self.steps_taken}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.memory = state["memory"].to(self.memory.device)
+        self.steps_taken = state["steps_taken"]
+
     def meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole meta set when it fits in one meta batch, else a fresh sample."""
         if len(self.meta) <= self.meta_batch_size:
