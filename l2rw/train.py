@@ -76,8 +76,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             generator=torch.Generator().manual_seed(cfg.seed),
             metrics_csv=run_dir / "metrics.csv", checkpoint=checkpoint,
             progress=cfg.progress, label=cfg.method.name,
-            # a dataset without the option is not augmented
-            augment=random_crop_and_flip if cfg.dataset.get("augment", False) else None,
+            augment=random_crop_and_flip if cfg.dataset.augment else None,
             amp=AMP_DTYPES[cfg.hardware.amp],
         )
     except DivergedError as diverged:
