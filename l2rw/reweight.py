@@ -20,6 +20,7 @@ differentiable w.r.t. the parameters, so the update needs no further forward. Ba
 batch statistics everywhere; only that real forward updates its running statistics (once,
 as a plain SGD step does): the meta and look-ahead forwards run on cloned buffers.
 """
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -29,6 +30,10 @@ from torch import nn
 from torch.func import functional_call
 
 from l2rw.batchnorm_jvp import FusedBatchNormTangents
+
+# forward_ad's first use loads torch's own JVP decompositions through torch.jit.script, which
+# warns on every run; the deprecation is torch's to resolve, not something a user can act on
+warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
 
 
 class Reweighted(NamedTuple):
