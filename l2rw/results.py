@@ -59,8 +59,9 @@ def finished_row(path: str | Path, config_hash: str) -> dict | None:
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path to write instead of `path`; afterwards it is fsynced and renamed over
-    `path`, so a reader (or a crash) sees the old file or the whole new one, never a part."""
-    temporary = path.with_name(path.name + ".tmp")
+    `path`, so a reader (or a crash) sees the old file or the whole new one, never a part.
+    The temporary name carries the process id: concurrent writers never share one."""
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         yield temporary
         with open(temporary, "rb") as file:

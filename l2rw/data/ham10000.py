@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError
+from l2rw.results import atomic_path
 
 # The dx codes in a fixed order: class indices, confusion matrices and recalls follow it.
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -142,9 +143,8 @@ def cached_images(paths: list[Path], tables: list[Path], size: int, cache_dir: P
     images = torch.from_numpy(decode_all(paths, size, workers)).permute(0, 3, 1, 2).contiguous()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        partial_file = cache.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"key": key, "images": images}, partial_file)
-        os.replace(partial_file, cache)  # atomic: a concurrent run never reads half a cache
+        with atomic_path(cache) as partial_file:  # a concurrent run never reads half a cache
+            torch.save({"key": key, "images": images}, partial_file)
     except OSError as error:
         raise UserError(f"cannot write the image cache to dataset.cache_dir={cache_dir}: {error}") from None
     return images

@@ -33,5 +33,6 @@ class ClassBalanced(Method):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, lr: float
     ) -> StepLoss:
         losses = F.cross_entropy(model(x), y, reduction="none")
-        weights = self.class_weights[y] / self.class_weights[y].sum()
+        per_example = self.class_weights[y]
+        weights = per_example / per_example.sum()
         return StepLoss((weights * losses).sum(), weights)
