@@ -2,12 +2,15 @@
 
 PyTorch's built-in tangent rule for train-mode batch norm spends about a dozen separate
 elementwise passes over the activation; on CPU that made the tangent of a ResNet-32 forward
-cost more than its convolutions. In train mode the map x -> BN(x) has, per channel, the
-Jacobian gamma * invstd * (I - 11^T/n - xhat xhat^T/n), which is symmetric: its JVP is the
-same formula as its VJP, so the fused backward kernel computes the tangent in one call:
+cost more than its convolutions. In train mode, with xhat = (x - mean) * invstd, the tangent is
 
-    d BN = gamma * invstd * (dx - mean(dx) - xhat * mean(dx * xhat))   # native_batch_norm_backward
-         + d gamma * xhat + d beta                                      # one inference-mode batch_norm
+    d BN = gamma * invstd * (dx - mean(dx) - xhat * mean(dx * xhat)) + d gamma * xhat + d beta
+         = gamma * invstd * dx + xhat * (d gamma - gamma * invstd * mean(dx * xhat))
+                               + (d beta - gamma * invstd * mean(dx)),
+
+per channel a scale of dx plus an affine map of xhat. Three passes over the activation compute
+it: the fused reduction of native_batch_norm_backward (sum(dx), sum(dx * xhat)), one
+inference-mode batch_norm (the xhat terms) and one in-place addcmul (the dx term).
 
 Everything else (running statistics, eval mode, the backward pass) is what F.batch_norm does.
 """
@@ -47,20 +50,23 @@ class TrainModeBatchNorm(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, input_tangent, weight_tangent, bias_tangent, *_):
         input, weight, mean, invstd = ctx.saved_tensors
-        tangent = 0
+        zeros = torch.zeros_like(mean)
+        # d BN = gamma*invstd*dx + xhat*(d gamma - gamma*invstd*mean(dx*xhat)) + (d beta - gamma*invstd*mean(dx)):
+        # one fused reduction, one inference-mode batch_norm for the xhat terms, one addcmul
+        scale = invstd if weight is None else weight * invstd
+        xhat_coefficient = zeros if weight_tangent is None else weight_tangent
+        constant = zeros if bias_tangent is None else bias_tangent
         if input_tangent is not None:
-            tangent = torch.ops.aten.native_batch_norm_backward(
-                input_tangent, input, weight, None, None, mean, invstd, True, ctx.eps, [True, False, False]
-            )[0]
-        if weight_tangent is not None or bias_tangent is not None:
-            zeros = torch.zeros_like(mean)
-            batch_variance = invstd.pow(-2) - ctx.eps  # batch_norm adds eps back
-            tangent = tangent + F.batch_norm(
-                input, mean, batch_variance,
-                zeros if weight_tangent is None else weight_tangent,
-                zeros if bias_tangent is None else bias_tangent,
-                training=False, eps=ctx.eps,
-            )
+            sum_dx_xhat, sum_dx = torch.ops.aten.native_batch_norm_backward(
+                input_tangent, input, weight, None, None, mean, invstd, True, ctx.eps, [False, True, True]
+            )[1:]
+            count = input.numel() / input.shape[1]
+            xhat_coefficient = xhat_coefficient - scale * sum_dx_xhat / count
+            constant = constant - scale * sum_dx / count
+        batch_variance = invstd.pow(-2) - ctx.eps  # batch_norm adds eps back
+        tangent = F.batch_norm(input, mean, batch_variance, xhat_coefficient, constant, training=False, eps=ctx.eps)
+        if input_tangent is not None:
+            tangent.addcmul_(input_tangent, scale.view(-1, *[1] * (input.dim() - 2)))
         return tangent
 
 
