@@ -14,7 +14,7 @@ import os
 from omegaconf import DictConfig, OmegaConf
 
 # Keys that change where things are written or shown, or how fast, never what is learned.
-NOT_HASHED = ("results_csv", "progress", "threads", "keep_freed_memory", "checkpoint_every", "skip_done")
+NOT_HASHED = ("results_csv", "progress", "threads", "checkpoint_every", "skip_done")
 
 
 def config_hash(cfg: DictConfig) -> str:

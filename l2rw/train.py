@@ -23,7 +23,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from l2rw.allocator import keep_freed_memory
 from l2rw.checkpoint import Checkpoint
 from l2rw.confusion_plot import save_confusion_png
 from l2rw.data import build_splits
@@ -52,8 +51,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         return done
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    if cfg.keep_freed_memory:
-        keep_freed_memory()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.hardware.device)

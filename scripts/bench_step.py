@@ -37,7 +37,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.profiler import ProfilerActivity, profile
 
-from l2rw.allocator import keep_freed_memory
 from l2rw.data import LabeledImages, Splits
 from l2rw.models import build_model
 from l2rw.registry import build
@@ -195,24 +194,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (after one warm-up round)")
     parser.add_argument("--steps", type=int, default=3, help="steps per method per round")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument(
-        "--keep-freed-memory", choices=["true", "false"], default="true",
-        help="l2rw-train's keep_freed_memory (default true, as in a run); false: the C library's malloc defaults",
-    )
     parser.add_argument("--overrides", nargs="*", default=[], help="more config overrides, e.g. hardware.amp=bf16")
     parser.add_argument("--csv", type=Path, default=Path("outputs/bench_step.csv"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.keep_freed_memory == "true":
-        keep_freed_memory()
 
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for model in args.models:
             rows += bench_model(model, args, Path(workdir))
     for row in rows:
-        row |= {"machine": machine(), "torch": torch.__version__, "keep_freed_memory": args.keep_freed_memory}
+        row |= {"machine": machine(), "torch": torch.__version__}
     print(f"{machine()}; batch {args.batch}, meta batch {args.meta_batch}; median of {args.repeats} rounds x {args.steps} steps")
     print_table(rows)
     args.csv.parent.mkdir(parents=True, exist_ok=True)

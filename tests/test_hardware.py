@@ -1,12 +1,9 @@
-"""hardware.amp, hardware.compile and keep_freed_memory: runs complete, and L2RW's weights survive them."""
-import platform
-
+"""hardware.amp and hardware.compile: runs complete, and L2RW's weights survive them."""
 import pandas as pd
 import pytest
 import torch
 
 from l2rw import reweight
-from l2rw.allocator import keep_freed_memory
 from l2rw.errors import UserError
 from l2rw.models.mlp import MLP
 from l2rw.train import train
@@ -37,16 +34,3 @@ def test_compiled_model_trains_and_gives_the_eager_weights():
         torch.testing.assert_close(got.weights, expected.weights, atol=1e-6, rtol=0, msg=impl)
         (got.weights * got.losses).sum().backward()  # the compiled forward's graph back-propagates
         assert all(p.grad is not None for p in eager.parameters()), impl
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc tuning exists only for glibc")
-def test_keep_freed_memory_is_accepted_by_glibc():
-    assert keep_freed_memory()  # each mallopt call returned 1: glibc took the value
-
-
-@pytest.mark.parametrize("keep", [True, False])
-def test_runs_tune_malloc_only_when_asked(make_cfg, tmp_path, monkeypatch, keep):
-    calls = []
-    monkeypatch.setattr("l2rw.train.keep_freed_memory", lambda: calls.append(1))
-    train(make_cfg(f"keep_freed_memory={keep}", "steps=1", "eval_every=1"), tmp_path / "run")
-    assert len(calls) == int(keep)
