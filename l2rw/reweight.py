@@ -96,7 +96,9 @@ def weights_double_backprop(
     """The reference computation: a differentiable look-ahead SGD step on sum_i eps_i * l_i,
     then the meta loss at the looked-ahead parameters back-propagated to eps."""
     network = eager(model)
-    params = trainable_parameters(network)
+    # the double backward of a channels_last convolution is slow on CPU (2.1 s against 1.4 s per
+    # ResNet-32 step): the look-ahead graph runs on NCHW copies, which are the parameters for autograd
+    params = {name: p.contiguous() for name, p in trainable_parameters(network).items()}
     eps = torch.zeros(len(y), device=x.device, dtype=x.dtype, requires_grad=True)
     losses = F.cross_entropy(forward_on_scratch_buffers(network, params, x), y, reduction="none")
     grads = torch.autograd.grad((eps * losses).sum(), list(params.values()), create_graph=True)

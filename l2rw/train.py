@@ -40,6 +40,17 @@ AMP_DTYPES = {None: None, "bf16": torch.bfloat16}
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def place_model(model: torch.nn.Module, hardware: DictConfig, device: torch.device) -> torch.nn.Module:
+    """The model on `device`, in the hardware config's memory layout, compiled if asked."""
+    model = model.to(device)
+    if hardware.channels_last:
+        # convolution weights in NHWC make every activation after them NHWC too (inputs may stay NCHW)
+        model = model.to(memory_format=torch.channels_last)
+    if hardware.compile:
+        model = torch.compile(model)  # shares the parameters; L2RW's weight graphs run the eager module
+    return model
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Run one configuration; write the run dir files and append one results row. Returns the row
     (with `skip_done`, the finished row already in `results_csv` instead of running again)."""
@@ -58,9 +69,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     torch.manual_seed(cfg.seed)
     splits = build_splits(cfg).to(device)
-    model = build_model(cfg.model, splits.image_shape, splits.num_classes).to(device)
-    if cfg.hardware.compile:
-        model = torch.compile(model)  # shares the parameters; L2RW's weight graphs run the eager module
+    model = place_model(build_model(cfg.model, splits.image_shape, splits.num_classes), cfg.hardware, device)
     method = build(cfg.method)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay

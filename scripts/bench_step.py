@@ -40,7 +40,7 @@ from torch.profiler import ProfilerActivity, profile
 from l2rw.data import LabeledImages, Splits
 from l2rw.models import build_model
 from l2rw.registry import build
-from l2rw.train import AMP_DTYPES, CONFIG_DIR, make_scheduler, resolve_device
+from l2rw.train import AMP_DTYPES, CONFIG_DIR, make_scheduler, place_model, resolve_device
 from l2rw.trainer import fit
 
 METHODS = {  # table label -> config overrides
@@ -78,9 +78,7 @@ class Contender:
         torch.manual_seed(cfg.seed)
         # the meta set is exactly one meta batch, as with CIFAR-10's 10 clean images per class
         self.splits = random_splits(shape, 10 * cfg.batch_size, meta_size, self.device)
-        self.model = build_model(cfg.model, shape, NUM_CLASSES).to(self.device)
-        if cfg.hardware.compile:
-            self.model = torch.compile(self.model)
+        self.model = place_model(build_model(cfg.model, shape, NUM_CLASSES), cfg.hardware, self.device)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -151,6 +149,7 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> list[dic
             "hardware": args.hardware,
             "amp": contender.cfg.hardware.amp,
             "compile": contender.cfg.hardware.compile,
+            "channels_last": contender.cfg.hardware.channels_last,
             "s_per_step": round(statistics.median(times[label]), 4),
             "s_min": round(min(times[label]), 4),
             "s_max": round(max(times[label]), 4),

@@ -34,3 +34,16 @@ def test_compiled_model_trains_and_gives_the_eager_weights():
         torch.testing.assert_close(got.weights, expected.weights, atol=1e-6, rtol=0, msg=impl)
         (got.weights * got.losses).sum().backward()  # the compiled forward's graph back-propagates
         assert all(p.grad is not None for p in eager.parameters()), impl
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_place_model_uses_the_configured_layout(make_cfg, channels_last):
+    from l2rw.models.resnet32 import ResNet32
+    from l2rw.train import place_model
+
+    hardware = make_cfg(f"hardware.channels_last={channels_last}").hardware
+    model = place_model(ResNet32((3, 8, 8), num_classes=10, blocks_per_stage=1), hardware, torch.device("cpu"))
+    conv_weights = [p for p in model.parameters() if p.dim() == 4]
+    assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last) == channels_last for p in conv_weights)
+    logits = model(torch.randn(5, 3, 8, 8))  # NCHW inputs are accepted either way
+    assert logits.shape == (5, 10)

@@ -47,6 +47,19 @@ def test_fwd_weights_and_losses_equal_double_backprop_in_float64(architecture, s
         torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-9, rtol=0, msg=name)
 
 
+def test_impls_agree_on_a_channels_last_model():
+    """hardware.channels_last (the CPU default): fwd runs NHWC, the reference its NCHW copies."""
+    torch.manual_seed(0)
+    model = ResNet32((3, 8, 8), num_classes=10, blocks_per_stage=1).double().to(memory_format=torch.channels_last)
+    x, y = torch.randn(12, 3, 8, 8, dtype=torch.double), torch.randint(0, 10, (12,))
+    meta_x, meta_y = torch.randn(10, 3, 8, 8, dtype=torch.double), torch.arange(10)
+    fwd, reference, fwd_model, _ = both_impls(model, x, y, meta_x, meta_y)
+    assert (reference.weights > 0).sum() >= 2
+    torch.testing.assert_close(fwd.weights, reference.weights, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fwd.losses, reference.losses, atol=1e-6, rtol=0)
+    assert fwd_model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_fwd_and_double_backprop_both_give_all_zero_weights_when_no_example_helps():
     torch.manual_seed(0)
     model = LeNet((1, 8, 8), num_classes=2).double()
