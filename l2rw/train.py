@@ -178,6 +178,9 @@ def config_columns(cfg: DictConfig) -> dict:
     for key, value in cfg.method.items():
         if key not in ("name", "_target_"):
             columns[f"method.{key}"] = value
+    for key, value in cfg.hardware.items():
+        if key != "device":
+            columns[f"hardware.{key}"] = value
     columns["config_hash"] = config_hash(cfg)
     columns["run_id"] = f"{columns['time'][:19].replace(':', '')}-{columns['config_hash'][:8]}"
     return columns

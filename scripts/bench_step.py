@@ -13,12 +13,12 @@ sgd, the median and range of the per-round ratios, in wall-clock and in this pro
 seconds (which leave out waiting for a core when other jobs share the machine). Data are random uint8 images: CIFAR-shaped
 (3x32x32) for resnet32, digits-shaped (1x8x8) for the others.
 
-Measured on the 2-core development machine (x86_64, 2 torch threads, no GPU; other jobs
-sharing it, so single rounds spiked), ResNet-32 at batch 100 and meta batch 100, 7 rounds x 2 steps:
+Measured on the 2-core development machine (x86_64, 2 torch threads, otherwise idle),
+ResNet-32 at batch 100 and meta batch 100, 7 rounds x 3 steps, hardware.channels_last=true:
 
-    sgd 0.244 s/step; l2rw double_backprop 1.40 s (5.8x sgd); l2rw fwd 0.68 s (2.8x sgd, 2.1x
-    faster than double_backprop); in CPU seconds 5.0x and 2.5x. LeNet on 8x8 digits: fwd 2.3x,
-    double_backprop 3.2x.
+    sgd 0.202 s/step; l2rw double_backprop 1.36 s (6.7x sgd); l2rw fwd 0.558 s (2.75x sgd, 2.44x
+    faster than double_backprop); in CPU seconds 6.0x and 2.55x. LeNet on 8x8 digits: fwd 2.4x,
+    double_backprop 3.3x.
 
 Peak memory: the extra memory one step allocates above what is already resident (parameters,
 data), from torch.cuda's peak counter on a GPU and the profiler's allocation trace on CPU.

@@ -14,6 +14,7 @@ def test_bf16_autocast_run_records_impl_and_seconds_per_step(make_cfg, tmp_path)
     assert row["status"] == "ok" and row["skipped_steps"] < 4
     written = pd.read_csv(tmp_path / "results.csv").iloc[0]
     assert written["method.impl"] == "fwd" and written.seconds_per_step > 0
+    assert written["hardware.amp"] == "bf16" and str(written["hardware.channels_last"]) == "True"
 
 
 def test_unknown_amp_names_the_field(make_cfg, tmp_path):
