@@ -31,12 +31,17 @@ def _config_hash_resolver(*, _root_: DictConfig) -> str:
 OmegaConf.register_new_resolver("config_hash", _config_hash_resolver, replace=True)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: SLURM confines a job to its allocated cores; macOS
+    has no affinity call, so there it is every core."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def threads_per_job(launcher: DictConfig) -> int:
     """Torch threads for one job: the launcher's `cpus_per_task` (submitit) when set, else the
     cores this process may use divided by the jobs joblib runs at once (`n_jobs`, negative
     counting back from all cores as joblib does), so parallel jobs don't oversubscribe cores."""
-    # SLURM confines a job to its allocated cores; macOS has no affinity call
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     if launcher.get("cpus_per_task"):
         return launcher.cpus_per_task
     parallel = launcher.get("n_jobs") or 1

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError
 from l2rw.results import atomic_path
+from l2rw.sweeps import usable_cores
 
 # The dx codes in a fixed order: class indices, confusion matrices and recalls follow it.
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -48,7 +49,7 @@ def load_ham10000(root: str, image_size: int, cache_dir: str, workers: int = 0) 
     images = cached_images(
         find_images(list(labelled.image_id), files, root_path),
         [path for path in (files[METADATA.lower()], truth_path) if path],
-        image_size, Path(cache_dir).expanduser(), workers or len(os.sched_getaffinity(0)),
+        image_size, Path(cache_dir).expanduser(), workers or usable_cores(),
     )
     labels = torch.tensor(labelled.label.to_numpy())
     pool_size = len(metadata)
