@@ -149,10 +149,13 @@ def fit(
             lr = optimizer.param_groups[0]["lr"]
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 result = method.step_loss(model, x, y, index, lr)
-            loss = result.loss.item()
+            # everything the loop decides on, in one device-to-host copy (each one stalls a GPU)
+            loss, any_weight, zero_share = torch.stack([
+                result.loss.detach().float(), (result.weights.sum() > 0).float(), (result.weights == 0).float().mean()
+            ]).tolist()
             if not math.isfinite(loss):
                 raise DivergedError(step, loss, lr)
-            if result.weights.sum() > 0:
+            if any_weight:
                 optimizer.zero_grad(set_to_none=True)
                 result.loss.backward()
                 optimizer.step()
@@ -161,7 +164,7 @@ def fit(
                 loop.skipped += 1
             scheduler.step()
             loop.window_loss += loss
-            loop.window_zero_share += (result.weights == 0).float().mean().item()
+            loop.window_zero_share += zero_share
             loop.window_steps += 1
             bar.update(1)
 
