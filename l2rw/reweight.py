@@ -72,21 +72,25 @@ def meta_gradient(model: nn.Module, meta_x: torch.Tensor, meta_y: torch.Tensor) 
     return dict(zip(params, torch.autograd.grad(meta_loss, list(params.values()))))
 
 
-def weights_fwd(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor, lr: float
-) -> Reweighted:
-    """One forward-mode pass: losses and their directional derivatives along g at once.
+def losses_along(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: dict[str, torch.Tensor]):
+    """(losses, their directional derivatives along `direction`) from one forward-mode pass.
 
     `torch.autograd.forward_ad` rather than `torch.func.jvp`: the dual forward is the step's
     real forward, so BatchNorm may update the model's running statistics in place (functorch
     transforms forbid that), and reverse mode records the primal graph for the update's backward.
     """
-    model = eager(model)
-    direction = meta_gradient(model, meta_x, meta_y)
     with fwAD.dual_level(), FusedBatchNormTangents():
         dual_params = {name: fwAD.make_dual(p, direction[name]) for name, p in trainable_parameters(model).items()}
         logits = functional_call(model, dual_params, (x,))  # the model's own buffers: updated once, here
-        losses, meta_alignment = fwAD.unpack_dual(F.cross_entropy(logits, y, reduction="none"))
+        return fwAD.unpack_dual(F.cross_entropy(logits, y, reduction="none"))
+
+
+def weights_fwd(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor, lr: float
+) -> Reweighted:
+    """Meta forward+backward for g, then one dual forward: losses and g . grad l_i at once."""
+    model = eager(model)
+    losses, meta_alignment = losses_along(model, x, y, meta_gradient(model, meta_x, meta_y))
     return Reweighted(normalize(lr * meta_alignment.detach()), losses)
 
 

@@ -1,0 +1,201 @@
+"""Where the time of an l2rw fwd step goes, next to a plain sgd step, measured in one process.
+
+    python scripts/profile_fwd_step.py                              # resnet32, batch 100, meta batch 100, CPU
+    python scripts/profile_fwd_step.py --model lenet --repeats 41
+    python scripts/profile_fwd_step.py --overrides hardware.channels_last=false
+    python scripts/profile_fwd_step.py --hardware cuda
+
+The two steps are taken apart into the calls `l2rw.trainer.fit` makes (sgd: forward, backward,
+optimizer step; l2rw fwd: `reweight.meta_gradient`, `reweight.losses_along`, the update's
+backward, optimizer step) and timed phase by phase, the steps taking turns on one model (first
+round discarded as warm-up); the table shows medians in seconds and in sgd steps.
+
+A third timed pass splits the forward with its tangent into convolutions and the rest: a plain
+forward that also runs, at every convolution, the tangent's two extra convolutions (x with the
+weight's tangent dW, and a stand-in for the input's tangent with W; the image has no tangent, so
+the first layer runs one) but none of the tangent's elementwise work (BatchNorm, ReLU, adds).
+Swapping it into the fwd step gives the step's cost if that elementwise work were free, e.g.
+fused into the primal's kernels: the floor exact forward mode can reach on this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from torch import nn
+
+from bench_step import DIGITS_SHAPE, IMAGE_SHAPES, NUM_CLASSES, machine, random_splits  # the sibling script
+from l2rw import reweight
+from l2rw.models import build_model
+from l2rw.train import AMP_DTYPES, CONFIG_DIR, place_model, resolve_device
+from l2rw.trainer import Normalizer
+
+SGD_PHASES = ["forward", "backward", "optimizer step"]
+FWD_PHASES = ["meta forward+backward", "forward with tangent", "update backward", "optimizer step"]
+
+
+class StepPhases:
+    """The sgd step and the l2rw fwd step on one model, one phase per callable."""
+
+    def __init__(self, args: argparse.Namespace):
+        overrides = [f"model={args.model}", f"hardware={args.hardware}", f"batch_size={args.batch}", *args.overrides]
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+        self.device = resolve_device(cfg.hardware.device)
+        torch.manual_seed(cfg.seed)
+        shape = IMAGE_SHAPES.get(args.model, DIGITS_SHAPE)
+        splits = random_splits(shape, args.batch, args.meta_batch, self.device)
+        normalize = Normalizer(splits.train.images)
+        self.x, self.y = normalize(splits.train.images), splits.train.labels
+        self.meta_x, self.meta_y = normalize(splits.meta.images), splits.meta.labels
+        self.model = place_model(build_model(cfg.model, shape, NUM_CLASSES), cfg.hardware, self.device)
+        self.network = reweight.eager(self.model)
+        self.lr = cfg.lr
+        self.amp = AMP_DTYPES[cfg.hardware.amp]
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+
+    def sgd(self) -> list[Callable[[], None]]:
+        state = {}
+
+        def forward():
+            with self.autocast():
+                state["loss"] = F.cross_entropy(self.model(self.x), self.y)
+
+        def backward():
+            self.optimizer.zero_grad(set_to_none=True)
+            state["loss"].backward()
+
+        return [forward, backward, self.optimizer.step]
+
+    def l2rw_fwd(self) -> list[Callable[[], None]]:
+        state = {}
+
+        def meta_forward_backward():
+            with self.autocast():
+                state["direction"] = reweight.meta_gradient(self.network, self.meta_x, self.meta_y)
+
+        def forward_with_tangent():
+            with self.autocast():
+                state["losses"], alignment = reweight.losses_along(self.network, self.x, self.y, state["direction"])
+            state["weights"] = reweight.normalize(self.lr * alignment.detach())
+
+        def update_backward():
+            self.optimizer.zero_grad(set_to_none=True)
+            (state["weights"] * state["losses"]).sum().backward()
+
+        return [meta_forward_backward, forward_with_tangent, update_backward, self.optimizer.step]
+
+    def seconds(self, phases: list[Callable[[], None]]) -> list[float]:
+        spent = []
+        for phase in phases:
+            self.synchronize()
+            started = time.perf_counter()
+            phase()
+            self.synchronize()
+            spent.append(time.perf_counter() - started)
+        return spent
+
+    def forward_with_tangent_convolutions(self) -> Callable[[], None]:
+        """A plain forward that also runs, at each convolution, the convolutions of its tangent."""
+        direction = reweight.meta_gradient(self.network, self.meta_x, self.meta_y)
+        convolutions = [m for m in self.network.modules() if isinstance(m, nn.Conv2d)]
+        weight_tangent = {id(p): direction[name] for name, p in reweight.trainable_parameters(self.network).items()}
+
+        @torch.no_grad()
+        def tangent_convolutions(module, inputs, output):
+            x = inputs[0]
+            module._conv_forward(x, weight_tangent[id(module.weight)], None)
+            if x.requires_grad:  # an activation, which carries a tangent (the image does not)
+                module._conv_forward(x, module.weight, None)
+
+        def forward():
+            hooks = [m.register_forward_hook(tangent_convolutions) for m in convolutions]
+            try:
+                with self.autocast():
+                    F.cross_entropy(self.network(self.x), self.y, reduction="none")
+            finally:
+                for hook in hooks:
+                    hook.remove()
+
+        return forward
+
+    def autocast(self):
+        """As `fit` runs forward passes: in `hardware.amp`'s dtype when it is set."""
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+
+    def synchronize(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def profile_steps(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """{"sgd" | "l2rw fwd" | "split": {phase: median seconds}}."""
+    steps = StepPhases(args)
+    kinds = {
+        "sgd": (SGD_PHASES, steps.sgd()),
+        "l2rw fwd": (FWD_PHASES, steps.l2rw_fwd()),
+        "split": (["forward + tangent convolutions only"], [steps.forward_with_tangent_convolutions()]),
+    }
+    rounds: dict[str, list[list[float]]] = {kind: [] for kind in kinds}
+    for round_number in range(args.repeats + 1):
+        for kind, (_, phases) in kinds.items():
+            spent = steps.seconds(phases)
+            if round_number > 0:  # round 0 warms up allocators and kernels
+                rounds[kind].append(spent)
+    return {
+        kind: {name: statistics.median(column) for name, column in zip(names, zip(*rounds[kind]))}
+        for kind, (names, _) in kinds.items()
+    }
+
+
+def derived(result: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The ratios the speed analysis rests on, in units of this run's own sgd step or forward."""
+    sgd_step = sum(result["sgd"].values())
+    fwd_step = sum(result["l2rw fwd"].values())
+    plain_forward = result["sgd"]["forward"]
+    tangent_forward = result["l2rw fwd"]["forward with tangent"]
+    convolutions_only = result["split"]["forward + tangent convolutions only"]
+    return {
+        "l2rw fwd step, x sgd step": fwd_step / sgd_step,
+        "forward with tangent, x plain forward": tangent_forward / plain_forward,
+        "forward + tangent convolutions only, x plain forward": convolutions_only / plain_forward,
+        "tangent's elementwise work, x sgd step": (tangent_forward - convolutions_only) / sgd_step,
+        "l2rw fwd step with that work free (the floor), x sgd step": (fwd_step - tangent_forward + convolutions_only) / sgd_step,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="resnet32")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--meta-batch", type=int, default=100)
+    parser.add_argument("--hardware", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--repeats", type=int, default=21, help="timed rounds (after one warm-up round)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--overrides", nargs="*", default=[], help="more config overrides, e.g. hardware.channels_last=false")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    result = profile_steps(args)
+    sgd_step = sum(result["sgd"].values())
+    print(f"{machine()}; {args.model}, batch {args.batch}, meta batch {args.meta_batch}; median of {args.repeats} rounds")
+    print("| step | phase | s | x sgd step |")
+    print("|---|---|---|---|")
+    for kind, phases in result.items():
+        for phase, seconds in phases.items():
+            print(f"| {kind} | {phase} | {seconds:.4f} | {seconds / sgd_step:.2f} |")
+        if kind != "split":
+            total = sum(phases.values())
+            print(f"| {kind} | **step** | {total:.4f} | {total / sgd_step:.2f} |")
+    for name, value in derived(result).items():
+        print(f"{name}: {value:.2f}")
+
+
+if __name__ == "__main__":
+    main()

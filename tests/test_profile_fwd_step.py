@@ -1,0 +1,49 @@
+"""scripts/profile_fwd_step.py: the phases of both steps, and the split of the forward with its
+tangent into the tangent's convolutions and the rest."""
+import argparse
+import importlib
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture
+def profiler(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # the script imports its sibling bench_step
+    return importlib.import_module("profile_fwd_step")
+
+
+def tiny_args(model: str) -> argparse.Namespace:
+    return argparse.Namespace(model=model, hardware="cpu", batch=8, meta_batch=4, repeats=1, overrides=[])
+
+
+@pytest.mark.parametrize("model, first_layer_convolutions", [("lenet", 2), ("resnet32", 31)])
+def test_tangent_convolutions_are_two_per_layer_and_one_at_the_image(profiler, monkeypatch, model, first_layer_convolutions):
+    steps = profiler.StepPhases(tiny_args(model))
+    convolutions = [m for m in steps.network.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convolutions) == first_layer_convolutions
+    forward = steps.forward_with_tangent_convolutions()  # computes the meta gradient: before counting
+    calls = []
+    original = nn.Conv2d._conv_forward
+    monkeypatch.setattr(nn.Conv2d, "_conv_forward", lambda self, *a: calls.append(self) or original(self, *a))
+    forward()
+    # the primal convolution, x with dW, and (not at the image) the input tangent's convolution with W
+    assert len(calls) == 3 * len(convolutions) - 1
+    assert all(not m._forward_hooks for m in convolutions)  # the model is left as it was
+
+
+def test_profile_reports_every_phase_in_sgd_steps(profiler):
+    result = profiler.profile_steps(tiny_args("lenet"))
+    assert list(result["sgd"]) == profiler.SGD_PHASES and list(result["l2rw fwd"]) == profiler.FWD_PHASES
+    assert all(seconds > 0 for phases in result.values() for seconds in phases.values())
+    ratios = profiler.derived(result)
+    sgd_step = sum(result["sgd"].values())
+    assert ratios["l2rw fwd step, x sgd step"] == pytest.approx(sum(result["l2rw fwd"].values()) / sgd_step)
+    # the floor swaps the forward with its tangent for the convolutions-only forward, nothing else
+    swapped = result["l2rw fwd"]["forward with tangent"] - result["split"]["forward + tangent convolutions only"]
+    assert ratios["l2rw fwd step with that work free (the floor), x sgd step"] == pytest.approx(
+        ratios["l2rw fwd step, x sgd step"] - swapped / sgd_step
+    )
