@@ -71,9 +71,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     splits = build_splits(cfg).to(device)
     model = place_model(build_model(cfg.model, splits.image_shape, splits.num_classes), cfg.hardware, device)
     method = build(cfg.method)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.steps)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
@@ -138,6 +136,10 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("hardware=cuda was asked for, but this machine has no usable CUDA GPU; use hardware=cpu")
     return torch.device(name)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, steps: int):

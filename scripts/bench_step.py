@@ -40,7 +40,7 @@ from torch.profiler import ProfilerActivity, profile
 from l2rw.data import LabeledImages, Splits
 from l2rw.models import build_model
 from l2rw.registry import build
-from l2rw.train import AMP_DTYPES, CONFIG_DIR, make_scheduler, place_model, resolve_device
+from l2rw.train import AMP_DTYPES, CONFIG_DIR, make_optimizer, make_scheduler, place_model, resolve_device
 from l2rw.trainer import fit
 
 METHODS = {  # table label -> config overrides
@@ -67,20 +67,28 @@ def random_splits(shape: tuple[int, ...], train_size: int, meta_size: int, devic
     return Splits(images(train_size), images(meta_size), images(NUM_CLASSES), classes, clean).to(device)
 
 
+def run_overrides(model: str, args: argparse.Namespace) -> list[str]:
+    """The config overrides the command line's --model(s), --hardware, --batch and --overrides give."""
+    return [f"model={model}", f"hardware={args.hardware}", f"batch_size={args.batch}", *args.overrides]
+
+
+def build_for_timing(overrides: list[str], shape: tuple[int, ...], train_size: int, meta_size: int):
+    """(config, device, random splits, placed model, optimizer) as a run with `overrides` builds them."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    device = resolve_device(cfg.hardware.device)
+    torch.manual_seed(cfg.seed)
+    splits = random_splits(shape, train_size, meta_size, device)
+    model = place_model(build_model(cfg.model, shape, NUM_CLASSES), cfg.hardware, device)
+    return cfg, device, splits, model, make_optimizer(model, cfg)
+
+
 class Contender:
     """One method on its own model, optimizer and data, built from the composed config."""
 
-    def __init__(self, overrides: list[str], shape: tuple[int, ...], meta_size: int, metrics_csv: Path):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            self.cfg = compose("config", overrides=overrides)
-        cfg = self.cfg
-        self.device = resolve_device(cfg.hardware.device)
-        torch.manual_seed(cfg.seed)
-        # the meta set is exactly one meta batch, as with CIFAR-10's 10 clean images per class
-        self.splits = random_splits(shape, 10 * cfg.batch_size, meta_size, self.device)
-        self.model = place_model(build_model(cfg.model, shape, NUM_CLASSES), cfg.hardware, self.device)
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    def __init__(self, overrides: list[str], shape: tuple[int, ...], train_size: int, meta_size: int, metrics_csv: Path):
+        self.cfg, self.device, self.splits, self.model, self.optimizer = build_for_timing(
+            overrides, shape, train_size, meta_size
         )
         self.scheduler = make_scheduler(self.optimizer, "constant", 1)
         self.metrics_csv = metrics_csv
@@ -120,11 +128,12 @@ class Contender:
 
 def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> list[dict]:
     shape = IMAGE_SHAPES.get(model, DIGITS_SHAPE)
-    common = [f"model={model}", f"hardware={args.hardware}", f"batch_size={args.batch}", *args.overrides]
+    common = run_overrides(model, args)
     contenders = {
         label: Contender(
             [*common, *(o.format(meta_batch=args.meta_batch) for o in method)],
-            shape, args.meta_batch, workdir / f"{model} {label}.csv",
+            # ten batches to draw from; the meta set is exactly one meta batch, as with CIFAR-10's 10 clean images per class
+            shape, 10 * args.batch, args.meta_batch, workdir / f"{model} {label}.csv",
         )
         for label, method in METHODS.items()
     }

@@ -26,13 +26,11 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from torch import nn
 
-from bench_step import DIGITS_SHAPE, IMAGE_SHAPES, NUM_CLASSES, machine, random_splits  # the sibling script
+from bench_step import DIGITS_SHAPE, IMAGE_SHAPES, build_for_timing, machine, run_overrides  # the sibling script
 from l2rw import reweight
-from l2rw.models import build_model
-from l2rw.train import AMP_DTYPES, CONFIG_DIR, place_model, resolve_device
+from l2rw.train import AMP_DTYPES
 from l2rw.trainer import Normalizer
 
 SGD_PHASES = ["forward", "backward", "optimizer step"]
@@ -43,21 +41,16 @@ class StepPhases:
     """The sgd step and the l2rw fwd step on one model, one phase per callable."""
 
     def __init__(self, args: argparse.Namespace):
-        overrides = [f"model={args.model}", f"hardware={args.hardware}", f"batch_size={args.batch}", *args.overrides]
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
-        self.device = resolve_device(cfg.hardware.device)
-        torch.manual_seed(cfg.seed)
         shape = IMAGE_SHAPES.get(args.model, DIGITS_SHAPE)
-        splits = random_splits(shape, args.batch, args.meta_batch, self.device)
+        cfg, self.device, splits, self.model, self.optimizer = build_for_timing(
+            run_overrides(args.model, args), shape, args.batch, args.meta_batch
+        )
         normalize = Normalizer(splits.train.images)
         self.x, self.y = normalize(splits.train.images), splits.train.labels
         self.meta_x, self.meta_y = normalize(splits.meta.images), splits.meta.labels
-        self.model = place_model(build_model(cfg.model, shape, NUM_CLASSES), cfg.hardware, self.device)
         self.network = reweight.eager(self.model)
         self.lr = cfg.lr
         self.amp = AMP_DTYPES[cfg.hardware.amp]
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
 
     def sgd(self) -> list[Callable[[], None]]:
         state = {}
