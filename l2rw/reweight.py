@@ -20,6 +20,7 @@ differentiable w.r.t. the parameters, so the update needs no further forward. Ba
 batch statistics everywhere; only that real forward updates its running statistics (once,
 as a plain SGD step does): the meta and look-ahead forwards run on cloned buffers.
 """
+import functools
 import warnings
 from typing import NamedTuple
 
@@ -50,7 +51,7 @@ def normalize(raw: torch.Tensor) -> torch.Tensor:
 
 def eager(model: nn.Module) -> nn.Module:
     """The module inside a `torch.compile` wrapper (they share parameters and buffers): the
-    weight graphs need forward-mode AD or double backward, which compiled graphs do not support."""
+    weight computations call it through their own functions, compiled separately where they can be."""
     return getattr(model, "_orig_mod", model)
 
 
@@ -65,33 +66,65 @@ def forward_on_scratch_buffers(model: nn.Module, parameters: dict, inputs: torch
     return functional_call(model, (parameters, scratch), (inputs,))
 
 
-def meta_gradient(model: nn.Module, meta_x: torch.Tensor, meta_y: torch.Tensor) -> dict[str, torch.Tensor]:
+def meta_loss(model: nn.Module, parameters: dict, meta_x: torch.Tensor, meta_y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(forward_on_scratch_buffers(model, parameters, meta_x), meta_y)
+
+
+def meta_gradient(model: nn.Module, meta_x: torch.Tensor, meta_y: torch.Tensor, loss=meta_loss) -> dict[str, torch.Tensor]:
     """g = grad of the mean meta loss w.r.t. each trainable parameter (no graph kept)."""
     params = trainable_parameters(model)
-    meta_loss = F.cross_entropy(forward_on_scratch_buffers(model, params, meta_x), meta_y)
-    return dict(zip(params, torch.autograd.grad(meta_loss, list(params.values()))))
+    return dict(zip(params, torch.autograd.grad(loss(model, params, meta_x, meta_y), list(params.values()))))
 
 
-def losses_along(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: dict[str, torch.Tensor]):
+def dual_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: dict[str, torch.Tensor]):
     """(losses, their directional derivatives along `direction`) from one forward-mode pass.
 
     `torch.autograd.forward_ad` rather than `torch.func.jvp`: the dual forward is the step's
     real forward, so BatchNorm may update the model's running statistics in place (functorch
     transforms forbid that), and reverse mode records the primal graph for the update's backward.
+    The derivatives come back detached: nothing differentiates them, and a compiled backward
+    would otherwise be built for them too.
     """
-    with fwAD.dual_level(), FusedBatchNormTangents():
+    with fwAD.dual_level():
         dual_params = {name: fwAD.make_dual(p, direction[name]) for name, p in trainable_parameters(model).items()}
         logits = functional_call(model, dual_params, (x,))  # the model's own buffers: updated once, here
-        return fwAD.unpack_dual(F.cross_entropy(logits, y, reduction="none"))
+        losses, derivatives = fwAD.unpack_dual(F.cross_entropy(logits, y, reduction="none"))
+        return losses, derivatives.detach()
+
+
+def losses_along(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: dict[str, torch.Tensor]):
+    """`dual_losses` in eager mode, with BatchNorm's tangent in three fused passes."""
+    with FusedBatchNormTangents():
+        return dual_losses(model, x, y, direction)
+
+
+@functools.cache
+def compiled(function):
+    """`function` under torch.compile, built once: Inductor fuses the tangent's elementwise work
+    (PyTorch's own BatchNorm rule included), which eager mode runs as separate passes."""
+    return torch.compile(function, fullgraph=True)
+
+
+def fwd_functions(model: nn.Module):
+    """(network, meta loss, dual forward) as `weights_fwd` runs them: compiled when the model is
+    (`hardware.compile=true`), else eager, the dual forward with the fused BatchNorm tangent."""
+    network = eager(model)
+    if network is model:
+        return network, meta_loss, losses_along
+    if any(torch.is_autocast_enabled(device) for device in ("cpu", "cuda")):
+        # torch 2.14 cannot trace a dual forward under autocast (its tangents keep float32 while
+        # the primals are cast, and tracing stops on the dtype mismatch): that one runs eager
+        return network, compiled(meta_loss), losses_along
+    return network, compiled(meta_loss), compiled(dual_losses)
 
 
 def weights_fwd(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor, lr: float
 ) -> Reweighted:
     """Meta forward+backward for g, then one dual forward: losses and g . grad l_i at once."""
-    model = eager(model)
-    losses, meta_alignment = losses_along(model, x, y, meta_gradient(model, meta_x, meta_y))
-    return Reweighted(normalize(lr * meta_alignment.detach()), losses)
+    network, loss, dual = fwd_functions(model)
+    losses, meta_alignment = dual(network, x, y, meta_gradient(network, meta_x, meta_y, loss))
+    return Reweighted(normalize(lr * meta_alignment), losses)
 
 
 def weights_double_backprop(

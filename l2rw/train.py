@@ -47,7 +47,7 @@ def place_model(model: torch.nn.Module, hardware: DictConfig, device: torch.devi
         # convolution weights in NHWC make every activation after them NHWC too (inputs may stay NCHW)
         model = model.to(memory_format=torch.channels_last)
     if hardware.compile:
-        model = torch.compile(model)  # shares the parameters; L2RW's weight graphs run the eager module
+        model = torch.compile(model)  # shares the parameters; `reweight` compiles its own functions of the eager module
     return model
 
 

@@ -6,7 +6,7 @@
     python scripts/profile_fwd_step.py --hardware cuda
 
 The two steps are taken apart into the calls `l2rw.trainer.fit` makes (sgd: forward, backward,
-optimizer step; l2rw fwd: `reweight.meta_gradient`, `reweight.losses_along`, the update's
+optimizer step; l2rw fwd: `reweight.meta_gradient`, the dual forward, the update's
 backward, optimizer step) and timed phase by phase, the steps taking turns on one model (first
 round discarded as warm-up); the table shows medians in seconds and in sgd steps.
 
@@ -67,15 +67,16 @@ class StepPhases:
 
     def l2rw_fwd(self) -> list[Callable[[], None]]:
         state = {}
+        network, meta_loss, dual = reweight.fwd_functions(self.model)  # compiled with hardware.compile=true
 
         def meta_forward_backward():
             with self.autocast():
-                state["direction"] = reweight.meta_gradient(self.network, self.meta_x, self.meta_y)
+                state["direction"] = reweight.meta_gradient(network, self.meta_x, self.meta_y, meta_loss)
 
         def forward_with_tangent():
             with self.autocast():
-                state["losses"], alignment = reweight.losses_along(self.network, self.x, self.y, state["direction"])
-            state["weights"] = reweight.normalize(self.lr * alignment.detach())
+                state["losses"], alignment = dual(network, self.x, self.y, state["direction"])
+            state["weights"] = reweight.normalize(self.lr * alignment)
 
         def update_backward():
             self.optimizer.zero_grad(set_to_none=True)

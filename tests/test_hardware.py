@@ -1,7 +1,10 @@
 """hardware.amp and hardware.compile: runs complete, and L2RW's weights survive them."""
+import copy
+
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from l2rw import reweight
 from l2rw.errors import UserError
@@ -35,6 +38,23 @@ def test_compiled_model_trains_and_gives_the_eager_weights():
         torch.testing.assert_close(got.weights, expected.weights, atol=1e-6, rtol=0, msg=impl)
         (got.weights * got.losses).sum().backward()  # the compiled forward's graph back-propagates
         assert all(p.grad is not None for p in eager.parameters()), impl
+
+
+def test_compiled_fwd_weights_under_bf16_autocast():
+    """hardware.amp=bf16 with hardware.compile=true: a dual forward through convolution and
+    BatchNorm cannot be traced under autocast, so that one pass runs eager."""
+    torch.manual_seed(0)
+    eager = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(64, 10)
+    )
+    reference = copy.deepcopy(eager)
+    x, y = torch.randn(12, 1, 8, 8), torch.randint(0, 10, (12,))
+    meta_x, meta_y = torch.randn(10, 1, 8, 8), torch.arange(10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reweight.weights_fwd(reference, x, y, meta_x, meta_y, lr=0.1)
+        got = reweight.weights_fwd(torch.compile(eager), x, y, meta_x, meta_y, lr=0.1)
+    assert (expected.weights > 0).sum() >= 2
+    torch.testing.assert_close(got.weights, expected.weights, atol=0.02, rtol=0)  # bf16 rounding
 
 
 @pytest.mark.parametrize("channels_last", [True, False])

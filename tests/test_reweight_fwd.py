@@ -19,21 +19,31 @@ from l2rw.trainer import fit
 MODELS = [(LeNet, (1, 8, 8)), (ResNet32, (3, 8, 8))]
 
 
-def both_impls(model: nn.Module, x, y, meta_x, meta_y, lr=0.1) -> tuple[reweight.Reweighted, reweight.Reweighted, nn.Module, nn.Module]:
-    """Each implementation on its own copy of `model` (both may update BatchNorm running stats)."""
+def both_impls(
+    model: nn.Module, x, y, meta_x, meta_y, lr=0.1, compile_fwd=False
+) -> tuple[reweight.Reweighted, reweight.Reweighted, nn.Module, nn.Module]:
+    """Each implementation on its own copy of `model` (both may update BatchNorm running stats);
+    `compile_fwd`: fwd gets the model under torch.compile, as hardware.compile=true places it."""
     fwd_model, reference_model = model, copy.deepcopy(model)
-    fwd = reweight.weights_fwd(fwd_model, x, y, meta_x, meta_y, lr)
+    graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    fwd = reweight.weights_fwd(torch.compile(fwd_model) if compile_fwd else fwd_model, x, y, meta_x, meta_y, lr)
+    # the meta loss and the dual forward each became a compiled graph, or nothing was compiled
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before == (2 if compile_fwd else 0)
     reference = reweight.weights_double_backprop(reference_model, x, y, meta_x, meta_y, lr)
     return fwd, reference, fwd_model, reference_model
 
 
-@pytest.mark.parametrize("architecture, shape", MODELS, ids=lambda m: getattr(m, "__name__", ""))
-def test_fwd_weights_and_losses_equal_double_backprop_in_float64(architecture, shape):
+@pytest.mark.parametrize(
+    "architecture, shape, compile_fwd",
+    [(*model, False) for model in MODELS] + [(ResNet32, (3, 8, 8), True)],
+    ids=lambda m: getattr(m, "__name__", {True: "compiled", False: "eager"}.get(m, "")),
+)
+def test_fwd_weights_and_losses_equal_double_backprop_in_float64(architecture, shape, compile_fwd):
     torch.manual_seed(0)
     model = architecture(shape, num_classes=10).double().train()
     x, y = torch.randn(12, *shape, dtype=torch.double), torch.randint(0, 10, (12,))
     meta_x, meta_y = torch.randn(10, *shape, dtype=torch.double), torch.arange(10)
-    fwd, reference, fwd_model, reference_model = both_impls(model, x, y, meta_x, meta_y)
+    fwd, reference, fwd_model, reference_model = both_impls(model, x, y, meta_x, meta_y, compile_fwd=compile_fwd)
     assert (reference.weights > 0).sum() >= 2  # a batch that tells weights apart
     torch.testing.assert_close(fwd.weights, reference.weights, atol=1e-6, rtol=0)
     torch.testing.assert_close(fwd.losses, reference.losses, atol=1e-6, rtol=0)
