@@ -16,9 +16,10 @@ seconds (which leave out waiting for a core when other jobs share the machine). 
 Measured on the 2-core development machine (x86_64, 2 torch threads, otherwise idle),
 ResNet-32 at batch 100 and meta batch 100, 7 rounds x 3 steps, hardware.channels_last=true:
 
-    sgd 0.202 s/step; l2rw double_backprop 1.36 s (6.7x sgd); l2rw fwd 0.558 s (2.75x sgd, 2.44x
-    faster than double_backprop); in CPU seconds 6.0x and 2.55x. LeNet on 8x8 digits: fwd 2.4x,
-    double_backprop 3.3x.
+    sgd 0.203 s/step; l2rw double_backprop 1.37 s (6.7x sgd); l2rw fwd 0.568 s (2.78x sgd, 2.42x
+    faster than double_backprop); in CPU seconds 6.0x and 2.57x. LeNet on 8x8 digits: fwd 2.4x,
+    double_backprop 3.4x. With --with-compiled: compiled l2rw fwd 0.460-0.466 s, 2.53-2.63x
+    compiled sgd (0.179-0.182 s) and 2.25-2.28x uncompiled sgd.
 
 Peak memory: the extra memory one step allocates above what is already resident (parameters,
 data), from torch.cuda's peak counter on a GPU and the profiler's allocation trace on CPU.
@@ -51,6 +52,7 @@ METHODS = {  # table label -> config overrides
 }
 IMAGE_SHAPES = {"resnet32": (3, 32, 32)}  # CIFAR-10's images; other models get digits' shape
 DIGITS_SHAPE = (1, 8, 8)
+COMPILED = ", compiled"  # label suffix of the --with-compiled contenders
 NUM_CLASSES = 10
 
 
@@ -129,12 +131,14 @@ class Contender:
 def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> list[dict]:
     shape = IMAGE_SHAPES.get(model, DIGITS_SHAPE)
     common = run_overrides(model, args)
+    variants = {"": []} | ({COMPILED: ["hardware.compile=true"]} if args.with_compiled else {})
     contenders = {
-        label: Contender(
-            [*common, *(o.format(meta_batch=args.meta_batch) for o in method)],
+        label + suffix: Contender(
+            [*common, *(o.format(meta_batch=args.meta_batch) for o in method), *variant],
             # ten batches to draw from; the meta set is exactly one meta batch, as with CIFAR-10's 10 clean images per class
-            shape, 10 * args.batch, args.meta_batch, workdir / f"{model} {label}.csv",
+            shape, 10 * args.batch, args.meta_batch, workdir / f"{model} {label}{suffix}.csv",
         )
+        for suffix, variant in variants.items()
         for label, method in METHODS.items()
     }
     times: dict[str, list[float]] = {label: [] for label in contenders}
@@ -147,8 +151,6 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> list[dic
                 cpu_times[label].append(cpu)
     rows = []
     for label, contender in contenders.items():
-        ratios = [t / s for t, s in zip(times[label], times["sgd"])]
-        cpu_ratios = [t / s for t, s in zip(cpu_times[label], cpu_times["sgd"])]
         rows.append({
             "model": model,
             "input": "x".join(map(str, shape)),
@@ -159,21 +161,36 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> list[dic
             "amp": contender.cfg.hardware.amp,
             "compile": contender.cfg.hardware.compile,
             "channels_last": contender.cfg.hardware.channels_last,
-            "s_per_step": round(statistics.median(times[label]), 4),
-            "s_min": round(min(times[label]), 4),
-            "s_max": round(max(times[label]), 4),
-            "x_sgd": round(statistics.median(ratios), 2),
-            "x_sgd_min": round(min(ratios), 2),
-            "x_sgd_max": round(max(ratios), 2),
-            "cpu_s_per_step": round(statistics.median(cpu_times[label]), 4),
-            "cpu_x_sgd": round(statistics.median(cpu_ratios), 2),
-            "cpu_x_sgd_min": round(min(cpu_ratios), 2),
-            "cpu_x_sgd_max": round(max(cpu_ratios), 2),
+            **timing_columns(label, times, cpu_times),
             "peak_step_mb": round(contender.peak_step_memory_mb(), 1),
             "rounds": args.repeats,
             "steps_per_round": args.steps,
         })
     return rows
+
+
+def timing_columns(label: str, times: dict[str, list[float]], cpu_times: dict[str, list[float]]) -> dict:
+    """Medians over rounds of one contender's seconds per step, and of its per-round ratios to
+    the sgd of its own kind (compiled or not) and to the first sgd."""
+
+    def ratios(unit: str, clock: dict[str, list[float]]) -> list[float]:
+        return [t / s for t, s in zip(clock[label], clock[unit])]
+
+    own_sgd = "sgd" + COMPILED if label.endswith(COMPILED) else "sgd"
+    wall, cpu = ratios(own_sgd, times), ratios(own_sgd, cpu_times)
+    return {
+        "s_per_step": round(statistics.median(times[label]), 4),
+        "s_min": round(min(times[label]), 4),
+        "s_max": round(max(times[label]), 4),
+        "x_sgd": round(statistics.median(wall), 2),
+        "x_sgd_min": round(min(wall), 2),
+        "x_sgd_max": round(max(wall), 2),
+        "x_first_sgd": round(statistics.median(ratios("sgd", times)), 2),
+        "cpu_s_per_step": round(statistics.median(cpu_times[label]), 4),
+        "cpu_x_sgd": round(statistics.median(cpu), 2),
+        "cpu_x_sgd_min": round(min(cpu), 2),
+        "cpu_x_sgd_max": round(max(cpu), 2),
+    }
 
 
 def machine() -> str:
@@ -184,7 +201,7 @@ def machine() -> str:
 
 def print_table(rows: list[dict]) -> None:
     columns = [
-        "model", "input", "method", "s_per_step", "s_min", "s_max", "x_sgd", "x_sgd_min", "x_sgd_max",
+        "model", "input", "method", "s_per_step", "s_min", "s_max", "x_sgd", "x_sgd_min", "x_sgd_max", "x_first_sgd",
         "cpu_s_per_step", "cpu_x_sgd", "cpu_x_sgd_min", "cpu_x_sgd_max", "peak_step_mb",
     ]
     print("| " + " | ".join(columns) + " |")
@@ -203,6 +220,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per method per round")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--overrides", nargs="*", default=[], help="more config overrides, e.g. hardware.amp=bf16")
+    parser.add_argument(
+        "--with-compiled", action="store_true",
+        help="also time every method with hardware.compile=true, in the same rounds",
+    )
     parser.add_argument("--csv", type=Path, default=Path("outputs/bench_step.csv"))
     args = parser.parse_args()
     if args.threads:

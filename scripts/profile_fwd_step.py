@@ -15,7 +15,8 @@ forward that also runs, at every convolution, the tangent's two extra convolutio
 weight's tangent dW, and a stand-in for the input's tangent with W; the image has no tangent, so
 the first layer runs one) but none of the tangent's elementwise work (BatchNorm, ReLU, adds).
 Swapping it into the fwd step gives the step's cost if that elementwise work were free, e.g.
-fused into the primal's kernels: the floor exact forward mode can reach on this machine.
+fused into the primal's kernels: the floor exact forward mode can reach on this machine. That
+pass runs eager even with hardware.compile=true, where the fwd step's own passes are compiled.
 """
 from __future__ import annotations
 

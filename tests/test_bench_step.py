@@ -3,14 +3,37 @@ import argparse
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_step.py"
 
 
-def test_bench_rows_cover_every_method_with_sgd_as_the_unit(tmp_path):
+@pytest.fixture(scope="module")
+def bench():
     spec = importlib.util.spec_from_file_location("bench_step", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    args = argparse.Namespace(batch=20, meta_batch=10, hardware="cpu", repeats=1, steps=1, overrides=[])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_rows_cover_every_method_with_sgd_as_the_unit(bench, tmp_path):
+    args = argparse.Namespace(batch=20, meta_batch=10, hardware="cpu", repeats=1, steps=1, overrides=[], with_compiled=False)
     rows = bench.bench_model("lenet", args, tmp_path)
     assert [row["method"] for row in rows] == list(bench.METHODS)
     assert rows[0]["x_sgd"] == 1.0 and all(row["s_per_step"] > 0 and row["peak_step_mb"] > 0 for row in rows)
+
+
+def test_with_compiled_times_each_method_twice_with_its_own_sgd_as_the_unit(bench, tmp_path):
+    args = argparse.Namespace(batch=20, meta_batch=10, hardware="cpu", repeats=1, steps=1, overrides=[], with_compiled=True)
+    rows = {row["method"]: row for row in bench.bench_model("mlp", args, tmp_path)}
+    assert list(rows) == [*bench.METHODS, *(label + ", compiled" for label in bench.METHODS)]
+    assert [row["compile"] for row in rows.values()] == [False] * 4 + [True] * 4
+    assert rows["sgd"]["x_sgd"] == rows["sgd"]["x_first_sgd"] == rows["sgd, compiled"]["x_sgd"] == 1.0
+
+
+def test_compiled_rows_are_ratios_to_compiled_sgd_and_to_the_first_sgd(bench):
+    times = {"sgd": [1.0, 2.0, 1.0], "sgd, compiled": [0.5, 1.0, 0.5], "l2rw fwd, compiled": [1.5, 3.5, 2.0]}
+    columns = bench.timing_columns("l2rw fwd, compiled", times, {k: [2 * t for t in v] for k, v in times.items()})
+    assert (columns["x_sgd"], columns["x_sgd_min"], columns["x_sgd_max"]) == (3.5, 3.0, 4.0)
+    assert columns["x_first_sgd"] == 1.75  # median of 1.5, 1.75, 2.0
+    assert columns["cpu_x_sgd"] == 3.5 and columns["s_per_step"] == 2.0
