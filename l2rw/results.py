@@ -15,7 +15,7 @@ from filelock import FileLock
 OUTCOME_COLUMNS = (
     "run_id", "time", "config_hash", "run_dir", "status", "diverged_step", "train_size", "train_corrupted",
     "accuracy", "balanced_accuracy", "per_class_recall", "skipped_steps", "wall_seconds",
-    "seconds_per_step", "peak_memory_mb",
+    "seconds_per_step", "warmup_seconds", "peak_memory_mb",
 )
 
 

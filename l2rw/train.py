@@ -103,6 +103,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         "skipped_steps": outcome["skipped_steps"],
         "wall_seconds": round(time.perf_counter() - started, 3),
         "seconds_per_step": round(outcome["seconds_per_step"], 6),
+        "warmup_seconds": round(outcome["warmup_seconds"], 3),
         "peak_memory_mb": round(peak_memory_mb(device), 1),
     }
     write_confusion(run_dir / "confusion.csv", evaluation.confusion, splits.class_names)

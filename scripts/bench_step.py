@@ -7,7 +7,8 @@
 Each configuration is composed from conf/ like a real run (model=..., method=..., method.impl=...,
 hardware=...) and timed through `l2rw.trainer.fit`, the loop `l2rw-train` runs: batch slicing,
 normalisation, the method's step loss, backward, optimizer step. Methods take turns (one
-`fit` call of --steps steps each, round-robin, the first round discarded as warm-up), so load
+`fit` call of --steps timed steps each after fit's own warm-up step, round-robin, the first
+round discarded as warm-up), so load
 from other processes hits them alike; the table shows medians over rounds and, for the ratio to
 sgd, the median and range of the per-round ratios, in wall-clock and in this process's CPU
 seconds (which leave out waiting for a core when other jobs share the machine). Data are random uint8 images: CIFAR-shaped
@@ -96,16 +97,18 @@ class Contender:
         self.metrics_csv = metrics_csv
 
     def seconds_per_step(self, steps: int) -> tuple[float, float]:
-        """(wall, CPU) seconds per step. Wall is fit's own measure (evaluation excluded); CPU
-        seconds of this process leave out time spent waiting for a core on a shared machine."""
+        """(wall, CPU) seconds per step over `steps` steps of one `fit` call, which runs one more
+        first: its warm-up. Wall is fit's own measure (evaluation and the warm-up excluded); CPU
+        seconds of this process, for the whole call, leave out time spent waiting for a core on
+        a shared machine."""
         cpu_started = time.process_time()
         outcome = fit(
             self.model, build(self.cfg.method), self.splits, self.optimizer, self.scheduler,
-            steps=steps, batch_size=self.cfg.batch_size, eval_every=steps,
+            steps=steps + 1, batch_size=self.cfg.batch_size, eval_every=steps + 1,
             generator=torch.Generator().manual_seed(0), metrics_csv=self.metrics_csv,
             progress=False, amp=AMP_DTYPES[self.cfg.hardware.amp],
         )
-        return outcome["seconds_per_step"], (time.process_time() - cpu_started) / steps
+        return outcome["seconds_per_step"], (time.process_time() - cpu_started) / (steps + 1)
 
     def peak_step_memory_mb(self) -> float:
         if self.device.type == "cuda":
@@ -217,7 +220,7 @@ def main() -> None:
     parser.add_argument("--meta-batch", type=int, default=100)
     parser.add_argument("--hardware", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (after one warm-up round)")
-    parser.add_argument("--steps", type=int, default=3, help="steps per method per round")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per method per round")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--overrides", nargs="*", default=[], help="more config overrides, e.g. hardware.amp=bf16")
     parser.add_argument(
