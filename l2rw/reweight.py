@@ -50,8 +50,9 @@ def normalize(raw: torch.Tensor) -> torch.Tensor:
 
 
 def eager(model: nn.Module) -> nn.Module:
-    """The module inside a `torch.compile` wrapper (they share parameters and buffers): the
-    weight computations call it through their own functions, compiled separately where they can be."""
+    """The module inside a `torch.compile` wrapper (they share parameters and buffers). The weight
+    computations run it through `functional_call` in their own functions, which `fwd_functions`
+    compiles on its own: a compiled module cannot carry forward-mode tangents or double backward."""
     return getattr(model, "_orig_mod", model)
 
 
@@ -112,8 +113,9 @@ def fwd_functions(model: nn.Module):
     if network is model:
         return network, meta_loss, losses_along
     if any(torch.is_autocast_enabled(device) for device in ("cpu", "cuda")):
-        # torch 2.14 cannot trace a dual forward under autocast (its tangents keep float32 while
-        # the primals are cast, and tracing stops on the dtype mismatch): that one runs eager
+        # torch 2.14 cannot trace a forward-mode pass through BatchNorm under autocast: the tangent
+        # leaving BatchNorm stays float32 while its primal is bf16, and the next convolution's
+        # dtype check stops tracing. That pass runs eager.
         return network, compiled(meta_loss), losses_along
     return network, compiled(meta_loss), compiled(dual_losses)
 

@@ -89,10 +89,10 @@ class LoopState:
     window_steps: int = 0
     seconds: float = 0.0       # time spent by this run, across resumptions
     eval_seconds: float = 0.0
-    # the first step of each process compiles (hardware.compile) and warms up allocators:
-    # counted apart, so seconds_per_step is the steady pace
+    # each process's first `method.warmup_steps` steps compile (hardware.compile) and warm up
+    # allocators: counted apart, so seconds_per_step is the steady pace
     warmup_seconds: float = 0.0
-    warmup_steps: int = 0
+    warmed_up_steps: int = 0
     metrics: list[dict] = field(default_factory=list)  # the metrics.csv rows so far
     weight_stats: dict = field(default_factory=dict)   # WeightStats' window, when checkpointed
 
@@ -124,7 +124,8 @@ def fit(
     Resumes from `checkpoint` when it exists and saves it when due or on Ctrl-C (then raises
     Interrupted); without one, nothing is resumed or saved and Ctrl-C stops at once. Returns the
     final evaluation plus step statistics: seconds per step leave out evaluation and each
-    process's first step (`warmup_seconds`). Raises DivergedError on a NaN/inf loss.
+    process's first `method.warmup_steps` steps (their sum: `warmup_seconds`), unless no other
+    steps ran. Raises DivergedError on a NaN/inf loss.
     """
     normalize = Normalizer(splits.train.images)
     meta = LabeledImages(normalize(splits.meta.images), splits.meta.labels)
@@ -145,8 +146,8 @@ def fit(
         writer.writeheader()
         writer.writerows(loop.metrics)
         model.train()
-        first_step = loop.step + 1
-        for step in range(first_step, steps + 1):
+        warmup_ends = loop.step + method.warmup_steps
+        for step in range(loop.step + 1, steps + 1):
             step_started = time.perf_counter()
             index = next(batches).to(device)
             images = splits.train.images[index]
@@ -174,9 +175,9 @@ def fit(
             loop.window_zero_share += zero_share
             loop.window_steps += 1
             bar.update(1)
-            if step == first_step:
+            if step <= warmup_ends:
                 loop.warmup_seconds += time.perf_counter() - step_started
-                loop.warmup_steps += 1
+                loop.warmed_up_steps += 1
 
             if step % eval_every == 0 or step == steps:
                 eval_started = time.perf_counter()
@@ -206,10 +207,11 @@ def fit(
                     raise Interrupted(step, checkpoint.path)
 
     training_seconds = time.perf_counter() - started - loop.eval_seconds
-    steady_steps = steps - loop.warmup_steps
+    steady_steps = steps - loop.warmed_up_steps
     return {
         "evaluation": evaluation,
         "skipped_steps": loop.skipped,
+        # a run too short to have steady steps gets the pace of its warm-up steps
         "seconds_per_step": (training_seconds - loop.warmup_seconds) / steady_steps if steady_steps else training_seconds / steps,
         "warmup_seconds": loop.warmup_seconds,
     }

@@ -6,12 +6,12 @@
 
 Each configuration is composed from conf/ like a real run (model=..., method=..., method.impl=...,
 hardware=...) and timed through `l2rw.trainer.fit`, the loop `l2rw-train` runs: batch slicing,
-normalisation, the method's step loss, backward, optimizer step. Methods take turns (one
-`fit` call of --steps timed steps each after fit's own warm-up step, round-robin, the first
-round discarded as warm-up), so load
-from other processes hits them alike; the table shows medians over rounds and, for the ratio to
-sgd, the median and range of the per-round ratios, in wall-clock and in this process's CPU
-seconds (which leave out waiting for a core when other jobs share the machine). Data are random uint8 images: CIFAR-shaped
+normalisation, the method's step loss, backward, optimizer step. Methods take turns: one `fit`
+call each per round, round-robin, of fit's warm-up steps and then --steps timed steps; the first
+round is discarded as warm-up. So load from other processes hits them alike. The table shows
+medians over rounds and, for the ratio to sgd, the median and range of the per-round ratios, in
+wall-clock (the timed steps) and in this process's CPU seconds (the whole `fit` call, per step;
+they leave out waiting for a core when other jobs share the machine). Data are random uint8 images: CIFAR-shaped
 (3x32x32) for resnet32, digits-shaped (1x8x8) for the others.
 
 Measured on the 2-core development machine (x86_64, 2 torch threads, otherwise idle),
@@ -97,18 +97,19 @@ class Contender:
         self.metrics_csv = metrics_csv
 
     def seconds_per_step(self, steps: int) -> tuple[float, float]:
-        """(wall, CPU) seconds per step over `steps` steps of one `fit` call, which runs one more
-        first: its warm-up. Wall is fit's own measure (evaluation and the warm-up excluded); CPU
-        seconds of this process, for the whole call, leave out time spent waiting for a core on
-        a shared machine."""
+        """(wall, CPU) seconds per step of one `fit` call: the method's warm-up steps, then
+        `steps` more. Wall is fit's own measure (evaluation and warm-up excluded); CPU seconds
+        of this process cover the whole call and leave out time spent waiting for a core."""
+        method = build(self.cfg.method)
+        total = method.warmup_steps + steps
         cpu_started = time.process_time()
         outcome = fit(
-            self.model, build(self.cfg.method), self.splits, self.optimizer, self.scheduler,
-            steps=steps + 1, batch_size=self.cfg.batch_size, eval_every=steps + 1,
+            self.model, method, self.splits, self.optimizer, self.scheduler,
+            steps=total, batch_size=self.cfg.batch_size, eval_every=total,
             generator=torch.Generator().manual_seed(0), metrics_csv=self.metrics_csv,
             progress=False, amp=AMP_DTYPES[self.cfg.hardware.amp],
         )
-        return outcome["seconds_per_step"], (time.process_time() - cpu_started) / (steps + 1)
+        return outcome["seconds_per_step"], (time.process_time() - cpu_started) / total
 
     def peak_step_memory_mb(self) -> float:
         if self.device.type == "cuda":

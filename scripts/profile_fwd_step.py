@@ -68,14 +68,17 @@ class StepPhases:
 
     def l2rw_fwd(self) -> list[Callable[[], None]]:
         state = {}
-        network, meta_loss, dual = reweight.fwd_functions(self.model)  # compiled with hardware.compile=true
 
+        # reweight.fwd_functions picks compiled or eager passes by hardware.compile and autocast,
+        # so it is asked inside the autocast region, as weights_fwd asks it
         def meta_forward_backward():
             with self.autocast():
+                network, meta_loss, _ = reweight.fwd_functions(self.model)
                 state["direction"] = reweight.meta_gradient(network, self.meta_x, self.meta_y, meta_loss)
 
         def forward_with_tangent():
             with self.autocast():
+                network, _, dual = reweight.fwd_functions(self.model)
                 state["losses"], alignment = dual(network, self.x, self.y, state["direction"])
             state["weights"] = reweight.normalize(self.lr * alignment)
 

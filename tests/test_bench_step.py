@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_step.py"
 
@@ -25,7 +26,10 @@ def test_bench_rows_cover_every_method_with_sgd_as_the_unit(bench, tmp_path):
 
 def test_with_compiled_times_each_method_twice_with_its_own_sgd_as_the_unit(bench, tmp_path):
     args = argparse.Namespace(batch=20, meta_batch=10, hardware="cpu", repeats=1, steps=1, overrides=[], with_compiled=True)
+    torch.compiler.reset()
+    graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     rows = {row["method"]: row for row in bench.bench_model("mlp", args, tmp_path)}
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs_before  # the compiled ones ran compiled
     assert list(rows) == [*bench.METHODS, *(label + ", compiled" for label in bench.METHODS)]
     assert [row["compile"] for row in rows.values()] == [False] * 4 + [True] * 4
     assert rows["sgd"]["x_sgd"] == rows["sgd"]["x_first_sgd"] == rows["sgd, compiled"]["x_sgd"] == 1.0

@@ -25,6 +25,7 @@ def both_impls(
     """Each implementation on its own copy of `model` (both may update BatchNorm running stats);
     `compile_fwd`: fwd gets the model under torch.compile, as hardware.compile=true places it."""
     fwd_model, reference_model = model, copy.deepcopy(model)
+    torch.compiler.reset()  # graphs another test compiled must not stand in for this one's
     graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     fwd = reweight.weights_fwd(torch.compile(fwd_model) if compile_fwd else fwd_model, x, y, meta_x, meta_y, lr)
     # the meta loss and the dual forward each became a compiled graph, or nothing was compiled

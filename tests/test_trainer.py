@@ -1,6 +1,7 @@
-"""`fit`'s step timing: each process's first step (compiling, warming up) is counted apart."""
+"""`fit`'s step timing: each process's warm-up steps (compiling, warming up) are counted apart."""
 import types
 
+import pytest
 import torch
 
 from l2rw import trainer
@@ -11,7 +12,7 @@ from l2rw.train import make_optimizer, make_scheduler
 
 
 class Clock:
-    """Stands in for time.perf_counter: only steps move it."""
+    """Stands in for time.perf_counter: only steps and evaluations move it."""
 
     def __init__(self):
         self.now = 0.0
@@ -21,29 +22,47 @@ class Clock:
 
 
 class TimedSGD(Method):
-    """Plain SGD whose first step takes 10 clock seconds and every later one 1."""
+    """Plain SGD whose first `warmup_steps` steps take 10 clock seconds each, later ones 1."""
 
-    def __init__(self, clock: Clock):
+    def __init__(self, clock: Clock, warmup_steps: int):
         self.clock = clock
+        self.warmup_steps = warmup_steps
         self.calls = 0
 
     def step_loss(self, *args, **kwargs):
         self.calls += 1
-        self.clock.now += 10.0 if self.calls == 1 else 1.0
+        self.clock.now += 10.0 if self.calls <= self.warmup_steps else 1.0
         return super().step_loss(*args, **kwargs)
 
 
-def test_seconds_per_step_leave_out_the_first_step_and_evaluation(make_cfg, tmp_path, monkeypatch):
-    cfg = make_cfg("steps=5", "eval_every=2")
+def timed_fit(make_cfg, tmp_path, monkeypatch, steps: int, warmup_steps: int) -> dict:
+    cfg = make_cfg()
     splits = build_splits(cfg)
     model = build_model(cfg.model, splits.image_shape, splits.num_classes)
     optimizer = make_optimizer(model, cfg)
     clock = Clock()
     monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
-    outcome = trainer.fit(
-        model, TimedSGD(clock), splits, optimizer, make_scheduler(optimizer, cfg.schedule, cfg.steps),
-        steps=5, batch_size=cfg.batch_size, eval_every=2, generator=torch.Generator().manual_seed(0),
+
+    def slow_evaluate(*args):
+        clock.now += 100.0
+        return evaluate(*args)
+
+    evaluate = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", slow_evaluate)
+    return trainer.fit(
+        model, TimedSGD(clock, warmup_steps), splits, optimizer, make_scheduler(optimizer, cfg.schedule, steps),
+        steps=steps, batch_size=cfg.batch_size, eval_every=2, generator=torch.Generator().manual_seed(0),
         metrics_csv=tmp_path / "metrics.csv", progress=False,
     )
-    assert outcome["warmup_seconds"] == 10.0
-    assert outcome["seconds_per_step"] == 1.0  # 4 steady steps in 14 - 10 seconds
+
+
+@pytest.mark.parametrize("warmup_steps", [1, 3])
+def test_seconds_per_step_leave_out_the_warmup_steps_and_evaluation(make_cfg, tmp_path, monkeypatch, warmup_steps):
+    outcome = timed_fit(make_cfg, tmp_path, monkeypatch, steps=6, warmup_steps=warmup_steps)
+    assert outcome["warmup_seconds"] == 10.0 * warmup_steps
+    assert outcome["seconds_per_step"] == 1.0
+
+
+def test_a_run_of_warmup_steps_only_gets_their_pace(make_cfg, tmp_path, monkeypatch):
+    outcome = timed_fit(make_cfg, tmp_path, monkeypatch, steps=1, warmup_steps=1)
+    assert outcome["warmup_seconds"] == outcome["seconds_per_step"] == 10.0

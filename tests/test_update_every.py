@@ -90,3 +90,9 @@ def test_weight_memory_and_step_count_survive_a_checkpoint(make_cfg):
     expected = method.step_loss(model, x[first], y[first], first, LR).weights
     assert not torch.allclose(expected, torch.full((6,), 1 / 6))
     torch.testing.assert_close(restored.step_loss(model, x[first], y[first], first, LR).weights, expected)
+
+
+def test_warmup_covers_one_cycle_of_reused_and_computed_weights(make_cfg):
+    """The trainer times steady steps only after each kind of step ran (and compiled) once."""
+    assert build(make_cfg("method=l2rw", "method.update_every=3").method).warmup_steps == 3
+    assert build(make_cfg("method=sgd").method).warmup_steps == 1

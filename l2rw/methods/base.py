@@ -21,6 +21,10 @@ class Method:
     (how they are weighted). `setup` hands over what only the data knows.
     """
 
+    # steps after which every kind of step the method takes has run once (and compiled, with
+    # hardware.compile): the trainer keeps each process's first ones out of seconds_per_step
+    warmup_steps = 1
+
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator):
         self.num_train = len(train)
         self.generator = generator

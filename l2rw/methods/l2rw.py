@@ -24,6 +24,7 @@ class L2RW(Method):
             raise UserError(f"method.impl={impl!r} is unknown; use one of {', '.join(reweight.IMPLEMENTATIONS)}")
         self.meta_batch_size = meta_batch_size
         self.update_every = update_every
+        self.warmup_steps = update_every  # one cycle: steps reusing weights, and one computing them
         self.reweigh = reweight.IMPLEMENTATIONS[impl]
 
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator):
