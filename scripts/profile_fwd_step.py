@@ -13,10 +13,14 @@ round discarded as warm-up); the table shows medians in seconds and in sgd steps
 A third timed pass splits the forward with its tangent into convolutions and the rest: a plain
 forward that also runs, at every convolution, the tangent's two extra convolutions (x with the
 weight's tangent dW, and a stand-in for the input's tangent with W; the image has no tangent, so
-the first layer runs one) but none of the tangent's elementwise work (BatchNorm, ReLU, adds).
+the first layer runs one) but none of the tangent's elementwise work (BatchNorm, ReLU, adds),
+then a backward (timed apart), so that its saved activations are freed as the update frees them.
 Swapping it into the fwd step gives the step's cost if that elementwise work were free, e.g.
 fused into the primal's kernels: the floor exact forward mode can reach on this machine. That
-pass runs eager even with hardware.compile=true, where the fwd step's own passes are compiled.
+pass is compiled when the fwd step's forward with tangent is (hardware.compile=true without
+hardware.amp), so both sides of the split run the same way. Compiled, that pass is sensitive to
+how glibc returns freed memory (page faults); the README's command keeps freed memory:
+MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=536870912.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from l2rw.trainer import Normalizer
 
 SGD_PHASES = ["forward", "backward", "optimizer step"]
 FWD_PHASES = ["meta forward+backward", "forward with tangent", "update backward", "optimizer step"]
+SPLIT_PHASES = ["forward + tangent convolutions only", "backward"]
 
 
 class StepPhases:
@@ -98,29 +103,49 @@ class StepPhases:
             spent.append(time.perf_counter() - started)
         return spent
 
-    def forward_with_tangent_convolutions(self) -> Callable[[], None]:
-        """A plain forward that also runs, at each convolution, the convolutions of its tangent."""
+    def forward_with_tangent_convolutions(self) -> list[Callable[[], None]]:
+        """A plain forward that also runs, at each convolution, the convolutions of its tangent,
+        compiled exactly when the fwd step's forward with tangent is; then a backward, so that its
+        saved activations are freed as the update frees the real ones."""
         direction = reweight.meta_gradient(self.network, self.meta_x, self.meta_y)
         convolutions = [m for m in self.network.modules() if isinstance(m, nn.Conv2d)]
         weight_tangent = {id(p): direction[name] for name, p in reweight.trainable_parameters(self.network).items()}
+        # one element of each, kept until the pass ends: a compiled graph drops work whose result
+        # nothing holds, and holding whole outputs would make the pass allocate what the real one reuses
+        tangent_samples: list[torch.Tensor] = []
 
         @torch.no_grad()
         def tangent_convolutions(module, inputs, output):
             x = inputs[0]
-            module._conv_forward(x, weight_tangent[id(module.weight)], None)
+            convolutions = [module._conv_forward(x, weight_tangent[id(module.weight)], None)]
             if x.requires_grad:  # an activation, which carries a tangent (the image does not)
-                module._conv_forward(x, module.weight, None)
+                convolutions.append(module._conv_forward(x, module.weight, None))
+            tangent_samples.extend(c[:1, :1, :1, :1].clone() for c in convolutions)
+
+        def plain_losses(x, y):
+            return F.cross_entropy(self.network(x), y, reduction="none")
+
+        with self.autocast():
+            _, _, dual = reweight.fwd_functions(self.model)
+        run = plain_losses if dual is reweight.losses_along else torch.compile(plain_losses, fullgraph=True)
+
+        state = {}
 
         def forward():
             hooks = [m.register_forward_hook(tangent_convolutions) for m in convolutions]
             try:
                 with self.autocast():
-                    F.cross_entropy(self.network(self.x), self.y, reduction="none")
+                    state["losses"] = run(self.x, self.y)
             finally:
                 for hook in hooks:
                     hook.remove()
+                tangent_samples.clear()  # empty at each call, as when the graph was compiled
 
-        return forward
+        def backward():
+            self.optimizer.zero_grad(set_to_none=True)
+            state.pop("losses").mean().backward()
+
+        return [forward, backward]
 
     def autocast(self):
         """As `fit` runs forward passes: in `hardware.amp`'s dtype when it is set."""
@@ -137,7 +162,7 @@ def profile_steps(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     kinds = {
         "sgd": (SGD_PHASES, steps.sgd()),
         "l2rw fwd": (FWD_PHASES, steps.l2rw_fwd()),
-        "split": (["forward + tangent convolutions only"], [steps.forward_with_tangent_convolutions()]),
+        "split": (SPLIT_PHASES, steps.forward_with_tangent_convolutions()),
     }
     rounds: dict[str, list[list[float]]] = {kind: [] for kind in kinds}
     for round_number in range(args.repeats + 1):

@@ -25,11 +25,12 @@ def test_tangent_convolutions_are_two_per_layer_and_one_at_the_image(profiler, m
     steps = profiler.StepPhases(tiny_args(model))
     convolutions = [m for m in steps.network.modules() if isinstance(m, nn.Conv2d)]
     assert len(convolutions) == first_layer_convolutions
-    forward = steps.forward_with_tangent_convolutions()  # computes the meta gradient: before counting
+    forward, backward = steps.forward_with_tangent_convolutions()  # computes the meta gradient: before counting
     calls = []
     original = nn.Conv2d._conv_forward
     monkeypatch.setattr(nn.Conv2d, "_conv_forward", lambda self, *a: calls.append(self) or original(self, *a))
     forward()
+    backward()
     # the primal convolution, x with dW, and (not at the image) the input tangent's convolution with W
     assert len(calls) == 3 * len(convolutions) - 1
     assert all(not m._forward_hooks for m in convolutions)  # the model is left as it was
@@ -47,3 +48,23 @@ def test_profile_reports_every_phase_in_sgd_steps(profiler):
     assert ratios["l2rw fwd step with that work free (the floor), x sgd step"] == pytest.approx(
         ratios["l2rw fwd step, x sgd step"] - swapped / sgd_step
     )
+
+
+def test_compiled_split_keeps_the_tangent_convolutions(profiler):
+    """Compiled, the split pass must still run the tangent's convolutions, whose results nothing
+    reads: a compiled graph drops work whose result is not kept."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.compiler.reset()
+    args = tiny_args("lenet")
+    args.overrides = ["hardware.compile=true"]
+    steps = profiler.StepPhases(args)
+    forward, backward = steps.forward_with_tangent_convolutions()
+    forward()  # compiles
+    backward()
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        forward()
+    convolutions = [e for e in trace.events() if e.name == "aten::convolution"]
+    assert len(convolutions) == 3 * 2 - 1  # LeNet: two layers, the image without a tangent
+    torch.compiler.reset()
