@@ -9,14 +9,23 @@ class UserError(Exception):
     """
 
 
+def is_whole(value) -> bool:
+    """An int from the config (YAML's true/false are bools, not counts)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class DivergedError(Exception):
     """The training loss became NaN or infinite; the run ends with status `diverged`."""
 
     def __init__(self, step: int, loss: float, lr: float):
         self.step = step
         super().__init__(
-            f"training diverged: loss is {loss} at step {step}; "
-            f"lower `lr` (now {lr}) or `momentum`, or try `schedule=cosine`"
+            f"training diverged: loss is {loss} at step {step}, where the scheduled learning rate was "
+            f"{lr:.4g}; lower `lr` or `momentum`"
         )
 
 

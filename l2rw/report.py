@@ -216,13 +216,19 @@ def write_report(results: Path, out: Path) -> list[Path]:
         if plot_against(summary, settings, x, path):
             written.append(path)
         else:
-            print(f"note: `{x}` is absent or the same in every run of {results}; skipped {path.name}", file=sys.stderr)
+            skip(path, f"`{x}` is absent or the same in every run of {results}")
     path = out / "weights_clean_vs_noisy.png"
     if plot_weight_curves(weight_curves(runs, settings), path):
         written.append(path)
     else:
-        print(f"note: no noisy run with a readable run_dir/metrics.csv; skipped {path.name}", file=sys.stderr)
+        skip(path, "no noisy run with a readable run_dir/metrics.csv")
     return written
+
+
+def skip(plot: Path, reason: str) -> None:
+    """Say why `plot` is not drawn, and remove an earlier report's copy, which would pass for this one's."""
+    plot.unlink(missing_ok=True)
+    print(f"note: {reason}; skipped {plot.name}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,24 +20,25 @@ OUTCOME_COLUMNS = (
 
 
 def append_row(path: str | Path, row: dict) -> None:
-    """Append `row`; a file written with other columns is rewritten with the union of both
-    (atomically), so results from older and newer versions stay in one table."""
+    """Append `row` under the file's own header (columns it lacks stay empty); a row with columns
+    the file lacks rewrites the file with the union of both (atomically), so runs of different
+    methods, and results from older and newer versions, stay in one table."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
         header = _header(path)
-        if header is None or header == list(row):
+        if header is None or set(row) <= set(header):
             with open(path, "a", newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=list(row))
+                writer = csv.DictWriter(file, fieldnames=header or list(row), restval="")
                 if header is None:
                     writer.writeheader()
                 writer.writerow(row)
                 file.flush()
                 os.fsync(file.fileno())
         else:
-            # the new row as text, as csv.DictWriter writes it: a number column new to the file
-            # would otherwise become float next to the old rows' blanks (100 -> "100.0")
-            new = pd.DataFrame([{key: str(value) for key, value in row.items()}])
+            # the new row as text, as csv.DictWriter writes it (None as an empty field): a number
+            # column new to the file would otherwise become float next to the old rows' blanks
+            new = pd.DataFrame([{key: "" if value is None else str(value) for key, value in row.items()}])
             table = pd.concat([pd.read_csv(path, dtype=str, keep_default_na=False), new])
             with atomic_path(path) as temporary:
                 table.to_csv(temporary, index=False)

@@ -11,6 +11,7 @@ summary.json into its run dir and appends one row to `results_csv`.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -27,7 +28,7 @@ from l2rw.checkpoint import Checkpoint
 from l2rw.confusion_plot import save_confusion_png
 from l2rw.data import build_splits
 from l2rw.data.augment import random_crop_and_flip
-from l2rw.errors import DivergedError, Interrupted, UserError
+from l2rw.errors import DivergedError, Interrupted, UserError, is_number, is_whole
 from l2rw.models import build_model
 from l2rw.registry import build
 from l2rw.results import append_row, finished_row
@@ -113,24 +114,50 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     (run_dir / "summary.json").write_text(json.dumps(row | {"class_names": splits.class_names}, indent=2))
     append_row(cfg.results_csv, row)
     checkpoint.path.unlink(missing_ok=True)  # the row says the run is done; nothing to resume
+    print(f"done: balanced accuracy {row['balanced_accuracy']:.4f}, accuracy {row['accuracy']:.4f}; "
+          f"run dir {run_dir}; row appended to {cfg.results_csv}")
     return row
 
 
 def validate(cfg: DictConfig) -> None:
     """Reject nonsensical scalars before anything is loaded or written."""
     for key in ("steps", "batch_size", "eval_every"):
-        if not (isinstance(cfg[key], int) and cfg[key] >= 1):
+        if not (is_whole(cfg[key]) and cfg[key] >= 1):
             raise UserError(f"{key}={cfg[key]} must be a whole number >= 1")
-    if not (isinstance(cfg.checkpoint_every, int) and cfg.checkpoint_every >= 0):
+    if not is_whole(cfg.seed):
+        raise UserError(f"seed={cfg.seed} must be a whole number")
+    if not (is_whole(cfg.checkpoint_every) and cfg.checkpoint_every >= 0):
         raise UserError(f"checkpoint_every={cfg.checkpoint_every} must be a whole number >= 0 (0: only on Ctrl-C)")
-    if not (cfg.threads is None or isinstance(cfg.threads, int) and cfg.threads >= 1):
+    if not (cfg.threads is None or is_whole(cfg.threads) and cfg.threads >= 1):
         raise UserError(f"threads={cfg.threads} must be a whole number >= 1, or null for this job's share of the cores")
+    numbers = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "imbalance": cfg.imbalance,
+               "imbalance_ratio": cfg.imbalance_ratio, "noise.rate": cfg.noise.rate}
+    for key, value in numbers.items():
+        if not is_number(value):
+            raise UserError(f"{key}={value} must be a number")
     if not cfg.lr > 0:
         raise UserError(f"lr={cfg.lr} must be > 0")
+    for key in ("momentum", "weight_decay"):
+        if not cfg[key] >= 0:
+            raise UserError(f"{key}={cfg[key]} must be >= 0 (0: none)")
     if cfg.hardware.amp not in AMP_DTYPES:
         raise UserError(f"hardware.amp={cfg.hardware.amp!r} is unknown; use null (full precision) or bf16")
     if cfg.schedule not in SCHEDULES:
         raise UserError(f"schedule={cfg.schedule!r} is unknown; use one of {', '.join(SCHEDULES)}")
+    check_writable(Path(cfg.results_csv))
+
+
+def check_writable(results_csv: Path) -> None:
+    """The results CSV must be appendable, checked before training rather than after it."""
+    if results_csv.is_dir():
+        raise UserError(f"results_csv={results_csv} is a directory; give a file path, e.g. {results_csv / 'results.csv'}")
+    try:
+        results_csv.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"results_csv={results_csv}: cannot create its folder ({error.strerror}); choose another path")
+    target = results_csv if results_csv.exists() else results_csv.parent
+    if not os.access(target, os.W_OK):
+        raise UserError(f"results_csv={results_csv} is not writable; choose another path")
 
 
 def resolve_device(name: str) -> torch.device:

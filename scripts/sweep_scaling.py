@@ -29,8 +29,10 @@ def sweep_seconds(workers: int, overrides: list[str], folder: Path) -> float:
         f"results_csv={folder / 'results.csv'}", f"hydra.sweep.dir={folder / 'sweep'}",
     ]
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "l2rw.train", *args], check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "l2rw.train", *args], capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"the {workers}-worker sweep failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     rows = pd.read_csv(folder / "results.csv")
     assert len(rows) == 12 and set(rows.status) == {"ok"}, rows[["method", "seed", "status"]]
     return seconds
@@ -38,6 +40,9 @@ def sweep_seconds(workers: int, overrides: list[str], folder: Path) -> float:
 
 def main() -> None:
     overrides = sys.argv[1:]
+    if {"-h", "--help"} & set(overrides):
+        print(__doc__)
+        return
     with tempfile.TemporaryDirectory() as temporary:
         seconds = {workers: sweep_seconds(workers, overrides, Path(temporary) / str(workers)) for workers in (1, 2)}
     for workers, value in seconds.items():

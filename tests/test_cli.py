@@ -1,8 +1,11 @@
 """End to end through the CLI and through train(): files, rows, errors, reproducibility."""
 import json
+import re
 
 import pandas as pd
+import pytest
 
+from l2rw.errors import DivergedError, UserError
 from l2rw.train import train
 from tests.conftest import FAST, run_cli
 
@@ -51,6 +54,33 @@ def test_bad_input_exits_2_with_the_message_and_no_row(tmp_path):
         assert not results.exists()
 
 
+@pytest.mark.parametrize("override, message", [
+    ("imbalance=abc", "imbalance=abc must be a number"),
+    ("lr=abc", "lr=abc must be a number"),
+    ("noise.rate=abc", "noise.rate=abc must be a number"),
+    ("imbalance_ratio=abc", "imbalance_ratio=abc must be a number"),
+    ("seed=1.5", "seed=1.5 must be a whole number"),
+    ("momentum=-1", "momentum=-1 must be >= 0"),
+    ("weight_decay=-1", "weight_decay=-1 must be >= 0"),
+    ("dataset.test_per_class=0", "dataset.test_per_class=0 must be a whole number >= 1"),
+    ("method.meta_batch_size=0", "method.meta_batch_size=0 must be a whole number >= 1"),
+    ("method.meta_batch_size=abc", "method.meta_batch_size=abc must be a whole number >= 1"),
+])
+def test_mistyped_values_are_named_before_training_or_writing(make_cfg, tmp_path, override, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        train(make_cfg("method=l2rw", override), tmp_path / "run")
+    assert not (tmp_path / "results.csv").exists() and not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_an_unusable_results_csv_is_named_before_training(make_cfg, tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "a_file").write_text("")
+    for path, message in [(tmp_path / "taken", "is a directory"), (tmp_path / "a_file" / "results.csv", "cannot create its folder")]:
+        with pytest.raises(UserError, match=message):
+            train(make_cfg(f"results_csv={path}"), tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+
+
 def test_unknown_option_fails_with_hydra_listing_the_choices(tmp_path):
     done = run_cli("method=adam", cwd=tmp_path)
     assert done.returncode != 0 and "l2rw" in done.stderr and "sgd" in done.stderr
@@ -67,10 +97,6 @@ def test_same_seed_gives_identical_metrics(make_cfg, tmp_path):
 
 
 def test_divergence_stops_with_status_and_step(make_cfg, tmp_path):
-    import pytest
-
-    from l2rw.errors import DivergedError
-
     with pytest.raises(DivergedError, match="lower `lr`"):
         train(make_cfg("lr=1e30", "momentum=0.9", "schedule=constant"), tmp_path / "run")
     row = pd.read_csv(tmp_path / "results.csv").iloc[0]

@@ -171,7 +171,7 @@ def corrupt(root, name):
         ("missing image", "image ISIC_0000003.jpg is not under dataset.root="),
         ("unknown dx", "unknown dx code 'melanoma' (image ISIC_0000004"),
         ("unreadable JPEG", "cannot decode image "),
-        ("too few lesions", "class 3 (df) has 3 lesions, but meta.per_class=3 + dataset.test_fraction=0.15 (1 lesion)"),
+        ("too few lesions", "class 'df' has 3 lesions, but meta.per_class=3 + dataset.test_fraction=0.15 (1 lesion)"),
     ],
 )
 def test_bad_input_is_a_user_error_that_names_it(make_cfg, mini_ham, name, message):

@@ -77,6 +77,7 @@ def test_every_plot_is_written_and_is_a_png(tmp_path, capsys):
 
 def test_a_sweep_without_noise_still_reports_and_says_what_it_skipped(tmp_path, capsys):
     path = results_csv(tmp_path)
+    main([str(path), "--out", str(tmp_path / "report")])  # an earlier report, with every plot, in the same folder
     pd.read_csv(path).assign(noise_rate=0.0).to_csv(path, index=False)
     main([str(path), "--out", str(tmp_path / "report")])
     written = sorted(p.name for p in (tmp_path / "report").iterdir())

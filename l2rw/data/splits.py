@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig
 
 from l2rw.data.noise import apply_label_noise
-from l2rw.errors import UserError
+from l2rw.errors import UserError, is_whole
 from l2rw.registry import build
 
 
@@ -159,7 +159,10 @@ def _test_groups(data_cfg: DictConfig, groups_in_class: int) -> int:
     """Test groups of one class: `dataset.test_per_class`, or a stratified `dataset.test_fraction`
     (at least one group, so that every class counts in the balanced accuracy)."""
     if _test_field(data_cfg) == "test_per_class":
-        return int(data_cfg.test_per_class)
+        count = data_cfg.test_per_class
+        if not (is_whole(count) and count >= 1):
+            raise UserError(f"dataset.test_per_class={count} must be a whole number >= 1 (test images per class)")
+        return count
     fraction = float(data_cfg.test_fraction)
     if not 0 < fraction < 1:
         raise UserError(f"dataset.test_fraction={fraction} must be in (0, 1)")
@@ -173,10 +176,10 @@ def _too_few_groups(source: Source, c: int, available: int, meta: int, test: int
     need, fix = f"meta.per_class={meta}", "meta.per_class"
     if test:
         field = _test_field(data_cfg)
-        need += f" + dataset.{field}={data_cfg[field]} ({count(test)})"
+        need += f" + dataset.{field}={data_cfg[field]}" + (f" ({count(test)})" if field == "test_fraction" else "")
         fix += f" or dataset.{field}"
     return UserError(
-        f"class {c} ({source.class_names[c]}) has {count(available)}, but {need} + 1 training {source.unit} "
+        f"class {source.class_names[c]!r} has {count(available)}, but {need} + 1 training {source.unit} "
         f"need {meta + test + 1}; lower {fix}"
     )
 

@@ -4,7 +4,7 @@ from torch import nn
 
 from l2rw import reweight
 from l2rw.data import LabeledImages
-from l2rw.errors import UserError
+from l2rw.errors import UserError, is_whole
 from l2rw.methods.base import Method, StepLoss
 
 
@@ -18,7 +18,9 @@ class L2RW(Method):
     """
 
     def __init__(self, meta_batch_size: int, update_every: int = 1, impl: str = "fwd"):
-        if not (isinstance(update_every, int) and update_every >= 1):
+        if not (is_whole(meta_batch_size) and meta_batch_size >= 1):
+            raise UserError(f"method.meta_batch_size={meta_batch_size} must be a whole number >= 1")
+        if not (is_whole(update_every) and update_every >= 1):
             raise UserError(f"method.update_every={update_every} must be a whole number >= 1 (1 = every step)")
         if impl not in reweight.IMPLEMENTATIONS:
             raise UserError(f"method.impl={impl!r} is unknown; use one of {', '.join(reweight.IMPLEMENTATIONS)}")
