@@ -120,7 +120,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Reject nonsensical scalars before anything is loaded or written."""
+    """Reject nonsensical scalars, and a results_csv that cannot be written, before anything is loaded."""
     for key in ("steps", "batch_size", "eval_every"):
         if not (is_whole(cfg[key]) and cfg[key] >= 1):
             raise UserError(f"{key}={cfg[key]} must be a whole number >= 1")

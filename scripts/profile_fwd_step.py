@@ -117,10 +117,10 @@ class StepPhases:
         @torch.no_grad()
         def tangent_convolutions(module, inputs, output):
             x = inputs[0]
-            convolutions = [module._conv_forward(x, weight_tangent[id(module.weight)], None)]
+            results = [module._conv_forward(x, weight_tangent[id(module.weight)], None)]
             if x.requires_grad:  # an activation, which carries a tangent (the image does not)
-                convolutions.append(module._conv_forward(x, module.weight, None))
-            tangent_samples.extend(c[:1, :1, :1, :1].clone() for c in convolutions)
+                results.append(module._conv_forward(x, module.weight, None))
+            tangent_samples.extend(result[:1, :1, :1, :1].clone() for result in results)
 
         def plain_losses(x, y):
             return F.cross_entropy(self.network(x), y, reduction="none")
