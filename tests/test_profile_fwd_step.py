@@ -5,7 +5,9 @@ import importlib
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -53,9 +55,6 @@ def test_profile_reports_every_phase_in_sgd_steps(profiler):
 def test_compiled_split_keeps_the_tangent_convolutions(profiler):
     """Compiled, the split pass must still run the tangent's convolutions, whose results nothing
     reads: a compiled graph drops work whose result is not kept."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
     torch.compiler.reset()
     args = tiny_args("lenet")
     args.overrides = ["hardware.compile=true"]
