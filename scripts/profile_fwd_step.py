@@ -21,6 +21,13 @@ pass is compiled when the fwd step's forward with tangent is (hardware.compile=t
 hardware.amp), so both sides of the split run the same way. Compiled, that pass is sensitive to
 how glibc returns freed memory (page faults); the README's command keeps freed memory:
 MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=536870912.
+
+Last, the floating-point operations of one eager step of each kind, counted by
+torch.utils.flop_counter (convolutions and matrix products, forward and backward): the work a step
+must do whatever its kernels' speed. An exact fwd step is a meta forward+backward (an sgd step's
+work at equal batches), a forward whose convolutions run three times (primal, W with the input's
+tangent, the weight's tangent dW with x; torch's JVP runs the second at the image too, on zeros)
+and a backward: 2 + 2 x (forward / sgd step), about 2.67 when a backward costs two forwards.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench_step import DIGITS_SHAPE, IMAGE_SHAPES, build_for_timing, machine, run_overrides  # the sibling script
 from l2rw import reweight
@@ -176,6 +184,32 @@ def profile_steps(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     }
 
 
+def step_flops(steps: StepPhases) -> dict[str, int]:
+    """Floating-point operations of one eager step: sgd (and its forward alone), l2rw fwd and
+    l2rw double_backprop, on the same batches."""
+    network = steps.network
+
+    def counted(run: Callable[[], object]) -> int:
+        with FlopCounterMode(display=False) as counter:
+            run()
+        network.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
+    def sgd_loss() -> torch.Tensor:
+        return F.cross_entropy(network(steps.x), steps.y)
+
+    def l2rw_step(impl: str) -> None:
+        weights, losses = reweight.IMPLEMENTATIONS[impl](network, steps.x, steps.y, steps.meta_x, steps.meta_y, steps.lr)
+        (weights * losses).sum().backward()
+
+    return {
+        "sgd forward": counted(sgd_loss),
+        "sgd step": counted(lambda: sgd_loss().backward()),
+        "l2rw fwd step": counted(lambda: l2rw_step("fwd")),
+        "l2rw double_backprop step": counted(lambda: l2rw_step("double_backprop")),
+    }
+
+
 def derived(result: dict[str, dict[str, float]]) -> dict[str, float]:
     """The ratios the speed analysis rests on, in units of this run's own sgd step or forward."""
     sgd_step = sum(result["sgd"].values())
@@ -218,6 +252,10 @@ def main() -> None:
             print(f"| {kind} | **step** | {total:.4f} | {total / sgd_step:.2f} |")
     for name, value in derived(result).items():
         print(f"{name}: {value:.2f}")
+    flops = step_flops(StepPhases(args))
+    print("FLOPs per step (eager): " + ", ".join(
+        f"{kind} {count / 1e9:.2f} G ({count / flops['sgd step']:.2f}x sgd step)" for kind, count in flops.items()
+    ))
 
 
 if __name__ == "__main__":

@@ -67,3 +67,15 @@ def test_compiled_split_keeps_the_tangent_convolutions(profiler):
     convolutions = [e for e in trace.events() if e.name == "aten::convolution"]
     assert len(convolutions) == 3 * 2 - 1  # LeNet: two layers, the image without a tangent
     torch.compiler.reset()
+
+
+@pytest.mark.parametrize("model", ["lenet", "resnet32"])
+def test_fwd_step_does_two_sgd_steps_work_plus_two_forwards(profiler, model):
+    """At equal batches: meta forward+backward (an sgd step's work), a forward whose every
+    convolution and linear layer runs three times (primal, input tangent, weight tangent; torch's
+    JVP runs the input tangent's convolution at the image too, on zeros), and the update's backward."""
+    args = tiny_args(model)
+    args.meta_batch = args.batch
+    flops = profiler.step_flops(profiler.StepPhases(args))
+    assert flops["l2rw fwd step"] == 2 * flops["sgd step"] + 2 * flops["sgd forward"]
+    assert flops["l2rw double_backprop step"] > flops["l2rw fwd step"]
