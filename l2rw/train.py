@@ -22,7 +22,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from l2rw.checkpoint import Checkpoint
 from l2rw.confusion_plot import save_confusion_png
@@ -140,6 +140,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("momentum", "weight_decay"):
         if not cfg[key] >= 0:
             raise UserError(f"{key}={cfg[key]} must be >= 0 (0: none)")
+    classes = cfg.dataset.get("classes")
+    if not (classes is None or isinstance(classes, ListConfig)):
+        raise UserError(f"dataset.classes={classes!r} must be a list of class indices, e.g. dataset.classes=[0,1], or null for all")
     if cfg.hardware.amp not in AMP_DTYPES:
         raise UserError(f"hardware.amp={cfg.hardware.amp!r} is unknown; use null (full precision) or bf16")
     if cfg.schedule not in SCHEDULES:

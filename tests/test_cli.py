@@ -65,6 +65,8 @@ def test_bad_input_exits_2_with_the_message_and_no_row(tmp_path):
     ("dataset.test_per_class=0", "dataset.test_per_class=0 must be a whole number >= 1"),
     ("method.meta_batch_size=0", "method.meta_batch_size=0 must be a whole number >= 1"),
     ("method.meta_batch_size=abc", "method.meta_batch_size=abc must be a whole number >= 1"),
+    ("dataset.classes=abc", "dataset.classes='abc' must be a list of class indices"),
+    ("dataset.classes=3", "dataset.classes=3 must be a list of class indices"),
 ])
 def test_mistyped_values_are_named_before_training_or_writing(make_cfg, tmp_path, override, message):
     with pytest.raises(UserError, match=re.escape(message)):
@@ -101,3 +103,11 @@ def test_divergence_stops_with_status_and_step(make_cfg, tmp_path):
         train(make_cfg("lr=1e30", "momentum=0.9", "schedule=constant"), tmp_path / "run")
     row = pd.read_csv(tmp_path / "results.csv").iloc[0]
     assert row.status == "diverged" and 1 <= row.diverged_step <= 20
+
+
+def test_help_names_the_command_its_examples_and_the_option_groups(tmp_path):
+    done = run_cli("--help", cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.startswith("l2rw-train: ") and "powered by Hydra" not in done.stdout
+    assert "l2rw-train --multirun method=sgd,weighted_sampler,l2rw" in done.stdout
+    assert "method: class_balanced, l2rw, sgd, weighted_sampler" in done.stdout

@@ -62,6 +62,7 @@ def test_count_functions_directly():
         (["meta.per_class=0"], "meta.per_class"),
         (["dataset.profile=zipf"], "dataset.profile"),
         (["dataset.classes=[0,9]"], "dataset.classes"),
+        (["dataset.classes=[0,true]"], "dataset.classes"),  # YAML's true is not class 1
         (["dataset.profile=longtail", "imbalance_ratio=1000"], "imbalance_ratio"),
         (["dataset.majority_class=2", "dataset.classes=[0,1]"], "dataset.majority_class"),
     ],

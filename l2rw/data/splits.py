@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -114,15 +115,17 @@ def _select_classes(source: Source, classes) -> Source:
     """Keep only `classes` (original label indices), relabelled 0..K'-1 in the given order."""
     if classes is None:
         return source
-    classes = list(classes)
     k = len(source.class_names)
-    bad = [c for c in classes if not (isinstance(c, int) and 0 <= c < k)]
+    listed = isinstance(classes, Sequence) and not isinstance(classes, str)
+    bad = not listed or any(not (is_whole(c) and 0 <= c < k) for c in classes)
     if bad or len(set(classes)) != len(classes) or len(classes) < 2:
         raise UserError(
-            f"dataset.classes={classes} must list at least 2 distinct class indices in [0, {k - 1}] "
+            f"dataset.classes={list(classes) if listed else repr(classes)} must list at least 2 distinct class indices in [0, {k - 1}], e.g. "
+            f"dataset.classes=[0,1] "
             f"({', '.join(f'{i}={n}' for i, n in enumerate(source.class_names))})"
         )
     relabel = torch.full((k,), -1, dtype=torch.long)
+    classes = [int(c) for c in classes]
     relabel[torch.tensor(classes)] = torch.arange(len(classes))
 
     def keep(part: LabeledImages | None) -> LabeledImages | None:
