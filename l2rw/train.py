@@ -120,7 +120,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Reject nonsensical scalars, and a results_csv that cannot be written, before anything is loaded."""
+    """Reject mistyped or nonsensical values, an unusable device, and a results_csv that cannot be
+    written, before anything is loaded."""
     for key in ("steps", "batch_size", "eval_every"):
         if not (is_whole(cfg[key]) and cfg[key] >= 1):
             raise UserError(f"{key}={cfg[key]} must be a whole number >= 1")
@@ -140,9 +141,17 @@ def validate(cfg: DictConfig) -> None:
     for key in ("momentum", "weight_decay"):
         if not cfg[key] >= 0:
             raise UserError(f"{key}={cfg[key]} must be >= 0 (0: none)")
-    classes = cfg.dataset.get("classes")
-    if not (classes is None or isinstance(classes, ListConfig)):
-        raise UserError(f"dataset.classes={classes!r} must be a list of class indices, e.g. dataset.classes=[0,1], or null for all")
+    lists = {"dataset.classes": "a list of class indices, e.g. [0,1], or null for all",
+             "noise.flip_to": "a list of target classes, one per class, e.g. [1,2,0], or null for c -> c+1 mod K"}
+    for key, what in lists.items():
+        value = OmegaConf.select(cfg, key)
+        if not (value is None or isinstance(value, ListConfig)):
+            raise UserError(f"{key}={value!r} must be {what}")
+    for key in ("progress", "skip_done", "hardware.compile", "hardware.channels_last", "dataset.augment"):
+        value = OmegaConf.select(cfg, key, default=False)
+        if not isinstance(value, bool):
+            raise UserError(f"{key}={value!r} must be true or false")
+    resolve_device(cfg.hardware.device)
     if cfg.hardware.amp not in AMP_DTYPES:
         raise UserError(f"hardware.amp={cfg.hardware.amp!r} is unknown; use null (full precision) or bf16")
     if cfg.schedule not in SCHEDULES:
@@ -164,6 +173,8 @@ def check_writable(results_csv: Path) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    if not (isinstance(name, str) and (name == "cpu" or name.split(":")[0] == "cuda")):
+        raise UserError(f"hardware.device={name!r} is unknown; use hardware=cpu or hardware=cuda (or hardware.device=cuda:N)")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("hardware=cuda was asked for, but this machine has no usable CUDA GPU; use hardware=cpu")
     return torch.device(name)

@@ -67,6 +67,12 @@ def test_bad_input_exits_2_with_the_message_and_no_row(tmp_path):
     ("method.meta_batch_size=abc", "method.meta_batch_size=abc must be a whole number >= 1"),
     ("dataset.classes=abc", "dataset.classes='abc' must be a list of class indices"),
     ("dataset.classes=3", "dataset.classes=3 must be a list of class indices"),
+    ("noise.flip_to=-1", "noise.flip_to=-1 must be a list of target classes"),
+    ("progress=abc", "progress='abc' must be true or false"),
+    ("hardware.compile=1", "hardware.compile=1 must be true or false"),
+    ("hardware.device=abc", "hardware.device='abc' is unknown"),
+    ("meta.per_class=1.5", "meta.per_class=1.5 must be a whole number >= 1"),
+    ("method.impl=[1,2]", "method.impl=[1, 2] is unknown"),
 ])
 def test_mistyped_values_are_named_before_training_or_writing(make_cfg, tmp_path, override, message):
     with pytest.raises(UserError, match=re.escape(message)):

@@ -63,6 +63,7 @@ def test_count_functions_directly():
         (["dataset.profile=zipf"], "dataset.profile"),
         (["dataset.classes=[0,9]"], "dataset.classes"),
         (["dataset.classes=[0,true]"], "dataset.classes"),  # YAML's true is not class 1
+        (["dataset.majority_class=true"], "dataset.majority_class"),
         (["dataset.profile=longtail", "imbalance_ratio=1000"], "imbalance_ratio"),
         (["dataset.majority_class=2", "dataset.classes=[0,1]"], "dataset.majority_class"),
     ],

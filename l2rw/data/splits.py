@@ -196,9 +196,9 @@ def build_splits(cfg: DictConfig) -> Splits:
     source = _select_classes(build(data_cfg.source), data_cfg.classes)
     k = len(source.class_names)
     generator = torch.Generator().manual_seed(int(cfg.seed))
-    meta_per_class = int(cfg.meta.per_class)
-    if meta_per_class < 1:
-        raise UserError(f"meta.per_class={meta_per_class} must be >= 1")
+    meta_per_class = cfg.meta.per_class
+    if not (is_whole(meta_per_class) and meta_per_class >= 1):
+        raise UserError(f"meta.per_class={meta_per_class} must be a whole number >= 1 (clean images per class)")
 
     test_index, meta_index, rest = [], [], []
     for c in range(k):
@@ -255,6 +255,6 @@ def _label_noise(cfg: DictConfig, labels: torch.Tensor, k: int, generator: torch
 def _position_of(class_index: int, classes, k: int, field: str) -> int:
     """`field` holds an original class index; return its position after `dataset.classes` selection."""
     chosen = list(range(k)) if classes is None else list(classes)
-    if class_index not in chosen:
+    if not is_whole(class_index) or class_index not in chosen:  # YAML's true would pass as class 1
         raise UserError(f"{field}={class_index} is not one of the selected classes {chosen}")
     return chosen.index(class_index)

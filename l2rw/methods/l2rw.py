@@ -22,7 +22,7 @@ class L2RW(Method):
             raise UserError(f"method.meta_batch_size={meta_batch_size} must be a whole number >= 1")
         if not (is_whole(update_every) and update_every >= 1):
             raise UserError(f"method.update_every={update_every} must be a whole number >= 1 (1 = every step)")
-        if impl not in reweight.IMPLEMENTATIONS:
+        if not isinstance(impl, str) or impl not in reweight.IMPLEMENTATIONS:
             raise UserError(f"method.impl={impl!r} is unknown; use one of {', '.join(reweight.IMPLEMENTATIONS)}")
         self.meta_batch_size = meta_batch_size
         self.update_every = update_every
