@@ -11,6 +11,7 @@ summary.json into its run dir and appends one row to `results_csv`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import sys
@@ -134,8 +135,8 @@ def validate(cfg: DictConfig) -> None:
     numbers = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "imbalance": cfg.imbalance,
                "imbalance_ratio": cfg.imbalance_ratio, "noise.rate": cfg.noise.rate}
     for key, value in numbers.items():
-        if not is_number(value):
-            raise UserError(f"{key}={value} must be a number")
+        if not (is_number(value) and math.isfinite(value)):
+            raise UserError(f"{key}={value} must be a finite number")
     if not cfg.lr > 0:
         raise UserError(f"lr={cfg.lr} must be > 0")
     for key in ("momentum", "weight_decay"):
@@ -147,7 +148,11 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not (value is None or isinstance(value, ListConfig)):
             raise UserError(f"{key}={value!r} must be {what}")
-    for key in ("progress", "skip_done", "hardware.compile", "hardware.channels_last", "dataset.augment"):
+    for key in ("results_csv", "dataset.root", "dataset.cache_dir"):
+        value = OmegaConf.select(cfg, key, default="")
+        if not isinstance(value, str):
+            raise UserError(f"{key}={value} must be a path")
+    for key in ("progress", "skip_done", "hardware.compile", "hardware.channels_last", "dataset.augment", "dataset.download"):
         value = OmegaConf.select(cfg, key, default=False)
         if not isinstance(value, bool):
             raise UserError(f"{key}={value!r} must be true or false")

@@ -33,7 +33,7 @@ def test_batch_weights_follow_the_class_weights(make_cfg):
     torch.testing.assert_close(weights, raw / raw.sum())
 
 
-@pytest.mark.parametrize("beta", [1.0, -0.5])
-def test_beta_outside_0_1_names_the_field(make_cfg, beta):
+@pytest.mark.parametrize("beta", [1.0, -0.5, "abc", "true"])
+def test_beta_outside_0_1_or_not_a_number_names_the_field(make_cfg, beta):
     with pytest.raises(UserError, match=r"method\.beta"):
         build(make_cfg("method=class_balanced", f"method.beta={beta}").method)

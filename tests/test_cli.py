@@ -55,10 +55,10 @@ def test_bad_input_exits_2_with_the_message_and_no_row(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("imbalance=abc", "imbalance=abc must be a number"),
-    ("lr=abc", "lr=abc must be a number"),
-    ("noise.rate=abc", "noise.rate=abc must be a number"),
-    ("imbalance_ratio=abc", "imbalance_ratio=abc must be a number"),
+    ("imbalance=abc", "imbalance=abc must be a finite number"),
+    ("lr=abc", "lr=abc must be a finite number"),
+    ("noise.rate=abc", "noise.rate=abc must be a finite number"),
+    ("imbalance_ratio=abc", "imbalance_ratio=abc must be a finite number"),
     ("seed=1.5", "seed=1.5 must be a whole number"),
     ("momentum=-1", "momentum=-1 must be >= 0"),
     ("weight_decay=-1", "weight_decay=-1 must be >= 0"),
@@ -73,6 +73,8 @@ def test_bad_input_exits_2_with_the_message_and_no_row(tmp_path):
     ("hardware.device=abc", "hardware.device='abc' is unknown"),
     ("meta.per_class=1.5", "meta.per_class=1.5 must be a whole number >= 1"),
     ("method.impl=[1,2]", "method.impl=[1, 2] is unknown"),
+    ("lr=inf", "lr=inf must be a finite number"),
+    ("results_csv=[1]", "results_csv=[1] must be a path"),
 ])
 def test_mistyped_values_are_named_before_training_or_writing(make_cfg, tmp_path, override, message):
     with pytest.raises(UserError, match=re.escape(message)):

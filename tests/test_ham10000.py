@@ -232,3 +232,22 @@ def test_resnet18_pretrained_reads_the_local_hub_cache_only(make_cfg, tmp_path, 
     assert model.fc.out_features == 7 and model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
     with pytest.raises(UserError, match="RGB"):
         build_model(cfg.model, (1, 8, 8), num_classes=7)
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"image_size": "abc"}, "dataset.image_size=abc must be a whole number"),
+        ({"image_size": 0}, "dataset.image_size=0 must be a whole number"),
+        ({"workers": -1}, "dataset.workers=-1 must be a whole number >= 0"),
+    ],
+)
+def test_bad_image_size_or_workers_is_named_alone(tmp_path, option, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_ham10000(**{"root": str(tmp_path), "image_size": 8, "cache_dir": str(tmp_path)} | option)
+
+
+@pytest.mark.parametrize("fraction", ["abc", 0, 1])
+def test_test_fraction_outside_0_1_or_not_a_number_names_the_field(make_cfg, mini_ham, fraction):
+    with pytest.raises(UserError, match=re.escape(f"dataset.test_fraction={fraction} must be in (0, 1)")):
+        build_splits(ham_cfg(make_cfg, mini_ham, f"dataset.test_fraction={fraction}"))

@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from l2rw.data.splits import LabeledImages, Source
-from l2rw.errors import UserError
+from l2rw.errors import UserError, is_whole
 from l2rw.results import atomic_path
 from l2rw.sweeps import usable_cores
 
@@ -38,8 +38,10 @@ CACHE_FORMAT = 1  # part of the cache key: bump when decoding changes so old cac
 
 def load_ham10000(root: str, image_size: int, cache_dir: str, workers: int = 0) -> Source:
     """The HAM10000 pool (grouped by lesion) and, when present, the ISIC 2018 test set."""
-    if image_size < 1 or workers < 0:
-        raise UserError(f"dataset.image_size={image_size} must be >= 1 and dataset.workers={workers} >= 0")
+    if not (is_whole(image_size) and image_size >= 1):
+        raise UserError(f"dataset.image_size={image_size} must be a whole number of pixels >= 1")
+    if not (is_whole(workers) and workers >= 0):
+        raise UserError(f"dataset.workers={workers} must be a whole number >= 0 (0: every available core)")
     root_path = Path(root).expanduser()
     files = index_files(root_path)
     metadata = read_metadata(files, root_path)

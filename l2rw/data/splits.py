@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from l2rw.data.noise import apply_label_noise
-from l2rw.errors import UserError, is_whole
+from l2rw.errors import UserError, is_number, is_whole
 from l2rw.registry import build
 
 
@@ -166,8 +166,8 @@ def _test_groups(data_cfg: DictConfig, groups_in_class: int) -> int:
         if not (is_whole(count) and count >= 1):
             raise UserError(f"dataset.test_per_class={count} must be a whole number >= 1 (test images per class)")
         return count
-    fraction = float(data_cfg.test_fraction)
-    if not 0 < fraction < 1:
+    fraction = data_cfg.test_fraction
+    if not (is_number(fraction) and 0 < fraction < 1):
         raise UserError(f"dataset.test_fraction={fraction} must be in (0, 1)")
     return max(1, round(fraction * groups_in_class))
 

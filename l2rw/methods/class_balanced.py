@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from l2rw.data import LabeledImages
-from l2rw.errors import UserError
+from l2rw.errors import UserError, is_number
 from l2rw.methods.base import Method, StepLoss
 
 
@@ -20,7 +20,7 @@ class ClassBalanced(Method):
     per batch like every method's weights so the step size stays that of plain SGD."""
 
     def __init__(self, beta: float | None = None):
-        if beta is not None and not 0.0 <= beta < 1.0:
+        if beta is not None and not (is_number(beta) and 0.0 <= beta < 1.0):
             raise UserError(f"method.beta={beta} must be in [0, 1) (Cui et al. use 0.9-0.9999), or null for 1/n_c")
         self.beta = beta
 
