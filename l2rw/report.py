@@ -208,7 +208,10 @@ def write_report(results: Path, out: Path) -> list[Path]:
         raise UserError(f"{results} has no run with status ok; nothing to report")
     settings = setting_columns(runs)
     summary = summarise(runs, settings)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--out {out}: cannot make this folder ({error.strerror}); choose another path")
     written = [out / "report.md"]
     written[0].write_text(markdown_report(results, table, summary, settings))
     for x in AXES:

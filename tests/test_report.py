@@ -106,3 +106,12 @@ def test_the_report_knows_every_per_run_column(make_cfg, tmp_path):
     cfg = make_cfg("steps=2", "eval_every=1")
     row = train(cfg, tmp_path / "run")
     assert set(row) - set(config_columns(cfg)) <= set(OUTCOME_COLUMNS)
+
+
+def test_an_out_path_that_is_a_file_exits_2_naming_it(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(results_csv(tmp_path)), "--out", str(taken)])
+    assert exit_.value.code == 2
+    assert f"--out {taken}: cannot make this folder" in capsys.readouterr().err
