@@ -17,6 +17,7 @@ Everything else (running statistics, eval mode, the backward pass) is what F.bat
 import inspect
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
@@ -85,3 +86,18 @@ class FusedBatchNormTangents(TorchFunctionMode):
                     a["input"], a["weight"], a["bias"], a["running_mean"], a["running_var"], a["momentum"], a["eps"]
                 )
         return func(*args, **kwargs)
+
+
+class BatchNormTangentsInOutputDtype(TorchFunctionMode):
+    """Under autocast, PyTorch's own forward-mode rule for batch_norm gives a bfloat16 output a
+    float32 tangent; the next convolution then gets mixed dtypes, which torch.compile's tracing
+    rejects (eager mode lets it through). Inside `with BatchNormTangentsInOutputDtype():`, every
+    F.batch_norm tangent is cast to its output's dtype, the dtype `TrainModeBatchNorm` gives it."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        if func is F.batch_norm:
+            primal, tangent = fwAD.unpack_dual(output)
+            if tangent is not None and tangent.dtype != primal.dtype:
+                return fwAD.make_dual(primal, tangent.to(primal.dtype))
+        return output

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from l2rw.batchnorm_jvp import FusedBatchNormTangents
+from l2rw.batchnorm_jvp import BatchNormTangentsInOutputDtype, FusedBatchNormTangents
 
 # forward_ad's first use loads torch's own JVP decompositions through torch.jit.script, which
 # warns on every run; the deprecation is torch's to resolve, not something a user can act on
@@ -99,6 +99,12 @@ def losses_along(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: 
         return dual_losses(model, x, y, direction)
 
 
+def dual_losses_under_autocast(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: dict[str, torch.Tensor]):
+    """`dual_losses` with BatchNorm's tangents in their outputs' (autocast) dtype, so that it compiles."""
+    with BatchNormTangentsInOutputDtype():
+        return dual_losses(model, x, y, direction)
+
+
 @functools.cache
 def compiled(function):
     """`function` under torch.compile, built once: Inductor fuses the tangent's elementwise work
@@ -113,10 +119,7 @@ def fwd_functions(model: nn.Module):
     if network is model:
         return network, meta_loss, losses_along
     if any(torch.is_autocast_enabled(device) for device in ("cpu", "cuda")):
-        # torch 2.14 cannot trace a forward-mode pass through BatchNorm under autocast: the tangent
-        # leaving BatchNorm stays float32 while its primal is bf16, and the next convolution's
-        # dtype check stops tracing. That pass runs eager.
-        return network, compiled(meta_loss), losses_along
+        return network, compiled(meta_loss), compiled(dual_losses_under_autocast)
     return network, compiled(meta_loss), compiled(dual_losses)
 
 

@@ -41,23 +41,29 @@ def test_compiled_model_trains_and_gives_the_eager_weights():
 
 
 def test_compiled_fwd_weights_under_bf16_autocast():
-    """hardware.amp=bf16 with hardware.compile=true: a forward-mode pass through BatchNorm cannot
-    be traced under autocast, so that pass runs eager and only the meta loss is compiled."""
+    """hardware.amp=bf16 with hardware.compile=true: both passes compile (BatchNorm's tangents are
+    cast to bf16, else tracing stops at the next convolution) and the weights are the eager bf16
+    ones and the float32 ones, to bf16 rounding."""
     torch.manual_seed(0)
     eager = nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(64, 10)
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Flatten(), nn.Linear(64, 10),
     )
-    reference = copy.deepcopy(eager)
+    reference, full_precision = copy.deepcopy(eager), copy.deepcopy(eager)
     x, y = torch.randn(12, 1, 8, 8), torch.randint(0, 10, (12,))
     meta_x, meta_y = torch.randn(10, 1, 8, 8), torch.arange(10)
+    exact = reweight.weights_fwd(full_precision, x, y, meta_x, meta_y, lr=0.1)
     torch.compiler.reset()
     graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         expected = reweight.weights_fwd(reference, x, y, meta_x, meta_y, lr=0.1)
         got = reweight.weights_fwd(torch.compile(eager), x, y, meta_x, meta_y, lr=0.1)
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before == 1
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before == 2  # meta loss, dual forward
     assert (expected.weights > 0).sum() >= 2
     torch.testing.assert_close(got.weights, expected.weights, atol=0.02, rtol=0)  # bf16 rounding
+    torch.testing.assert_close(got.weights, exact.weights, atol=0.02, rtol=0)
+    (got.weights * got.losses).sum().backward()  # the compiled dual forward's graph back-propagates
+    assert all(p.grad is not None for p in eager.parameters())
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
