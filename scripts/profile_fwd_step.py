@@ -28,10 +28,12 @@ must do whatever its kernels' speed. An exact fwd step is a meta forward+backwar
 work at equal batches), a forward whose convolutions run three times (primal, W with the input's
 tangent, the weight's tangent dW with x; torch's JVP runs the second at the image too, on zeros)
 and a backward: 2 + 2 x (forward / sgd step), about 2.67 when a backward costs two forwards.
+With hardware.amp set, it also compares one step's weights with float32 ones.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -210,6 +212,19 @@ def step_flops(steps: StepPhases) -> dict[str, int]:
     }
 
 
+def weights_against_float32(steps: StepPhases) -> dict[str, float]:
+    """One fwd step's weights as configured (hardware.amp, hardware.compile) against float32 eager
+    ones on a copy of the same model and batches: how far mixed precision moves them."""
+    exact = reweight.weights_fwd(copy.deepcopy(steps.network), steps.x, steps.y, steps.meta_x, steps.meta_y, steps.lr)
+    with steps.autocast():
+        got = reweight.weights_fwd(steps.model, steps.x, steps.y, steps.meta_x, steps.meta_y, steps.lr)
+    return {
+        "largest float32 weight": exact.weights.max().item(),
+        "largest difference": (got.weights - exact.weights).abs().max().item(),
+        "share of examples weighted zero in one and not the other": ((got.weights > 0) != (exact.weights > 0)).float().mean().item(),
+    }
+
+
 def derived(result: dict[str, dict[str, float]]) -> dict[str, float]:
     """The ratios the speed analysis rests on, in units of this run's own sgd step or forward."""
     sgd_step = sum(result["sgd"].values())
@@ -252,7 +267,10 @@ def main() -> None:
             print(f"| {kind} | **step** | {total:.4f} | {total / sgd_step:.2f} |")
     for name, value in derived(result).items():
         print(f"{name}: {value:.2f}")
-    flops = step_flops(StepPhases(args))
+    steps = StepPhases(args)  # a fresh model: the timed rounds have trained the other one
+    if steps.amp is not None:
+        print("weights against float32: " + ", ".join(f"{k} {v:.2g}" for k, v in weights_against_float32(steps).items()))
+    flops = step_flops(steps)
     print("FLOPs per step (eager): " + ", ".join(
         f"{kind} {count / 1e9:.2f} G ({count / flops['sgd step']:.2f}x sgd step)" for kind, count in flops.items()
     ))

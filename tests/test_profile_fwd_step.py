@@ -79,3 +79,11 @@ def test_fwd_step_does_two_sgd_steps_work_plus_two_forwards(profiler, model):
     flops = profiler.step_flops(profiler.StepPhases(args))
     assert flops["l2rw fwd step"] == 2 * flops["sgd step"] + 2 * flops["sgd forward"]
     assert flops["l2rw double_backprop step"] > flops["l2rw fwd step"]
+
+
+def test_bf16_weights_are_compared_with_float32_ones(profiler):
+    args = tiny_args("resnet32")
+    args.overrides = ["hardware.amp=bf16"]
+    comparison = profiler.weights_against_float32(profiler.StepPhases(args))
+    assert 0 < comparison["largest difference"] < 0.05 * comparison["largest float32 weight"] + 0.02
+    assert 0 <= comparison["share of examples weighted zero in one and not the other"] <= 1
