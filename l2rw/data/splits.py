@@ -119,10 +119,10 @@ def _select_classes(source: Source, classes) -> Source:
     listed = isinstance(classes, Sequence) and not isinstance(classes, str)
     bad = not listed or any(not (is_whole(c) and 0 <= c < k) for c in classes)
     if bad or len(set(classes)) != len(classes) or len(classes) < 2:
+        shown = list(classes) if listed else repr(classes)
         raise UserError(
-            f"dataset.classes={list(classes) if listed else repr(classes)} must list at least 2 distinct class indices in [0, {k - 1}], e.g. "
-            f"dataset.classes=[0,1] "
-            f"({', '.join(f'{i}={n}' for i, n in enumerate(source.class_names))})"
+            f"dataset.classes={shown} must list at least 2 distinct class indices in [0, {k - 1}], "
+            f"e.g. dataset.classes=[0,1] ({', '.join(f'{i}={n}' for i, n in enumerate(source.class_names))})"
         )
     relabel = torch.full((k,), -1, dtype=torch.long)
     classes = [int(c) for c in classes]
