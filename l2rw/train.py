@@ -178,11 +178,15 @@ def check_writable(results_csv: Path) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    if not (isinstance(name, str) and (name == "cpu" or name.split(":")[0] == "cuda")):
+    try:
+        device = torch.device(name) if isinstance(name, str) else None
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):  # the two the code is tested on
         raise UserError(f"hardware.device={name!r} is unknown; use hardware=cpu or hardware=cuda (or hardware.device=cuda:N)")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("hardware=cuda was asked for, but this machine has no usable CUDA GPU; use hardware=cpu")
-    return torch.device(name)
+    return device
 
 
 def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.SGD:
