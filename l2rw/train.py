@@ -57,6 +57,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Run one configuration; write the run dir files and append one results row. Returns the row
     (with `skip_done`, the finished row already in `results_csv` instead of running again)."""
     validate(cfg)
+    device = resolve_device(cfg.hardware.device)  # an unusable device stops the run before anything is written
     row = config_columns(cfg) | {"run_dir": str(run_dir)}
     if cfg.skip_done and (done := finished_row(cfg.results_csv, row["config_hash"])):
         print(f"skipped: config_hash {row['config_hash']} already finished in {cfg.results_csv} "
@@ -66,7 +67,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         torch.set_num_threads(cfg.threads)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.hardware.device)
     started = time.perf_counter()
 
     torch.manual_seed(cfg.seed)
@@ -121,8 +121,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Reject mistyped or nonsensical values, an unusable device, and a results_csv that cannot be
-    written, before anything is loaded."""
+    """Reject mistyped or nonsensical values, and a results_csv that cannot be written, before
+    anything is loaded."""
     for key in ("steps", "batch_size", "eval_every"):
         if not (is_whole(cfg[key]) and cfg[key] >= 1):
             raise UserError(f"{key}={cfg[key]} must be a whole number >= 1")
@@ -156,7 +156,6 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=False)
         if not isinstance(value, bool):
             raise UserError(f"{key}={value!r} must be true or false")
-    resolve_device(cfg.hardware.device)
     if cfg.hardware.amp not in AMP_DTYPES:
         raise UserError(f"hardware.amp={cfg.hardware.amp!r} is unknown; use null (full precision) or bf16")
     if cfg.schedule not in SCHEDULES:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -116,16 +115,14 @@ def _select_classes(source: Source, classes) -> Source:
     if classes is None:
         return source
     k = len(source.class_names)
-    listed = isinstance(classes, Sequence) and not isinstance(classes, str)
-    bad = not listed or any(not (is_whole(c) and 0 <= c < k) for c in classes)
+    bad = [c for c in classes if not (is_whole(c) and 0 <= c < k)]  # validate() has checked it is a list
     if bad or len(set(classes)) != len(classes) or len(classes) < 2:
-        shown = list(classes) if listed else repr(classes)
         raise UserError(
-            f"dataset.classes={shown} must list at least 2 distinct class indices in [0, {k - 1}], "
+            f"dataset.classes={list(classes)} must list at least 2 distinct class indices in [0, {k - 1}], "
             f"e.g. dataset.classes=[0,1] ({', '.join(f'{i}={n}' for i, n in enumerate(source.class_names))})"
         )
     relabel = torch.full((k,), -1, dtype=torch.long)
-    classes = [int(c) for c in classes]
+    classes = list(classes)
     relabel[torch.tensor(classes)] = torch.arange(len(classes))
 
     def keep(part: LabeledImages | None) -> LabeledImages | None:
