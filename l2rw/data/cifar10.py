@@ -1,4 +1,5 @@
-"""CIFAR-10 (Krizhevsky 2009) from its official python version, `cifar-10-batches-py/`.
+"""CIFAR-10 (Krizhevsky 2009) from its official python version, `cifar-10-batches-py/`, and the
+reader of that pickle format that CIFAR-100 (l2rw/data/cifar100.py) shares.
 
 Read by a small reader of our own rather than torchvision's dataset class, so any files in
 that format load (the tests write miniature ones, which fail torchvision's MD5 checks);
@@ -7,6 +8,7 @@ torchvision is used only to download the archive and verify its checksum.
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,67 +17,98 @@ import torch
 from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError
 
-FOLDER = "cifar-10-batches-py"
-TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_FILE = "test_batch"
-META_FILE = "batches.meta"
-URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"  # the official archive's checksum, as torchvision lists it
 IMAGE_SHAPE = (3, 32, 32)  # each row holds the red, then green, then blue 32x32 plane
+
+
+@dataclass(frozen=True)
+class CifarFormat:
+    """One official python version: its folder, files and the keys its pickles use."""
+
+    title: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_file: str
+    meta_file: str
+    labels_key: bytes  # in each batch file
+    names_key: bytes  # in the meta file
+    url: str
+    archive_md5: str  # the official archive's checksum, as torchvision lists it
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (*self.train_files, self.test_file, self.meta_file)
+
+
+CIFAR10 = CifarFormat(
+    title="CIFAR-10",
+    folder="cifar-10-batches-py",
+    train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+    test_file="test_batch",
+    meta_file="batches.meta",
+    labels_key=b"labels",
+    names_key=b"label_names",
+    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    archive_md5="c58f30108f718f92721af3b95e74349a",
+)
 
 
 def load_cifar10(root: str, download: bool = False) -> Source:
     """The 50,000 official training images as the pool to split, the 10,000 test images as `test`."""
-    folder = Path(root).expanduser() / FOLDER
-    if download and missing_files(folder):
-        fetch_archive(folder.parent)
-    missing = missing_files(folder)
+    return load_cifar(CIFAR10, root, download)
+
+
+def load_cifar(fmt: CifarFormat, root: str, download: bool) -> Source:
+    folder = Path(root).expanduser() / fmt.folder
+    if download and missing_files(fmt, folder):
+        fetch_archive(fmt, folder.parent)
+    missing = missing_files(fmt, folder)
     if missing:
         problem = f"lacks {', '.join(missing)}" if folder.is_dir() else "does not exist"
         raise UserError(
-            f"CIFAR-10 not found: {folder} {problem}. Either set dataset.root (or the "
-            f"L2RW_DATA environment variable) to the folder that holds {FOLDER}/, or add "
-            f"dataset.download=true to fetch it from {URL}"
+            f"{fmt.title} not found: {folder} {problem}. Either set dataset.root (or the "
+            f"L2RW_DATA environment variable) to the folder that holds {fmt.folder}/, or add "
+            f"dataset.download=true to fetch it from {fmt.url}"
         )
-    class_names = [name.decode() for name in read_pickle(folder / META_FILE, [b"label_names"])[b"label_names"]]
-    train = [read_batch(folder / name, len(class_names)) for name in TRAIN_FILES]
+    names = read_pickle(fmt, folder / fmt.meta_file, [fmt.names_key])[fmt.names_key]
+    class_names = [name.decode() for name in names]
+    train = [read_batch(fmt, folder / name, len(class_names)) for name in fmt.train_files]
     return Source(
         pool=LabeledImages(torch.cat([b.images for b in train]), torch.cat([b.labels for b in train])),
-        test=read_batch(folder / TEST_FILE, len(class_names)),
+        test=read_batch(fmt, folder / fmt.test_file, len(class_names)),
         class_names=class_names,
     )
 
 
-def missing_files(folder: Path) -> list[str]:
-    return [name for name in (*TRAIN_FILES, TEST_FILE, META_FILE) if not (folder / name).is_file()]
+def missing_files(fmt: CifarFormat, folder: Path) -> list[str]:
+    return [name for name in fmt.files if not (folder / name).is_file()]
 
 
-def fetch_archive(root: Path) -> None:
+def fetch_archive(fmt: CifarFormat, root: Path) -> None:
     """Download the official archive into `root`, check its MD5 and unpack it there."""
     from torchvision.datasets.utils import download_and_extract_archive
 
     try:
-        download_and_extract_archive(URL, download_root=str(root), md5=ARCHIVE_MD5)
+        download_and_extract_archive(fmt.url, download_root=str(root), md5=fmt.archive_md5)
     except (OSError, RuntimeError) as error:  # no network (URLError is an OSError), or a checksum mismatch
         raise UserError(
-            f"dataset.download=true could not fetch {URL} into {root} ({error}); download and unpack "
-            f"it there by hand, or set dataset.root to a folder that already holds {FOLDER}/"
+            f"dataset.download=true could not fetch {fmt.url} into {root} ({error}); download and unpack "
+            f"it there by hand, or set dataset.root to a folder that already holds {fmt.folder}/"
         ) from error
 
 
-def read_pickle(path: Path, keys: list[bytes]) -> dict:
+def read_pickle(fmt: CifarFormat, path: Path, keys: list[bytes]) -> dict:
     """One official file: a pickled dict with bytes keys (written by Python 2)."""
     try:
         with open(path, "rb") as file:
             content = pickle.load(file, encoding="bytes")
     except Exception as error:  # a damaged pickle can fail with almost any exception type
         raise UserError(
-            f"{path} is not a readable CIFAR-10 pickle ({type(error).__name__}: {error}); {replace_advice(path)}"
+            f"{path} is not a readable {fmt.title} pickle ({type(error).__name__}: {error}); {replace_advice(path)}"
         ) from error
     if not isinstance(content, dict) or not all(key in content for key in keys):
         wanted = ", ".join(key.decode() for key in keys)
         raise UserError(
-            f"{path} is not a CIFAR-10 file: expected a dict with the keys {wanted}; {replace_advice(path)}"
+            f"{path} is not a {fmt.title} file: expected a dict with the keys {wanted}; {replace_advice(path)}"
         )
     return content
 
@@ -84,10 +117,10 @@ def replace_advice(path: Path) -> str:
     return f"replace it with the official file (delete {path.parent} and rerun with dataset.download=true)"
 
 
-def read_batch(path: Path, num_classes: int) -> LabeledImages:
+def read_batch(fmt: CifarFormat, path: Path, num_classes: int) -> LabeledImages:
     """A batch file's uint8 rows of 3,072 pixels as (N, 3, 32, 32) images, with their labels."""
-    batch = read_pickle(path, [b"data", b"labels"])
-    data, labels = batch[b"data"], np.asarray(batch[b"labels"])
+    batch = read_pickle(fmt, path, [b"data", fmt.labels_key])
+    data, labels = batch[b"data"], np.asarray(batch[fmt.labels_key])
     pixels = int(np.prod(IMAGE_SHAPE))
     well_formed = (
         isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.shape[1:] == (pixels,)
@@ -96,7 +129,7 @@ def read_batch(path: Path, num_classes: int) -> LabeledImages:
     )
     if not well_formed:
         raise UserError(
-            f"{path} is not a CIFAR-10 batch: expected uint8 rows of {pixels} pixels and one label in "
+            f"{path} is not a {fmt.title} batch: expected uint8 rows of {pixels} pixels and one label in "
             f"[0, {num_classes - 1}] per row; {replace_advice(path)}"
         )
     images = torch.from_numpy(np.ascontiguousarray(data).reshape(-1, *IMAGE_SHAPE))

@@ -50,6 +50,7 @@ class Splits:
     test: LabeledImages
     class_names: list[str]
     train_corrupted: torch.Tensor  # bool, (len(train),): the label noise changed this training label
+    val: LabeledImages | None = None  # balanced, clean, disjoint from the rest: for choosing hyper-parameters
 
     @property
     def num_classes(self) -> int:
@@ -62,7 +63,7 @@ class Splits:
     def to(self, device) -> Splits:
         return Splits(
             self.train.to(device), self.meta.to(device), self.test.to(device), self.class_names,
-            self.train_corrupted.to(device),
+            self.train_corrupted.to(device), None if self.val is None else self.val.to(device),
         )
 
 
@@ -169,26 +170,33 @@ def _test_groups(data_cfg: DictConfig, groups_in_class: int) -> int:
     return max(1, round(fraction * groups_in_class))
 
 
-def _too_few_groups(source: Source, c: int, available: int, meta: int, test: int, data_cfg: DictConfig) -> UserError:
+def _too_few_groups(
+    source: Source, c: int, available: int, meta: int, val: int, test: int, data_cfg: DictConfig
+) -> UserError:
     def count(n: int) -> str:
         return f"{n} {source.unit}" + ("" if n == 1 else "s")
 
     need, fix = f"meta.per_class={meta}", "meta.per_class"
+    if val:
+        need += f" + dataset.val_per_class={val}"
+        fix += " or dataset.val_per_class"
     if test:
         field = _test_field(data_cfg)
         need += f" + dataset.{field}={data_cfg[field]}" + (f" ({count(test)})" if field == "test_fraction" else "")
         fix += f" or dataset.{field}"
     return UserError(
         f"class {source.class_names[c]!r} has {count(available)}, but {need} + 1 training {source.unit} "
-        f"need {meta + test + 1}; lower {fix}"
+        f"need {meta + val + test + 1}; lower {fix}"
     )
 
 
 def build_splits(cfg: DictConfig) -> Splits:
-    """Meta and (when the dataset has no official one) test sets are balanced and taken
-    first from each class, whole groups at a time (see `Source.groups`); the imbalance profile
-    then subsamples the rest into the training set, and label noise, last, corrupts training
-    labels only."""
+    """Meta, validation (`dataset.val_per_class`, 0 = none) and, when the dataset has no official
+    one, test sets are balanced and taken first from each class, whole groups at a time (see
+    `Source.groups`); the imbalance profile then subsamples the rest into the training set,
+    `dataset.train_size` caps it, and label noise, last, corrupts training labels only. With
+    `meta.add_to_train` the (clean) meta images also join the training set: the control that gives
+    the baselines the data L2RW sees."""
     data_cfg = cfg.dataset
     source = _select_classes(build(data_cfg.source), data_cfg.classes)
     k = len(source.class_names)
@@ -196,21 +204,27 @@ def build_splits(cfg: DictConfig) -> Splits:
     meta_per_class = cfg.meta.per_class
     if not (is_whole(meta_per_class) and meta_per_class >= 1):
         raise UserError(f"meta.per_class={meta_per_class} must be a whole number >= 1 (clean images per class)")
+    val_per_class = data_cfg.val_per_class
+    if not (is_whole(val_per_class) and val_per_class >= 0):
+        raise UserError(f"dataset.val_per_class={val_per_class} must be a whole number >= 0 (0: no validation split)")
 
-    test_index, meta_index, rest = [], [], []
+    test_index, meta_index, val_index, rest = [], [], [], []
     for c in range(k):
         members = torch.nonzero(source.pool.labels == c).flatten()
         shuffled = members[torch.randperm(len(members), generator=generator)]
         members, group_sizes = _keep_groups_together(shuffled, source.groups)
         test_per_class = 0 if source.test is not None else _test_groups(data_cfg, len(group_sizes))
-        if len(group_sizes) < meta_per_class + test_per_class + 1:
-            raise _too_few_groups(source, c, len(group_sizes), meta_per_class, test_per_class, data_cfg)
-        # image offsets where the test, meta and training groups end
+        if len(group_sizes) < meta_per_class + val_per_class + test_per_class + 1:
+            raise _too_few_groups(source, c, len(group_sizes), meta_per_class, val_per_class, test_per_class, data_cfg)
+        # image offsets where the test, meta, validation and training groups end
         ends = torch.cat([torch.zeros(1, dtype=torch.long), group_sizes.cumsum(0)])
-        test_end, meta_end = int(ends[test_per_class]), int(ends[test_per_class + meta_per_class])
+        test_end = int(ends[test_per_class])
+        meta_end = int(ends[test_per_class + meta_per_class])
+        val_end = int(ends[test_per_class + meta_per_class + val_per_class])
         test_index.append(members[:test_end])
         meta_index.append(members[test_end:meta_end])
-        rest.append(members[meta_end:])
+        val_index.append(members[meta_end:val_end])
+        rest.append(members[val_end:])
 
     available = [len(r) for r in rest]
     if data_cfg.profile == "step":
@@ -223,19 +237,42 @@ def build_splits(cfg: DictConfig) -> Splits:
         counts = available
     else:
         raise UserError(f"dataset.profile={data_cfg.profile!r} is unknown; use 'step', 'longtail' or 'natural'")
+    counts = capped_counts(counts, data_cfg.train_size)
     train_index = torch.cat([r[:n] for r, n in zip(rest, counts)])
 
     train = source.pool.subset(train_index)
     noisy_labels, corrupted = _label_noise(cfg, train.labels, k, generator)
+    train = LabeledImages(train.images, noisy_labels)
+    meta = source.pool.subset(torch.cat(meta_index))
+    if cfg.meta.add_to_train:
+        train = LabeledImages(torch.cat([train.images, meta.images]), torch.cat([train.labels, meta.labels]))
+        corrupted = torch.cat([corrupted, torch.zeros(len(meta), dtype=torch.bool)])
 
     test = source.test if source.test is not None else source.pool.subset(torch.cat(test_index))
     return Splits(
-        train=LabeledImages(train.images, noisy_labels),
-        meta=source.pool.subset(torch.cat(meta_index)),
+        train=train,
+        meta=meta,
         test=test,
         class_names=source.class_names,
         train_corrupted=corrupted,
+        val=source.pool.subset(torch.cat(val_index)) if val_per_class else None,
     )
+
+
+def capped_counts(counts: list[int], train_size) -> list[int]:
+    """`counts` scaled down to about `train_size` images in all (null: unchanged), keeping the
+    profile's proportions and at least one image per class."""
+    if train_size is None:
+        return counts
+    if not (is_whole(train_size) and train_size >= len(counts)):
+        raise UserError(
+            f"dataset.train_size={train_size} must be a whole number >= {len(counts)} (one image per class), "
+            "or null for all the imbalance profile allows"
+        )
+    total = sum(counts)
+    if train_size >= total:
+        return counts
+    return [max(1, round(n * train_size / total)) for n in counts]
 
 
 def _label_noise(cfg: DictConfig, labels: torch.Tensor, k: int, generator: torch.Generator):
