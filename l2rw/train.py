@@ -87,20 +87,26 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             progress=cfg.progress, label=cfg.method.name,
             augment=random_crop_and_flip if cfg.dataset.augment else None,
             amp=AMP_DTYPES[cfg.hardware.amp],
+            clip_grad_norm=cfg.clip_grad_norm,
+            example_weights_csv=run_dir / "example_weights.csv",
         )
     except DivergedError as diverged:
         append_row(cfg.results_csv, row | {"status": "diverged", "diverged_step": diverged.step})
         checkpoint.path.unlink(missing_ok=True)  # resuming would only diverge again
         raise
 
-    evaluation = outcome["evaluation"]
+    evaluation, val_evaluation = outcome["evaluation"], outcome["val_evaluation"]
+    train_counts = torch.bincount(splits.train.labels.cpu(), minlength=splits.num_classes)
     row |= {
         "status": "ok",
         "diverged_step": "",
+        "collapsed_step": outcome["collapse_step"] or "",
         "train_size": len(splits.train),
         "train_corrupted": int(splits.train_corrupted.sum()),
         "accuracy": round(evaluation.accuracy, 6),
         "balanced_accuracy": round(evaluation.balanced_accuracy, 6),
+        "val_balanced_accuracy": round(val_evaluation.balanced_accuracy, 6) if val_evaluation else "",
+        **shot_accuracies(evaluation.confusion, train_counts),
         "per_class_recall": " ".join(f"{r:.4f}" for r in evaluation.per_class_recall),
         "skipped_steps": outcome["skipped_steps"],
         "wall_seconds": round(time.perf_counter() - started, 3),
@@ -115,9 +121,28 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     (run_dir / "summary.json").write_text(json.dumps(row | {"class_names": splits.class_names}, indent=2))
     append_row(cfg.results_csv, row)
     checkpoint.path.unlink(missing_ok=True)  # the row says the run is done; nothing to resume
+    if outcome["collapse_step"]:
+        print(f"warning: this run ended collapsed (since step {outcome['collapse_step']}): its model predicts "
+              f"(nearly) one class; see {run_dir / 'metrics.csv'}. Lower lr or momentum", file=sys.stderr)
     print(f"done: balanced accuracy {row['balanced_accuracy']:.4f}, accuracy {row['accuracy']:.4f}; "
           f"run dir {run_dir}; row appended to {cfg.results_csv}")
     return row
+
+
+# Liu et al. (2019)'s groups by training images per class, used across the long-tail literature
+SHOT_GROUPS = {"many_shot_accuracy": (101, math.inf), "medium_shot_accuracy": (20, 100), "few_shot_accuracy": (0, 19)}
+
+
+def shot_accuracies(confusion: torch.Tensor, train_counts: torch.Tensor) -> dict[str, float | str]:
+    """Test accuracy over the classes with > 100, 20-100 and < 20 training images; empty for a
+    group with no class (or no test image)."""
+    correct, support = confusion.diag(), confusion.sum(1)
+    columns = {}
+    for column, (low, high) in SHOT_GROUPS.items():
+        group = (train_counts >= low) & (train_counts <= high)
+        total = support[group].sum().item()
+        columns[column] = round(correct[group].sum().item() / total, 6) if total else ""
+    return columns
 
 
 def validate(cfg: DictConfig) -> None:
@@ -139,6 +164,9 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(f"{key}={value} must be a finite number")
     if not cfg.lr > 0:
         raise UserError(f"lr={cfg.lr} must be > 0")
+    clip = cfg.clip_grad_norm
+    if not (clip is None or is_number(clip) and math.isfinite(clip) and clip > 0):
+        raise UserError(f"clip_grad_norm={clip} must be a number > 0, or null for no clipping")
     for key in ("momentum", "weight_decay"):
         if not cfg[key] >= 0:
             raise UserError(f"{key}={cfg[key]} must be >= 0 (0: none)")
@@ -152,7 +180,7 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default="")
         if not isinstance(value, str):
             raise UserError(f"{key}={value} must be a path")
-    for key in ("progress", "skip_done", "hardware.compile", "hardware.channels_last", "dataset.augment", "dataset.download"):
+    for key in ("progress", "skip_done", "hardware.compile", "hardware.channels_last", "dataset.augment", "dataset.download", "meta.add_to_train"):
         value = OmegaConf.select(cfg, key, default=False)
         if not isinstance(value, bool):
             raise UserError(f"{key}={value!r} must be true or false")
@@ -218,6 +246,9 @@ def config_columns(cfg: DictConfig) -> dict:
         "imbalance_ratio": cfg.imbalance_ratio if data.profile == "longtail" else "",
         "classes": "" if data.classes is None else " ".join(map(str, data.classes)),
         "meta_per_class": cfg.meta.per_class,
+        "meta_add_to_train": cfg.meta.add_to_train,
+        "val_per_class": data.val_per_class,
+        "train_size_cap": data.train_size if data.train_size is not None else "",
         **noise_columns(cfg.noise),
         "seed": cfg.seed,
         "steps": cfg.steps,
@@ -226,6 +257,7 @@ def config_columns(cfg: DictConfig) -> dict:
         "momentum": cfg.momentum,
         "weight_decay": cfg.weight_decay,
         "schedule": cfg.schedule,
+        "clip_grad_norm": "" if cfg.clip_grad_norm is None else cfg.clip_grad_norm,
     }
     for key, value in cfg.method.items():
         if key not in ("name", "_target_"):

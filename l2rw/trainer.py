@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,31 @@ class Evaluation:
     per_class_recall: list[float]
     confusion: torch.Tensor  # (true class, predicted class) counts
 
+    @property
+    def top_class(self) -> tuple[int, float]:
+        """The most predicted class and its share of all predictions."""
+        predicted = self.confusion.sum(0)
+        top = int(predicted.argmax())
+        return top, predicted[top].item() / max(predicted.sum().item(), 1)
+
+
+# A model that gives one class this share of its test predictions has collapsed (a healthy model on
+# a balanced test set gives each class about 1/K), as has one whose meta loss is within
+# COLLAPSE_LOSS_TOLERANCE of ln K: uniform outputs, whatever its argmax says.
+COLLAPSE_TOP_SHARE = 0.9
+COLLAPSE_LOSS_TOLERANCE = 0.01
+
+
+def collapse_symptom(evaluation: Evaluation, meta_loss: float, class_names: list[str]) -> str | None:
+    """Why this evaluation looks collapsed, in words; None when it does not."""
+    top, share = evaluation.top_class
+    uniform_loss = math.log(len(class_names))
+    if share >= COLLAPSE_TOP_SHARE and len(class_names) > 1:
+        return f"{share:.0%} of test images are predicted as class {class_names[top]!r}"
+    if abs(meta_loss - uniform_loss) <= COLLAPSE_LOSS_TOLERANCE * uniform_loss:
+        return f"the meta loss is {meta_loss:.3f}, ln K = {uniform_loss:.3f}: the outputs are uniform"
+    return None
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: LabeledImages, normalize: Normalizer, num_classes: int) -> Evaluation:
@@ -73,8 +99,8 @@ def mean_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> f
 
 
 METRIC_COLUMNS = [
-    "step", "train_loss", "meta_loss", "accuracy", "balanced_accuracy",
-    "zero_weight_share", "skipped_steps", "seconds",
+    "step", "train_loss", "meta_loss", "accuracy", "balanced_accuracy", "val_balanced_accuracy",
+    "top_class_share", "collapsed", "zero_weight_share", "skipped_steps", "seconds",
 ]
 
 
@@ -95,6 +121,7 @@ class LoopState:
     warmed_up_steps: int = 0
     metrics: list[dict] = field(default_factory=list)  # the metrics.csv rows so far
     weight_stats: dict = field(default_factory=dict)   # WeightStats' window, when checkpointed
+    collapse_step: int | None = None  # first evaluation of the current collapsed stretch
 
 
 def fit(
@@ -114,12 +141,22 @@ def fit(
     label: str = "train",
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     amp: torch.dtype | None = None,
+    clip_grad_norm: float | None = None,
+    example_weights_csv: Path | None = None,
 ) -> dict:
     """Train for `steps` optimizer steps; write one `metrics_csv` row per evaluation.
 
     `augment(uint8 images, generator)` transforms training batches only: the meta and test
     images stay as they are. `amp`: autocast dtype for the step's forward passes (None: full
-    precision); the backward runs outside autocast, as PyTorch recommends.
+    precision); the backward runs outside autocast, as PyTorch recommends. `clip_grad_norm`: the
+    largest L2 norm of an update's gradient (None: unclipped). `example_weights_csv`: where each
+    training example's mean weight over the run goes (None: not written).
+
+    Every evaluation also checks for collapse (one class predicted for nearly all test images, or
+    uniform outputs): it is a `collapsed` column in `metrics_csv` and shown on the progress bar;
+    a collapse after a healthy evaluation is warned about on stderr when it starts (before one, the
+    model may simply not have learned yet). The returned `collapse_step` is where the collapse the
+    run ends in began (None: it ends healthy).
 
     Resumes from `checkpoint` when it exists and saves it when due or on Ctrl-C (then raises
     Interrupted); without one, nothing is resumed or saved and Ctrl-C stops at once. Returns the
@@ -166,6 +203,8 @@ def fit(
             if any_weight:
                 optimizer.zero_grad(set_to_none=True)
                 result.loss.backward()
+                if clip_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
                 optimizer.step()
                 weight_stats.add(index, result.weights)
             else:  # every example got weight 0: the meta gradient agrees with none of them
@@ -182,19 +221,34 @@ def fit(
             if step % eval_every == 0 or step == steps:
                 eval_started = time.perf_counter()
                 evaluation = evaluate(model, splits.test, normalize, splits.num_classes)
+                val_evaluation = None if splits.val is None else evaluate(model, splits.val, normalize, splits.num_classes)
+                meta_loss = mean_loss(model, meta.images, meta.labels)
+                symptom = collapse_symptom(evaluation, meta_loss, splits.class_names)
+                if symptom is None:
+                    loop.collapse_step = None
+                elif loop.collapse_step is None:
+                    loop.collapse_step = step
+                    if any(not row["collapsed"] for row in loop.metrics):  # not a model that has yet to learn
+                        bar.write(f"warning: collapsed at step {step}: {symptom}", file=sys.stderr)
                 loop.metrics.append({
                     "step": step,
                     "train_loss": loop.window_loss / loop.window_steps,
-                    "meta_loss": mean_loss(model, meta.images, meta.labels),
+                    "meta_loss": meta_loss,
                     "accuracy": evaluation.accuracy,
                     "balanced_accuracy": evaluation.balanced_accuracy,
+                    "val_balanced_accuracy": val_evaluation.balanced_accuracy if val_evaluation else "",
+                    "top_class_share": evaluation.top_class[1],
+                    "collapsed": int(symptom is not None),
                     "zero_weight_share": loop.window_zero_share / loop.window_steps,
                     "skipped_steps": loop.skipped,
                     "seconds": time.perf_counter() - started,
                 } | weight_stats.flush())
                 writer.writerow(loop.metrics[-1])
                 metrics_file.flush()
-                bar.set_postfix(loss=f"{loop.window_loss / loop.window_steps:.3f}", bacc=f"{evaluation.balanced_accuracy:.3f}")
+                bar.set_postfix(
+                    loss=f"{loop.window_loss / loop.window_steps:.3f}", bacc=f"{evaluation.balanced_accuracy:.3f}",
+                    **({"COLLAPSED": f"since {loop.collapse_step}"} if loop.collapse_step else {}),
+                )
                 loop.window_loss, loop.window_zero_share, loop.window_steps = 0.0, 0.0, 0
                 loop.eval_seconds += time.perf_counter() - eval_started
 
@@ -206,10 +260,14 @@ def fit(
                 if interrupt.requested:
                     raise Interrupted(step, checkpoint.path)
 
+    if example_weights_csv is not None:
+        weight_stats.write_examples(example_weights_csv)
     training_seconds = time.perf_counter() - started - loop.eval_seconds
     steady_steps = steps - loop.warmed_up_steps
     return {
         "evaluation": evaluation,
+        "val_evaluation": val_evaluation,
+        "collapse_step": loop.collapse_step,
         "skipped_steps": loop.skipped,
         # a run too short to have steady steps gets the pace of its warm-up steps
         "seconds_per_step": (training_seconds - loop.warmup_seconds) / steady_steps if steady_steps else training_seconds / steps,

@@ -1,4 +1,5 @@
-"""Where the example weights go between two evaluations: clean vs corrupted examples, and per class.
+"""Where the example weights go: between two evaluations, clean vs corrupted examples and per
+class (metrics.csv); over the whole run, each training example (example_weights.csv).
 
 The diagnostic that reweighting works under label noise: corrupted examples should get ~0 weight.
 Weights are reported relative to uniform (weight x batch size), so 1 means "as plain SGD" and
@@ -7,6 +8,8 @@ step (all weights 0) says nothing about clean vs noisy, and is counted in `skipp
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -14,12 +17,19 @@ class WeightStats:
     """Accumulates each step's weights on the training device; `columns` and `flush` give one
     metrics row's worth of mean weights (empty when a group had no example in the window)."""
 
+    STATE = ("sums", "counts", "example_sums", "example_steps", "example_zeros")
+
     def __init__(self, labels: torch.Tensor, corrupted: torch.Tensor, class_names: list[str]):
+        self.class_names = class_names
         self.labels = labels  # the labels the method saw (noisy ones included)
         self.corrupted = corrupted.long()
         self.columns = ["weight_clean", "weight_noisy"] + [f"weight_class_{name}" for name in class_names]
         self.sums = torch.zeros(2 + len(class_names), dtype=torch.float64, device=labels.device)
         self.counts = torch.zeros_like(self.sums)
+        # per training example over the run: summed relative weight, steps seen, steps at weight 0
+        self.example_sums = torch.zeros(len(labels), dtype=torch.float64, device=labels.device)
+        self.example_steps = torch.zeros_like(self.example_sums)
+        self.example_zeros = torch.zeros_like(self.example_sums)
 
     def add(self, index: torch.Tensor, weights: torch.Tensor) -> None:
         relative = weights.detach().double() * len(weights)
@@ -27,6 +37,9 @@ class WeightStats:
         slots = torch.cat([self.corrupted[index], 2 + self.labels[index]])
         self.sums.index_add_(0, slots, relative.repeat(2))
         self.counts.index_add_(0, slots, torch.ones_like(relative).repeat(2))
+        self.example_sums.index_add_(0, index, relative)
+        self.example_steps.index_add_(0, index, torch.ones_like(relative))
+        self.example_zeros.index_add_(0, index, (relative == 0).double())
 
     def flush(self) -> dict[str, float | str]:
         means = (self.sums / self.counts).tolist()
@@ -35,10 +48,24 @@ class WeightStats:
         self.counts.zero_()
         return {column: mean if count else "" for column, mean, count in zip(self.columns, means, counts)}
 
+    def write_examples(self, path) -> None:
+        """example_weights.csv: one row per training example (its position in the training set),
+        its class (the label the method saw), whether noise corrupted that label, its mean relative
+        weight over the steps that updated the model with it in the batch (1 = uniform; empty when
+        none did) and the share of those steps in which its weight was 0."""
+        steps = self.example_steps.cpu()
+        mean = (self.example_sums.cpu() / steps).tolist()
+        zero_share = (self.example_zeros.cpu() / steps).tolist()
+        lines = ["index,class,corrupted,mean_weight,zero_share,steps_seen"]
+        for i, (label, corrupted, n) in enumerate(zip(self.labels.tolist(), self.corrupted.tolist(), steps.tolist())):
+            seen = f"{mean[i]:.6g},{zero_share[i]:.6g}" if n else ","
+            lines.append(f"{i},{self.class_names[label]},{corrupted},{seen},{int(n)}")
+        Path(path).write_text("\n".join(lines) + "\n")
+
     def state_dict(self) -> dict:
-        """The window so far, for checkpoints taken between two evaluations."""
-        return {"sums": self.sums.cpu(), "counts": self.counts.cpu()}
+        """The window and the per-example sums so far, for checkpoints."""
+        return {name: getattr(self, name).cpu() for name in self.STATE}
 
     def load_state_dict(self, state: dict) -> None:
-        self.sums.copy_(state["sums"])
-        self.counts.copy_(state["counts"])
+        for name in self.STATE:
+            getattr(self, name).copy_(state[name])

@@ -4,7 +4,8 @@ from torch import nn
 
 from l2rw import reweight
 from l2rw.data import LabeledImages
-from l2rw.errors import UserError, is_whole
+from l2rw.data.augment import random_crop_and_flip
+from l2rw.errors import UserError, is_number, is_whole
 from l2rw.methods.base import Method, StepLoss
 
 
@@ -15,18 +16,44 @@ class L2RW(Method):
     pass; "double_backprop", the published look-ahead graph, kept as the reference.
     With `update_every=k` the weights are computed only on every k-th step and remembered per
     training example; the steps in between reuse the batch's remembered weights (k=1: plain L2RW).
+
+    Remedies, each off at its default (then the weights are plain L2RW's):
+    - `uniform_steps`: the first steps weigh every example alike (a warm-up before reweighting);
+    - `mix`: weights (1 - mix) * L2RW + mix * uniform, so no step is skipped and no example is
+      ever ignored entirely;
+    - `smoothing`: each example's remembered weight moves only (1 - smoothing) of the way to its
+      new L2RW weight, an average over the steps that saw it;
+    - `meta_augment`: the meta batch gets a fresh random crop and flip each step (as
+      `dataset.augment` does to training batches; padding is the mean pixel), so the weights
+      follow less of a meta set the model has memorised.
     """
 
-    def __init__(self, meta_batch_size: int, update_every: int = 1, impl: str = "fwd"):
+    def __init__(
+        self, meta_batch_size: int, update_every: int = 1, impl: str = "fwd", uniform_steps: int = 0,
+        mix: float = 0.0, smoothing: float = 0.0, meta_augment: bool = False,
+    ):
         if not (is_whole(meta_batch_size) and meta_batch_size >= 1):
             raise UserError(f"method.meta_batch_size={meta_batch_size} must be a whole number >= 1")
         if not (is_whole(update_every) and update_every >= 1):
             raise UserError(f"method.update_every={update_every} must be a whole number >= 1 (1 = every step)")
         if not isinstance(impl, str) or impl not in reweight.IMPLEMENTATIONS:
             raise UserError(f"method.impl={impl!r} is unknown; use one of {', '.join(reweight.IMPLEMENTATIONS)}")
+        if not (is_whole(uniform_steps) and uniform_steps >= 0):
+            raise UserError(f"method.uniform_steps={uniform_steps} must be a whole number >= 0 (0: reweight from the start)")
+        if not (is_number(mix) and 0.0 <= mix <= 1.0):
+            raise UserError(f"method.mix={mix} must be a number in [0, 1] (0: plain L2RW weights)")
+        if not (is_number(smoothing) and 0.0 <= smoothing < 1.0):
+            raise UserError(f"method.smoothing={smoothing} must be a number in [0, 1) (0: each step's own weights)")
+        if not isinstance(meta_augment, bool):
+            raise UserError(f"method.meta_augment={meta_augment!r} must be true or false")
         self.meta_batch_size = meta_batch_size
         self.update_every = update_every
-        self.warmup_steps = update_every  # one cycle: steps reusing weights, and one computing them
+        self.uniform_steps = uniform_steps
+        self.mix = mix
+        self.smoothing = smoothing
+        self.meta_augment = meta_augment
+        # one cycle after the uniform steps: steps reusing weights, and one computing them
+        self.warmup_steps = uniform_steps + update_every
         self.reweigh = reweight.IMPLEMENTATIONS[impl]
 
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator):
@@ -45,22 +72,33 @@ class L2RW(Method):
         self.steps_taken = state["steps_taken"]
 
     def meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole meta set when it fits in one meta batch, else a fresh sample."""
-        if len(self.meta) <= self.meta_batch_size:
-            return self.meta.images, self.meta.labels
-        pick = torch.randperm(len(self.meta), generator=self.generator)[: self.meta_batch_size]
-        pick = pick.to(self.meta.labels.device)
-        return self.meta.images[pick], self.meta.labels[pick]
+        """The whole meta set when it fits in one meta batch, else a fresh sample; augmented with
+        `meta_augment`."""
+        images, labels = self.meta.images, self.meta.labels
+        if len(self.meta) > self.meta_batch_size:
+            pick = torch.randperm(len(self.meta), generator=self.generator)[: self.meta_batch_size]
+            pick = pick.to(labels.device)
+            images, labels = images[pick], labels[pick]
+        if self.meta_augment:
+            images = random_crop_and_flip(images, self.generator)
+        return images, labels
 
     def step_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, lr: float
     ) -> StepLoss:
         self.steps_taken += 1
-        if self.steps_taken % self.update_every == 0:
+        reweighting_steps = self.steps_taken - self.uniform_steps
+        if reweighting_steps > 0 and reweighting_steps % self.update_every == 0:
             meta_x, meta_y = self.meta_batch()
             weights, losses = self.reweigh(model, x, y, meta_x, meta_y, lr)  # losses of the step's real forward
-            self.memory[index] = weights * len(weights)
+            if self.smoothing:
+                self.memory[index] = self.smoothing * self.memory[index] + (1 - self.smoothing) * weights * len(weights)
+                weights = reweight.normalize(self.memory[index])
+            else:
+                self.memory[index] = weights * len(weights)
         else:
-            weights = reweight.normalize(self.memory[index])
+            weights = reweight.normalize(self.memory[index]) if reweighting_steps > 0 else torch.full_like(y, 1.0 / len(y), dtype=x.dtype)
             losses = F.cross_entropy(model(x), y, reduction="none")
+        if self.mix:
+            weights = reweight.normalize((1 - self.mix) * weights + self.mix / len(weights))
         return StepLoss((weights * losses).sum(), weights)
