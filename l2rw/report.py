@@ -5,19 +5,22 @@
     l2rw-report outputs/results.csv --out my_report
 
 Runs are grouped by every config column except `seed`; the table and the plots show the
-columns that vary. Run it from the folder the runs were launched from: the weight-curve plot
-reads each run's metrics.csv through the `run_dir` column.
+columns that vary. Run it from the folder the runs were launched from: the weight plots read
+each run's metrics.csv and example_weights.csv through the `run_dir` column. A run whose
+accuracy is not a number, or whose file is empty or damaged, is left out with a note naming it.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: works without a display
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from l2rw.errors import UserError  # noqa: E402
@@ -25,8 +28,14 @@ from l2rw.results import OUTCOME_COLUMNS  # noqa: E402
 
 REQUIRED = ("method", "seed", "status", "accuracy", "balanced_accuracy")
 METRICS = ("accuracy", "balanced_accuracy", "seconds_per_step")
+RESULT_METRICS = ("accuracy", "balanced_accuracy")  # a finished run without these as numbers has no result
 # x axis of each "balanced accuracy vs ..." plot: the results column, and its label
 AXES = {"imbalance": "imbalance (majority class share)", "noise_rate": "noise rate", "meta_per_class": "meta images per class"}
+WEIGHT_CURVES = "weights_clean_vs_noisy.png"
+EXAMPLE_WEIGHTS = "example_weights.csv"  # per training example of a run: its mean weight over the run
+HISTOGRAM = "example_weights_histogram.png"
+HISTOGRAM_BINS = 30
+MISSING = "–"  # shown where a table has no value, never `nan`
 
 
 def load_results(path: Path) -> pd.DataFrame:
@@ -34,7 +43,7 @@ def load_results(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"results CSV {path} does not exist; pass the `results_csv` file of your runs")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        table = read_text_table(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise UserError(f"{path} is not a CSV table ({str(error).strip()}); pass the `results_csv` file of your runs") from None
     missing = [column for column in REQUIRED if column not in table.columns]
@@ -48,6 +57,14 @@ def load_results(path: Path) -> pd.DataFrame:
             table[column] = pd.to_numeric(table[column], errors="coerce")
     for column in config_columns(table):
         table[column] = table[column].map(canonical_number)
+    return table
+
+
+def read_text_table(path: Path) -> pd.DataFrame:
+    """A CSV file, every field as text; pandas' errors for a file that is no table."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if not isinstance(table.index, pd.RangeIndex):  # pandas takes the fields of rows longer than the header as an index
+        raise pd.errors.ParserError("its rows have more fields than its header")
     return table
 
 
@@ -87,6 +104,11 @@ def sort_key(value: str):
         return (1, 0.0, value)
 
 
+def sorted_groups(runs: pd.DataFrame, columns: list[str]) -> list[tuple]:
+    """(key, runs) per value of `columns`, numbers in numeric order."""
+    return sorted(runs.groupby(columns), key=lambda item: [sort_key(v) for v in item[1].iloc[0][columns]])
+
+
 def summarise(runs: pd.DataFrame, settings: list[str]) -> pd.DataFrame:
     """One row per setting: mean and sample std (ddof=1) of each metric over seeds, and n."""
     metrics = [m for m in METRICS if m in runs.columns]
@@ -99,30 +121,75 @@ def summarise(runs: pd.DataFrame, settings: list[str]) -> pd.DataFrame:
 
 
 def mean_std(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return MISSING
     return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
 
 
-def markdown_report(source: Path, table: pd.DataFrame, summary: pd.DataFrame, settings: list[str]) -> str:
-    fixed = ", ".join(f"{k}={v}" for k, v in fixed_settings(table).items())
-    header = [*settings, "accuracy", "balanced accuracy", "s/step", "seeds"]
-    lines = [
-        f"# l2rw report: {source}", "",
-        f"Mean ± sample std over seeds. Same in every run: {fixed or '(nothing)'}.", "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for _, row in summary.iterrows():
-        cells = [row[c] or "–" for c in settings] + [  # an empty setting was null
+def row_name(table: pd.DataFrame, index) -> str:
+    """How a note names one results row: its run_id, else its line in the CSV (line 1 is the header)."""
+    run_id = table.at[index, "run_id"] if "run_id" in table.columns else ""
+    return f"run_id {run_id}" if run_id else f"line {index + 2}"
+
+
+def finished_runs(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The runs with status ok whose accuracy and balanced accuracy are finite numbers, and the
+    names of the status-ok rows whose are not (a damaged or hand-edited row)."""
+    ok = table[table.status == "ok"]
+    numeric = np.isfinite(ok[list(RESULT_METRICS)]).all(axis=1)
+    return ok[numeric], [row_name(table, i) for i in ok.index[~numeric]]
+
+
+@dataclass
+class Summary:
+    """What the report says about a results table: the runs it averages and how it groups them."""
+
+    table: pd.DataFrame     # every row reported on, whatever its status
+    runs: pd.DataFrame      # finished runs with numeric results
+    not_numbers: list[str]  # status-ok rows left out: their accuracy is not a number
+    settings: list[str]     # the columns naming a group
+    means: pd.DataFrame     # summarise(runs, settings)
+
+
+def summarise_table(table: pd.DataFrame, source: Path) -> Summary:
+    runs, not_numbers = finished_runs(table)
+    if runs.empty:
+        reason = f" (rows whose accuracy is not a number: {', '.join(not_numbers)})" if not_numbers else ""
+        raise UserError(f"{source} has no run with status ok{reason}; nothing to report")
+    settings = setting_columns(runs)
+    return Summary(table, runs, not_numbers, settings, summarise(runs, settings))
+
+
+def table_lines(summary: Summary) -> list[str]:
+    """The markdown table (a row per method × setting), then what it leaves out and why."""
+    header = [*summary.settings, "accuracy", "balanced accuracy", "s/step", "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in summary.means.iterrows():
+        seconds = row.get("seconds_per_step_mean", np.nan)
+        cells = [row[c] or MISSING for c in summary.settings] + [  # an empty setting was null
             mean_std(row.accuracy_mean, row.accuracy_std),
             mean_std(row.balanced_accuracy_mean, row.balanced_accuracy_std),
-            f"{row.seconds_per_step_mean:.4f}" if "seconds_per_step_mean" in row else "",
+            MISSING if pd.isna(seconds) else f"{seconds:.4f}",
             str(row.seeds),
         ]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
-    failed = table[table.status != "ok"]
+    failed = summary.table[summary.table.status != "ok"]
     if len(failed):
-        counts = ", ".join(f"{n} {status}" for status, n in failed.status.value_counts().items())
+        counts = ", ".join(f"{n} {status or 'no status'}" for status, n in failed.status.value_counts().items())
         lines += ["", f"Left out: {counts} run(s) (see their `status` and `diverged_step`)."]
+    if summary.not_numbers:
+        lines += ["", f"Left out: {len(summary.not_numbers)} run(s) with status ok whose accuracy or "
+                      f"balanced_accuracy is not a number ({', '.join(summary.not_numbers)})."]
+    return lines
+
+
+def markdown_report(source: Path, summary: Summary) -> str:
+    fixed = ", ".join(f"{k}={v}" for k, v in fixed_settings(summary.table).items())
+    lines = [
+        f"# l2rw report: {source}", "",
+        f"Mean ± sample std over seeds. Same in every run: {fixed or '(nothing)'}.", "",
+        *table_lines(summary),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -152,32 +219,71 @@ def setting_label(columns: list[str], key) -> str:
     return ", ".join(v if c == "method" else f"{c}={v}" for c, v in zip(columns, key))
 
 
+def has_file(run_dir: str, name: str) -> bool:
+    return bool(run_dir) and (Path(run_dir) / name).is_file()  # an empty run_dir is no dir, not the current one
+
+
+def read_run_csv(path: Path, numeric: tuple[str, ...], plot: str, text: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """A run dir's CSV with its `numeric` columns as numbers (an empty field: NaN); None, after a
+    note naming the file and what is wrong with it, when it is empty, damaged or lacks a column."""
+    def left_out(problem: str) -> None:
+        note(f"{path} {problem}; that run is left out of {plot}")
+
+    try:
+        table = read_text_table(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
+        return left_out(f"cannot be read as a CSV table ({str(error).strip()})")
+    missing = [c for c in (*numeric, *text) if c not in table.columns]
+    if missing:
+        return left_out(f"lacks the column(s) {', '.join(missing)}")
+    if table.empty:
+        return left_out("has no rows")
+    for column in numeric:
+        numbers = pd.to_numeric(table[column].where(table[column] != ""), errors="coerce")
+        damaged = numbers.isna() & (table[column] != "")
+        if damaged.any():
+            first = damaged.idxmax()
+            return left_out(f"has {table.at[first, column]!r} in column {column} (line {first + 2}), not a number")
+        table[column] = numbers
+    return table
+
+
 def weight_curves(runs: pd.DataFrame, settings: list[str]) -> dict[str, pd.DataFrame]:
     """Per setting, at its highest noise rate: the mean over seeds of the clean and corrupted
     examples' weight curves (windows where every step was skipped have no value and are left out)."""
     if not {"noise_rate", "run_dir"} <= set(runs.columns):
         return {}
     noisy = runs[pd.to_numeric(runs.noise_rate, errors="coerce") > 0]
-    noisy = noisy[noisy.run_dir.map(lambda d: (Path(d) / "metrics.csv").is_file()).astype(bool)]
+    noisy = noisy[noisy.run_dir.map(lambda d: has_file(d, "metrics.csv")).astype(bool)]
     panels = [c for c in settings if c != "noise_rate"]
     curves = {}
-    for key, group in sorted(noisy.groupby(panels), key=lambda item: [sort_key(v) for v in item[1].iloc[0][panels]]):
+    for key, group in sorted_groups(noisy, panels):
         rate = max(group.noise_rate, key=float)
         seeds = group[group.noise_rate == rate]
-        metrics = pd.concat([pd.read_csv(Path(d) / "metrics.csv") for d in seeds.run_dir])
-        if {"weight_clean", "weight_noisy"} <= set(metrics.columns):
-            title = f"{setting_label(panels, key)}\nnoise_rate={rate}, {len(seeds)} seed(s)"
-            curves[title] = metrics.groupby("step")[["weight_clean", "weight_noisy"]].mean()
+        metrics = [read_run_csv(Path(d) / "metrics.csv", ("step", "weight_clean", "weight_noisy"), WEIGHT_CURVES)
+                   for d in seeds.run_dir]
+        metrics = [m for m in metrics if m is not None]
+        if metrics:
+            title = f"{setting_label(panels, key)}\nnoise_rate={rate}, {len(metrics)} seed(s)"
+            curves[title] = pd.concat(metrics).groupby("step")[["weight_clean", "weight_noisy"]].mean()
     return curves
+
+
+def panel_grid(count: int, sharey: bool):
+    """A figure with `count` panels, at most 4 a row (the unused ones hidden)."""
+    columns = min(count, 4)
+    rows = -(-count // columns)
+    figure, panels = plt.subplots(rows, columns, figsize=(4 * columns, 3.3 * rows), sharey=sharey, squeeze=False)
+    for axes in panels.flat[count:]:
+        axes.set_visible(False)
+    return figure, panels
 
 
 def plot_weight_curves(curves: dict[str, pd.DataFrame], path: Path) -> bool:
     """Mean weight (1 = uniform) of clean vs corrupted training examples over training, a panel per setting."""
     if not curves:
         return False
-    columns = min(len(curves), 4)
-    rows = -(-len(curves) // columns)
-    figure, panels = plt.subplots(rows, columns, figsize=(4 * columns, 3.3 * rows), sharey=True, squeeze=False)
+    figure, panels = panel_grid(len(curves), sharey=True)
     for axes, (title, curve) in zip(panels.flat, curves.items()):
         axes.plot(curve.index, curve.weight_clean, marker=".", label="clean examples")
         axes.plot(curve.index, curve.weight_noisy, marker=".", label="corrupted examples")
@@ -185,11 +291,67 @@ def plot_weight_curves(curves: dict[str, pd.DataFrame], path: Path) -> bool:
         axes.set_title(title, fontsize="small")
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)
-    for axes in panels.flat[len(curves):]:
-        axes.set_visible(False)
     for axes in panels[:, 0]:
         axes.set_ylabel("mean weight (1 = uniform)")
     panels[0][0].legend(fontsize="small")
+    save(figure, path)
+    return True
+
+
+def example_weights(runs: pd.DataFrame, settings: list[str]) -> dict[str, pd.DataFrame]:
+    """Per setting of the l2rw runs: each training example's mean weight over its run, pooled over
+    seeds (examples that were in no update have none and are left out)."""
+    if "run_dir" not in runs.columns:
+        return {}
+    l2rw = runs[runs.method == "l2rw"]
+    present = l2rw.run_dir.map(lambda d: has_file(d, EXAMPLE_WEIGHTS)).astype(bool)
+    if (~present).any():
+        note(f"{(~present).sum()} l2rw run(s) have no {EXAMPLE_WEIGHTS} in their run_dir (e.g. "
+             f"{row_name(runs, present.index[~present][0])}: written before the file existed, or moved since); "
+             f"they are left out of {HISTOGRAM}")
+    l2rw = l2rw[present]
+    panels = {}
+    for key, group in sorted_groups(l2rw, settings):
+        tables = [read_run_csv(Path(d) / EXAMPLE_WEIGHTS, ("corrupted", "mean_weight"), HISTOGRAM, text=("class",))
+                  for d in group.run_dir]
+        tables = [t for t in tables if t is not None]
+        if tables:
+            examples = pd.concat(tables).dropna(subset=["mean_weight"])
+            panels[f"{setting_label(settings, key)}\n{len(tables)} seed(s), {len(examples)} examples"] = examples
+    return panels
+
+
+def weight_groups(examples: pd.DataFrame) -> dict[str, pd.Series]:
+    """Clean vs corrupted examples when noise corrupted any, else one group per class (a group
+    without examples is left out)."""
+    corrupted = examples.corrupted > 0
+    if corrupted.any():
+        groups = {"clean examples": examples.mean_weight[~corrupted], "corrupted examples": examples.mean_weight[corrupted]}
+    else:
+        groups = {f"class {name}": group.mean_weight for name, group in examples.groupby("class", sort=False)}
+    return {label: weights for label, weights in groups.items() if len(weights)}
+
+
+def plot_example_weights(panels: dict[str, pd.DataFrame], path: Path) -> bool:
+    """Histograms of the examples' mean weights, each group's bars as its share of the group, so
+    that a small group (corrupted examples, a minority class) reads on the same scale as a large one."""
+    panels = {title: examples for title, examples in panels.items() if len(examples)}
+    if not panels:
+        return False
+    figure, grid = panel_grid(len(panels), sharey=False)
+    for axes, (title, examples) in zip(grid.flat, panels.items()):
+        bins = np.histogram_bin_edges(examples.mean_weight, bins=HISTOGRAM_BINS)
+        groups = weight_groups(examples)
+        for label, weights in groups.items():
+            axes.hist(weights, bins=bins, weights=np.full(len(weights), 1 / len(weights)), histtype="step", label=label)
+        axes.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
+        axes.set_title(title, fontsize="small")
+        axes.set_xlabel("mean weight over the run (1 = uniform)")
+        axes.grid(alpha=0.3)
+        if len(groups) <= 12:  # a legend of more classes would hide the bars
+            axes.legend(fontsize="x-small")
+    for axes in grid[:, 0]:
+        axes.set_ylabel("share of the group's examples")
     save(figure, path)
     return True
 
@@ -202,36 +364,43 @@ def save(figure, path: Path) -> None:
 
 def write_report(results: Path, out: Path) -> list[Path]:
     """Write report.md and the plots into `out`; return the files written."""
-    table = load_results(results)
-    runs = table[table.status == "ok"]
-    if runs.empty:
-        raise UserError(f"{results} has no run with status ok; nothing to report")
-    settings = setting_columns(runs)
-    summary = summarise(runs, settings)
+    summary = summarise_table(load_results(results), results)
+    if summary.not_numbers:
+        note(f"{results}: {len(summary.not_numbers)} row(s) with status ok have an accuracy or balanced_accuracy "
+             f"that is not a number ({', '.join(summary.not_numbers)}); they are left out of the report")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"--out {out}: cannot make this folder ({error.strerror}); choose another path")
     written = [out / "report.md"]
-    written[0].write_text(markdown_report(results, table, summary, settings))
+    written[0].write_text(markdown_report(results, summary))
     for x in AXES:
         path = out / f"balanced_accuracy_vs_{x}.png"
-        if plot_against(summary, settings, x, path):
+        if plot_against(summary.means, summary.settings, x, path):
             written.append(path)
         else:
             skip(path, f"`{x}` is absent or the same in every run of {results}")
-    path = out / "weights_clean_vs_noisy.png"
-    if plot_weight_curves(weight_curves(runs, settings), path):
-        written.append(path)
-    else:
-        skip(path, "no noisy run with a readable run_dir/metrics.csv")
+    plots = [
+        (WEIGHT_CURVES, plot_weight_curves, weight_curves, "no noisy run with a readable run_dir/metrics.csv"),
+        (HISTOGRAM, plot_example_weights, example_weights, f"no l2rw run with a readable run_dir/{EXAMPLE_WEIGHTS}"),
+    ]
+    for name, plot, read, reason in plots:
+        path = out / name
+        if plot(read(summary.runs, summary.settings), path):
+            written.append(path)
+        else:
+            skip(path, reason)
     return written
+
+
+def note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
 
 
 def skip(plot: Path, reason: str) -> None:
     """Say why `plot` is not drawn, and remove an earlier report's copy, which would pass for this one's."""
     plot.unlink(missing_ok=True)
-    print(f"note: {reason}; skipped {plot.name}", file=sys.stderr)
+    note(f"{reason}; skipped {plot.name}")
 
 
 def main(argv: list[str] | None = None) -> None:

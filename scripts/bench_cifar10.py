@@ -5,12 +5,7 @@ CIFAR-10 (neither cost depends on the pixel values).
     python scripts/bench_cifar10.py                  # CPU, batch 100 (l2rw installed from this checkout)
     python scripts/bench_cifar10.py --device cuda
 
-Measured on the 2-core development machine, otherwise idle, OMP_NUM_THREADS=1, --steps 5
-(defaults: l2rw method.impl=fwd, hardware.channels_last=true):
-
-    input pipeline: 103,970 images/s
-    sgd:  0.372 s/step   (ResNet-32, batch 100)
-    l2rw: 1.013 s/step   (2.73x sgd)
+Measured (OMP_NUM_THREADS=1, --steps 5): docs/performance.md
 """
 import argparse
 import time

@@ -18,7 +18,7 @@ then a backward (timed apart), so that its saved activations are freed as the up
 Swapping it into the fwd step gives the step's cost if that elementwise work were free, e.g.
 fused into the primal's kernels: the floor exact forward mode can reach on this machine. That
 pass is compiled when the fwd step's forward with tangent is (hardware.compile=true), so both sides of the split run the same way. Compiled, that pass is sensitive to
-how glibc returns freed memory (page faults); the README's command keeps freed memory:
+how glibc returns freed memory (page faults); the command in docs/performance.md keeps freed memory:
 MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=536870912.
 
 Last, the floating-point operations of one eager step of each kind, counted by

@@ -6,11 +6,7 @@
 Each sweep writes to its own temporary results CSV and sweep dir, so `skip_done` skips nothing.
 Other processes on the machine slow both sweeps: compare the numbers of one run only.
 
-Measured on a 2-core machine shared with other users' jobs (load average 2-4):
-    default threads (1 worker: 2 threads/job; 2 workers: 1 thread/job): 579.2 s vs 97.6 s
-    threads=1:                                                          90.7 s vs 52.9 s (1.72x)
-Two torch threads per job lost 6x on the busy machine: with a core taken by someone else,
-a job's threads wait on each other. On a shared machine pass threads=1.
+Measured: docs/sweeps.md (on a shared machine pass threads=1).
 """
 import subprocess
 import sys

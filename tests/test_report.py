@@ -1,11 +1,20 @@
-"""l2rw-report on a hand-made results CSV whose means and stds are known."""
+"""l2rw-report on a hand-made results CSV whose means and stds are known, and on damaged inputs."""
 import pandas as pd
 import pytest
 
-from l2rw.report import load_results, main, summarise
+from l2rw.report import example_weights, load_results, main, summarise, weight_curves, weight_groups
 
 COLUMNS = ["run_id", "dataset", "method", "imbalance", "noise_kind", "noise_rate", "meta_per_class", "seed",
            "method.meta_batch_size", "run_dir", "status", "accuracy", "balanced_accuracy", "seconds_per_step"]
+PLOTS = ["balanced_accuracy_vs_imbalance", "balanced_accuracy_vs_noise_rate", "balanced_accuracy_vs_meta_per_class",
+         "weights_clean_vs_noisy", "example_weights_histogram"]
+# example_weights.csv of each l2rw run dir: (class, corrupted, mean_weight); "" = in no update
+EXAMPLES = {
+    "l2rw_a_seed0": [("0", 0, 1.0), ("0", 0, 2.0), ("1", 0, 0.5)],
+    "l2rw_a_seed1": [("0", 0, 1.0), ("1", 0, 0.3), ("1", 0, "")],
+    "l2rw_b": [("0", 0, 0.8), ("1", 0, 1.2)],
+    "noisy_run": [("0", 0, 1.5), ("0", 1, 0.1), ("1", 0, 1.2), ("1", 1, "")],
+}
 
 
 def batch_size(method: str, i: int) -> str:
@@ -13,25 +22,32 @@ def batch_size(method: str, i: int) -> str:
     return "" if method == "sgd" else "100.0" if i == 3 else "100"
 
 
+def write_example_weights(run, examples):
+    rows = [(i, c, bad, w, 0.0 if w != "" else "", 10 if w != "" else 0) for i, (c, bad, w) in enumerate(examples)]
+    pd.DataFrame(rows, columns=["index", "class", "corrupted", "mean_weight", "zero_share", "steps_seen"]).to_csv(
+        run / "example_weights.csv", index=False)
+
+
 def results_csv(tmp_path):
     """sgd at (0.5, 0.0, 3) over seeds 0-2; l2rw at three settings; one diverged run."""
-    run = tmp_path / "noisy_run"
-    run.mkdir()
+    for name, examples in EXAMPLES.items():
+        (tmp_path / name).mkdir()
+        write_example_weights(tmp_path / name, examples)
     pd.DataFrame({"step": [100, 200], "weight_clean": [1.1, 1.3], "weight_noisy": [0.7, 0.2]}).to_csv(
-        run / "metrics.csv", index=False)
+        tmp_path / "noisy_run" / "metrics.csv", index=False)
     rows = [
         ("sgd", 0.5, 0.0, 3, 0, "", "ok", 0.80, 0.70),
         ("sgd", 0.5, 0.0, 3, 1, "", "ok", 0.90, 0.80),
         ("sgd", 0.5, 0.0, 3, 2, "", "ok", 0.85, 0.75),
-        ("l2rw", 0.5, 0.0, 3, 0, "", "ok", 0.90, 0.60),
-        ("l2rw", 0.5, 0.0, 3, 1, "", "ok", 0.80, 0.70),
+        ("l2rw", 0.5, 0.0, 3, 0, "l2rw_a_seed0", "ok", 0.90, 0.60),
+        ("l2rw", 0.5, 0.0, 3, 1, "l2rw_a_seed1", "ok", 0.80, 0.70),
         ("l2rw", 0.5, 0.0, 3, 2, "", "diverged", "", ""),
-        ("l2rw", 0.9, 0.0, 3, 0, "", "ok", 0.50, 0.40),
-        ("l2rw", 0.9, 0.4, 10, 0, str(run), "ok", 0.45, 0.30),
+        ("l2rw", 0.9, 0.0, 3, 0, "l2rw_b", "ok", 0.50, 0.40),
+        ("l2rw", 0.9, 0.4, 10, 0, "noisy_run", "ok", 0.45, 0.30),
     ]
     table = pd.DataFrame(
-        [(f"r{i}", "digits", m, imb, "uniform", rate, meta, seed, batch_size(m, i), run_dir, status,
-          acc, bacc, 0.01) for i, (m, imb, rate, meta, seed, run_dir, status, acc, bacc) in enumerate(rows)],
+        [(f"r{i}", "digits", m, imb, "uniform", rate, meta, seed, batch_size(m, i), run_dir and str(tmp_path / run_dir),
+          status, acc, bacc, 0.01) for i, (m, imb, rate, meta, seed, run_dir, status, acc, bacc) in enumerate(rows)],
         columns=COLUMNS,
     )
     path = tmp_path / "results.csv"
@@ -39,11 +55,16 @@ def results_csv(tmp_path):
     return path
 
 
+def report(tmp_path, path) -> tuple[str, list[str]]:
+    """report.md's text and the names of the files written, after `l2rw-report path`."""
+    main([str(path), "--out", str(tmp_path / "report")])
+    return (tmp_path / "report" / "report.md").read_text(), sorted(p.stem for p in (tmp_path / "report").iterdir())
+
+
 def test_table_means_and_stds_over_seeds(tmp_path, capsys):
     path = results_csv(tmp_path)
-    main([str(path), "--out", str(tmp_path / "report")])
-    report = (tmp_path / "report" / "report.md").read_text()
-    header, rule, *rows = [line for line in report.splitlines() if line.startswith("|")]
+    text, _ = report(tmp_path, path)
+    header, rule, *rows = [line for line in text.splitlines() if line.startswith("|")]
     # method.meta_batch_size (100 = 100.0) only follows the method: not a setting; dataset is fixed
     assert header == "| method | imbalance | noise_rate | meta_per_class | accuracy | balanced accuracy | s/step | seeds |"
     assert rows == [
@@ -52,7 +73,7 @@ def test_table_means_and_stds_over_seeds(tmp_path, capsys):
         "| l2rw | 0.9 | 0.4 | 10 | 0.450 | 0.300 | 0.0100 | 1 |",
         "| sgd | 0.5 | 0 | 3 | 0.850 ± 0.050 | 0.750 ± 0.050 | 0.0100 | 3 |",
     ]
-    assert "dataset=digits" in report and "1 diverged" in report
+    assert "dataset=digits" in text and "1 diverged" in text
 
 
 def test_summary_numbers(tmp_path):
@@ -67,9 +88,7 @@ def test_summary_numbers(tmp_path):
 
 def test_every_plot_is_written_and_is_a_png(tmp_path, capsys):
     main([str(results_csv(tmp_path)), "--out", str(tmp_path / "report")])
-    names = ["balanced_accuracy_vs_imbalance", "balanced_accuracy_vs_noise_rate",
-             "balanced_accuracy_vs_meta_per_class", "weights_clean_vs_noisy"]
-    for name in names:
+    for name in PLOTS:
         data = (tmp_path / "report" / f"{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     assert "note:" not in capsys.readouterr().err
@@ -77,11 +96,11 @@ def test_every_plot_is_written_and_is_a_png(tmp_path, capsys):
 
 def test_a_sweep_without_noise_still_reports_and_says_what_it_skipped(tmp_path, capsys):
     path = results_csv(tmp_path)
-    main([str(path), "--out", str(tmp_path / "report")])  # an earlier report, with every plot, in the same folder
+    report(tmp_path, path)  # an earlier report, with every plot, in the same folder
     pd.read_csv(path).assign(noise_rate=0.0).to_csv(path, index=False)
-    main([str(path), "--out", str(tmp_path / "report")])
-    written = sorted(p.name for p in (tmp_path / "report").iterdir())
-    assert written == ["balanced_accuracy_vs_imbalance.png", "balanced_accuracy_vs_meta_per_class.png", "report.md"]
+    _, written = report(tmp_path, path)
+    assert written == ["balanced_accuracy_vs_imbalance", "balanced_accuracy_vs_meta_per_class",
+                       "example_weights_histogram", "report"]
     err = capsys.readouterr().err
     assert "skipped balanced_accuracy_vs_noise_rate.png" in err and "skipped weights_clean_vs_noisy.png" in err
 
@@ -115,3 +134,90 @@ def test_an_out_path_that_is_a_file_exits_2_naming_it(tmp_path, capsys):
         main([str(results_csv(tmp_path)), "--out", str(taken)])
     assert exit_.value.code == 2
     assert f"--out {taken}: cannot make this folder" in capsys.readouterr().err
+
+
+def test_rows_whose_accuracy_is_not_a_number_are_named_and_left_out(tmp_path, capsys):
+    path = results_csv(tmp_path)
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.loc[0, "accuracy"] = "abc"          # run_id r0: sgd, seed 0
+    table.loc[1, "balanced_accuracy"] = ""    # run_id r1: sgd, seed 1
+    table.loc[2, "run_id"] = ""               # named by its line instead
+    table.loc[2, "accuracy"] = "inf"
+    table.loc[3, "seconds_per_step"] = "?"    # l2rw seed 0 at 0.5: its speed is unknown, its result is not
+    table.loc[4, "seconds_per_step"] = ""
+    table.to_csv(path, index=False)
+    text, _ = report(tmp_path, path)
+    assert "nan" not in text.lower()
+    assert "| sgd |" not in text  # every sgd row is damaged
+    assert "| l2rw | 0.5 | 0 | 3 | 0.850 ± 0.071 | 0.650 ± 0.071 | – | 2 |" in text
+    assert "3 run(s) with status ok whose accuracy or balanced_accuracy is not a number (run_id r0, run_id r1, line 4)" in text
+    err = capsys.readouterr().err
+    assert "(run_id r0, run_id r1, line 4); they are left out of the report" in err and "Traceback" not in err
+
+
+def test_no_row_with_a_numeric_accuracy_exits_2_naming_the_rows(tmp_path, capsys):
+    path = results_csv(tmp_path)
+    pd.read_csv(path).assign(accuracy="n/a").to_csv(path, index=False)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), "--out", str(tmp_path / "report")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "has no run with status ok (rows whose accuracy is not a number: run_id r0" in err
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "cannot be read as a CSV table"),
+    (b"step,weight_clean,weight_noisy\n", "has no rows"),
+    (b"step,weight_clean\n100,1.1\n", "lacks the column(s) weight_noisy"),
+    (b"step,weight_clean,weight_noisy\n100,1.1,0.7\n200,abc,0.2\n", "has 'abc' in column weight_clean (line 3), not a number"),
+    (b"step,weight_clean,weight_noisy\n100,1.1,0.7,9,9\n", "cannot be read as a CSV table"),
+    (b"\xff\xfe\x00\x81garbage\x00\n\x9c", "cannot be read as a CSV table"),
+])
+def test_a_damaged_metrics_csv_is_named_and_its_run_left_out(tmp_path, capsys, content, problem):
+    runs = load_results(results_csv(tmp_path))
+    metrics = tmp_path / "noisy_run" / "metrics.csv"
+    metrics.write_bytes(content)
+    assert weight_curves(runs[runs.status == "ok"], ["method", "noise_rate"]) == {}
+    err = capsys.readouterr().err
+    assert err.startswith(f"note: {metrics} {problem}") and "that run is left out of weights_clean_vs_noisy.png" in err
+
+
+def test_l2rw_report_skips_the_plot_of_a_damaged_metrics_csv(tmp_path, capsys):
+    path = results_csv(tmp_path)
+    (tmp_path / "noisy_run" / "metrics.csv").write_text("")
+    _, written = report(tmp_path, path)
+    assert "weights_clean_vs_noisy" not in written and "example_weights_histogram" in written
+    err = capsys.readouterr().err
+    assert "skipped weights_clean_vs_noisy.png" in err and "Traceback" not in err
+
+
+def test_example_weights_are_pooled_over_seeds_per_setting(tmp_path):
+    runs = load_results(results_csv(tmp_path))
+    runs = runs[runs.status == "ok"]
+    panels = example_weights(runs, ["method", "imbalance", "noise_rate"])
+    assert list(panels) == [
+        "l2rw, imbalance=0.5, noise_rate=0\n2 seed(s), 5 examples",  # the example in no update left out
+        "l2rw, imbalance=0.9, noise_rate=0\n1 seed(s), 2 examples",
+        "l2rw, imbalance=0.9, noise_rate=0.4\n1 seed(s), 3 examples",
+    ]
+    clean, _, noisy = panels.values()
+    by_class = weight_groups(clean)  # no corrupted example: one group per class
+    assert {k: v.tolist() for k, v in by_class.items()} == {"class 0": [1.0, 2.0, 1.0], "class 1": [0.5, 0.3]}
+    by_noise = weight_groups(noisy)
+    assert {k: v.tolist() for k, v in by_noise.items()} == {"clean examples": [1.5, 1.2], "corrupted examples": [0.1]}
+    only_corrupted = weight_groups(noisy[noisy.corrupted > 0])  # no clean example: no empty group to draw
+    assert {k: v.tolist() for k, v in only_corrupted.items()} == {"corrupted examples": [0.1]}
+
+
+def test_missing_or_damaged_example_weights_are_named_and_the_histogram_skipped(tmp_path, capsys):
+    path = results_csv(tmp_path)
+    for name in ("l2rw_a_seed0", "l2rw_a_seed1", "l2rw_b"):
+        (tmp_path / name / "example_weights.csv").unlink()
+    damaged = tmp_path / "noisy_run" / "example_weights.csv"
+    damaged.write_text("index,class,corrupted,mean_weight\n0,0,yes,1.0\n")
+    _, written = report(tmp_path, path)
+    assert "example_weights_histogram" not in written
+    err = capsys.readouterr().err
+    assert "note: 3 l2rw run(s) have no example_weights.csv in their run_dir (e.g. run_id r3" in err
+    assert f"note: {damaged} has 'yes' in column corrupted (line 2), not a number" in err
+    assert "skipped example_weights_histogram.png" in err and "Traceback" not in err
