@@ -35,6 +35,7 @@ WEIGHT_CURVES = "weights_clean_vs_noisy.png"
 EXAMPLE_WEIGHTS = "example_weights.csv"  # per training example of a run: its mean weight over the run
 HISTOGRAM = "example_weights_histogram.png"
 HISTOGRAM_BINS = 30
+LEARNING_CURVES = "learning_curves.png"
 MISSING = "–"  # shown where a table has no value, never `nan`
 
 
@@ -269,6 +270,50 @@ def weight_curves(runs: pd.DataFrame, settings: list[str]) -> dict[str, pd.DataF
     return curves
 
 
+def learning_curves(runs: pd.DataFrame, settings: list[str]) -> dict[str, dict[str, pd.DataFrame]]:
+    """Per setting but the method, per method: the mean and std over seeds of test balanced
+    accuracy at each evaluation (from each run's metrics.csv)."""
+    if "run_dir" not in runs.columns:
+        return {}
+    runs = runs[runs.run_dir.map(lambda d: has_file(d, "metrics.csv")).astype(bool)]
+    panel_columns = [c for c in settings if c != "method"]
+    groups = sorted_groups(runs, panel_columns) if panel_columns else [((), runs)]
+    panels = {}
+    for key, group in groups:
+        lines = {}
+        for method, seeds in sorted_groups(group, ["method"]):
+            metrics = [read_run_csv(Path(d) / "metrics.csv", ("step", "balanced_accuracy"), LEARNING_CURVES)
+                       for d in seeds.run_dir]
+            metrics = [m for m in metrics if m is not None]
+            if metrics:
+                curve = pd.concat(metrics).groupby("step").balanced_accuracy.agg(["mean", "std", "size"])
+                lines[f"{method[0] if isinstance(method, tuple) else method} ({len(metrics)} seed{'' if len(metrics) == 1 else 's'})"] = curve
+        if lines:
+            panels[setting_label(panel_columns, key) if panel_columns else "all runs"] = lines
+    return panels
+
+
+def plot_learning_curves(panels: dict[str, dict[str, pd.DataFrame]], path: Path) -> bool:
+    """Test balanced accuracy over training, a line (mean, shaded ± std over seeds) per method and
+    a panel per setting: where methods cross, a single final number would mislead."""
+    if not panels:
+        return False
+    figure, grid = panel_grid(len(panels), sharey=True)
+    for axes, (title, lines) in zip(grid.flat, panels.items()):
+        for label, curve in lines.items():
+            axes.plot(curve.index, curve["mean"], marker=".", label=label)
+            axes.fill_between(curve.index, curve["mean"] - curve["std"].fillna(0),
+                              curve["mean"] + curve["std"].fillna(0), alpha=0.2)
+        axes.set_title(title, fontsize="small")
+        axes.set_xlabel("step")
+        axes.grid(alpha=0.3)
+    for axes in grid[:, 0]:
+        axes.set_ylabel("balanced accuracy (test)")
+    grid[0][0].legend(fontsize="x-small")
+    save(figure, path)
+    return True
+
+
 def panel_grid(count: int, sharey: bool):
     """A figure with `count` panels, at most 4 a row (the unused ones hidden)."""
     columns = min(count, 4)
@@ -381,6 +426,7 @@ def write_report(results: Path, out: Path) -> list[Path]:
         else:
             skip(path, f"`{x}` is absent or the same in every run of {results}")
     plots = [
+        (LEARNING_CURVES, plot_learning_curves, learning_curves, "no run with a readable run_dir/metrics.csv"),
         (WEIGHT_CURVES, plot_weight_curves, weight_curves, "no noisy run with a readable run_dir/metrics.csv"),
         (HISTOGRAM, plot_example_weights, example_weights, f"no l2rw run with a readable run_dir/{EXAMPLE_WEIGHTS}"),
     ]

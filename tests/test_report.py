@@ -2,12 +2,12 @@
 import pandas as pd
 import pytest
 
-from l2rw.report import example_weights, load_results, main, summarise, weight_curves, weight_groups
+from l2rw.report import example_weights, learning_curves, load_results, main, summarise, weight_curves, weight_groups
 
 COLUMNS = ["run_id", "dataset", "method", "imbalance", "noise_kind", "noise_rate", "meta_per_class", "seed",
            "method.meta_batch_size", "run_dir", "status", "accuracy", "balanced_accuracy", "seconds_per_step"]
 PLOTS = ["balanced_accuracy_vs_imbalance", "balanced_accuracy_vs_noise_rate", "balanced_accuracy_vs_meta_per_class",
-         "weights_clean_vs_noisy", "example_weights_histogram"]
+         "weights_clean_vs_noisy", "example_weights_histogram", "learning_curves"]
 # example_weights.csv of each l2rw run dir: (class, corrupted, mean_weight); "" = in no update
 EXAMPLES = {
     "l2rw_a_seed0": [("0", 0, 1.0), ("0", 0, 2.0), ("1", 0, 0.5)],
@@ -33,8 +33,10 @@ def results_csv(tmp_path):
     for name, examples in EXAMPLES.items():
         (tmp_path / name).mkdir()
         write_example_weights(tmp_path / name, examples)
-    pd.DataFrame({"step": [100, 200], "weight_clean": [1.1, 1.3], "weight_noisy": [0.7, 0.2]}).to_csv(
-        tmp_path / "noisy_run" / "metrics.csv", index=False)
+    pd.DataFrame({"step": [100, 200], "balanced_accuracy": [0.2, 0.3], "weight_clean": [1.1, 1.3],
+                  "weight_noisy": [0.7, 0.2]}).to_csv(tmp_path / "noisy_run" / "metrics.csv", index=False)
+    for run, curve in {"l2rw_a_seed0": [0.4, 0.6], "l2rw_a_seed1": [0.5, 0.8]}.items():
+        pd.DataFrame({"step": [100, 200], "balanced_accuracy": curve}).to_csv(tmp_path / run / "metrics.csv", index=False)
     rows = [
         ("sgd", 0.5, 0.0, 3, 0, "", "ok", 0.80, 0.70),
         ("sgd", 0.5, 0.0, 3, 1, "", "ok", 0.90, 0.80),
@@ -100,7 +102,7 @@ def test_a_sweep_without_noise_still_reports_and_says_what_it_skipped(tmp_path, 
     pd.read_csv(path).assign(noise_rate=0.0).to_csv(path, index=False)
     _, written = report(tmp_path, path)
     assert written == ["balanced_accuracy_vs_imbalance", "balanced_accuracy_vs_meta_per_class",
-                       "example_weights_histogram", "report"]
+                       "example_weights_histogram", "learning_curves", "report"]
     err = capsys.readouterr().err
     assert "skipped balanced_accuracy_vs_noise_rate.png" in err and "skipped weights_clean_vs_noisy.png" in err
 
@@ -221,3 +223,13 @@ def test_missing_or_damaged_example_weights_are_named_and_the_histogram_skipped(
     assert "note: 3 l2rw run(s) have no example_weights.csv in their run_dir (e.g. run_id r3" in err
     assert f"note: {damaged} has 'yes' in column corrupted (line 2), not a number" in err
     assert "skipped example_weights_histogram.png" in err and "Traceback" not in err
+
+
+def test_learning_curves_average_each_methods_seeds_per_setting(tmp_path):
+    runs = load_results(results_csv(tmp_path))
+    panels = learning_curves(runs[runs.status == "ok"], ["method", "imbalance", "noise_rate", "meta_per_class"])
+    assert list(panels) == ["imbalance=0.5, noise_rate=0, meta_per_class=3", "imbalance=0.9, noise_rate=0.4, meta_per_class=10"]
+    curve = panels["imbalance=0.5, noise_rate=0, meta_per_class=3"]["l2rw (2 seeds)"]
+    assert curve["mean"].tolist() == pytest.approx([0.45, 0.7])
+    assert curve["std"].tolist() == pytest.approx([0.0707107, 0.1414214], rel=1e-5)
+    assert list(panels["imbalance=0.9, noise_rate=0.4, meta_per_class=10"]) == ["l2rw (1 seed)"]
