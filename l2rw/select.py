@@ -21,7 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from l2rw.errors import UserError
-from l2rw.report import config_columns, load_results, mean_std, setting_columns, setting_label, summarise
+from l2rw.report import (
+    config_columns, finished_runs, load_results, mean_std, note, setting_columns, setting_label, summarise,
+)
 
 DEFAULT_TUNED = ("lr", "momentum", "weight_decay")
 DEFAULT_METRIC = "val_balanced_accuracy"
@@ -84,8 +86,10 @@ def warn_uneven_seeds(setting: str, candidates: pd.DataFrame, tuned: list[str]) 
 
 def select(results: Path, tuned: list[str] | None, metric: str) -> pd.DataFrame:
     """One row per setting (named by the columns that vary) with its chosen candidate."""
-    table = load_results(results)
-    runs = table[table.status == "ok"].copy()
+    runs, not_numbers = finished_runs(load_results(results))
+    if not_numbers:
+        note(f"{results}: left out, their accuracy is not a number: {', '.join(not_numbers)}")
+    runs = runs.copy()
     if runs.empty:
         raise UserError(f"{results} has no run with status ok; nothing to select from")
     runs[metric] = validation_scores(runs, metric, results)
