@@ -15,16 +15,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from l2rw.errors import UserError
+from l2rw.errors import Interrupted, UserError
 from l2rw.methods.base import Method
 from l2rw.results import atomic_path
 
 FILENAME = "checkpoint.pt"
+STATE_KEYS = {"config_hash", "model", "optimizer", "scheduler", "method", "loop", "rng"}
+START_OVER = "delete it to start the run over"
 
 
 class Checkpoint:
-    """`run_dir/checkpoint.pt`, saved every `every` steps (0: only on Ctrl-C), tagged with the
-    config hash so a run dir never resumes a different configuration."""
+    """`run_dir/checkpoint.pt`, saved every `every` steps (0: only when interrupted), tagged with
+    the config hash so a run dir never resumes a different configuration."""
 
     def __init__(self, run_dir: Path, every: int, config_hash: str):
         self.path = Path(run_dir) / FILENAME
@@ -52,50 +54,94 @@ class Checkpoint:
         with atomic_path(self.path) as temporary:
             torch.save(state, temporary)
 
+    def check_compatible(self) -> None:
+        """Refuse a checkpoint this run could not resume (unreadable, or of another configuration),
+        before the run writes anything into its dir."""
+        self._load()
+
     def restore(self, model: nn.Module, optimizer, scheduler, method: Method) -> dict | None:
         """Load the saved state into the objects and return the loop's; None when there is none."""
+        state = self._load()
+        if state is None:
+            return None
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            method.load_state_dict(state["method"])
+            rng = state["rng"]
+            random.setstate(rng["python"])
+            np.random.set_state(rng["numpy"])
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            step = state["loop"]["step"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:  # what a state of another shape raises
+            raise UserError(f"{self.path} does not fit this run's model or method ({_first_line(error)}); {START_OVER}")
+        print(f"resuming from step {step} of {self.path}", file=sys.stderr)
+        return state["loop"]
+
+    def _load(self) -> dict | None:
+        """The saved state, checked to be a checkpoint of this configuration; None when there is none."""
         if not self.path.exists():
             return None
-        # weights_only=False: the file is this run's own and holds Python/NumPy RNG states
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        try:
+            # weights_only=False: the file is this run's own and holds Python/NumPy RNG states
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as error:  # noqa: BLE001  a damaged file fails in any of zip's, pickle's or torch's ways
+            raise UserError(
+                f"{self.path} cannot be read as a checkpoint ({type(error).__name__}: {_first_line(error)}); {START_OVER}"
+            ) from error
+        if not (isinstance(state, dict) and STATE_KEYS <= state.keys()):
+            raise UserError(f"{self.path} is not an l2rw checkpoint; {START_OVER}, or set another hydra.run.dir")
         if state["config_hash"] != self.config_hash:
             raise UserError(
                 f"{self.path} belongs to another configuration (config_hash {state['config_hash']}, "
                 f"this one is {self.config_hash}); set another hydra.run.dir or delete the file"
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        method.load_state_dict(state["method"])
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        print(f"resuming from step {state['loop']['step']} of {self.path}", file=sys.stderr)
-        return state["loop"]
+        return state
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
+
+
+# Ctrl-C, and what schedulers send before they stop a job: SIGTERM (preemption, scancel, and
+# SLURM's time limit) and SIGUSR2 (submitit's, and sbatch --signal's usual choice, ahead of it).
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 class DeferredInterrupt:
-    """Ctrl-C (SIGINT) only sets `requested`, so the loop stops after a whole step and saves a
-    consistent checkpoint; a second Ctrl-C interrupts at once. Signals reach the main thread
-    only, so elsewhere (or when not `enabled`) this does nothing."""
+    """DEFERRED_SIGNALS only set `requested` and `signum`, so the loop stops after a whole step and
+    saves a consistent checkpoint; a second signal acts at once (the handlers from before are
+    back). When the loop stops that way (Interrupted), a Python handler that was there before is
+    called last, as if the signal had just come: submitit's requeues the job, which resumes from
+    the checkpoint. Signals reach the main thread only, so elsewhere (or when not `enabled`) this
+    does nothing."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
 
     def __enter__(self) -> DeferredInterrupt:
         self.requested = False
-        self.previous = None
+        self.signum = None
+        self.previous = {}
         if self.enabled and threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._request)
+            # None: a handler not set from Python, which cannot be set back; the default is the nearest
+            self.previous = {s: signal.signal(s, self._request) or signal.SIG_DFL for s in DEFERRED_SIGNALS}
         return self
 
     def _request(self, signum, frame) -> None:
         self.requested = True
-        signal.signal(signal.SIGINT, self.previous)
+        self.signum = signum
+        self._restore()
 
-    def __exit__(self, *exception) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+    def _restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def __exit__(self, exception_type, exception, traceback) -> None:
+        self._restore()
+        handler = self.previous.get(self.signum)
+        if isinstance(exception, Interrupted) and callable(handler) and handler is not signal.default_int_handler:
+            handler(self.signum, None)

@@ -1,3 +1,4 @@
+import signal
 from pathlib import Path
 
 
@@ -30,11 +31,13 @@ class DivergedError(Exception):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the run after a whole step; its checkpoint is saved and no row is written."""
+    """Ctrl-C, SIGTERM or SIGUSR2 stopped the run after a whole step; its checkpoint is saved and
+    no row is written. `exit_code` is the shell's for that signal: 130, 143, 140."""
 
-    def __init__(self, step: int, checkpoint: Path):
+    def __init__(self, step: int, checkpoint: Path, signum: int = signal.SIGINT):
         self.step = step
+        self.exit_code = 128 + signum
         super().__init__(
-            f"interrupted after step {step}; saved {checkpoint}. To resume, rerun the same command "
-            f"(a single run also needs hydra.run.dir={checkpoint.parent})"
+            f"{signal.Signals(signum).name}: interrupted after step {step}; saved {checkpoint}. To resume, rerun "
+            f"the same command (a single run also needs hydra.run.dir={checkpoint.parent})"
         )

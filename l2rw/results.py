@@ -1,60 +1,99 @@
-"""The results CSV: one row per finished run, appended under a cross-process file lock."""
+"""The results CSV: one row per finished run, appended under a cross-process file lock.
+
+A row, once written, is never garbled or lost: a file that is not a results table is refused and
+left as it was; records that do not parse as rows of the table (a wrong number of fields, broken
+quoting, a last line cut short by a crash) are moved to `<results>.malformed` before the next row
+is added, so the table always parses; an append that fails (a full disk) leaves the table as it was.
+"""
 from __future__ import annotations
 
 import csv
+import io
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 from filelock import FileLock
+
+from l2rw.errors import UserError
 
 # Columns measured or assigned per run; every other column is a config choice (l2rw-report
 # groups runs by those, seed aside).
 OUTCOME_COLUMNS = (
-    "run_id", "time", "config_hash", "run_dir", "status", "diverged_step", "train_size", "train_corrupted",
-    "accuracy", "balanced_accuracy", "per_class_recall", "skipped_steps", "wall_seconds",
+    "run_id", "time", "config_hash", "run_dir", "status", "diverged_step", "collapsed_step", "train_size",
+    "train_corrupted", "accuracy", "balanced_accuracy", "val_balanced_accuracy", "many_shot_accuracy",
+    "medium_shot_accuracy", "few_shot_accuracy", "per_class_recall", "skipped_steps", "wall_seconds",
     "seconds_per_step", "warmup_seconds", "peak_memory_mb",
 )
+# Every table this tool writes has these columns; a file without them is not one of its tables.
+IDENTITY_COLUMNS = ("run_id", "config_hash", "status")
+# A results header is a few hundred bytes: reading no further bounds the look at any file.
+HEADER_BYTES = 1 << 16
+# How long the check before training waits for another job's append before it gives up.
+LOCK_SECONDS = 30
+# Any byte survives a read and a write: a row cut inside a multi-byte character is moved, not mangled.
+TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
+NEWLINES = ("\n", "\r")
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[dict[str, str]]  # the well-formed rows, as text
+    malformed: list[str]        # every other record, as it is in the file
+    ends_with_newline: bool     # false: the file's last line was cut short
+
+
+def check_results_csv(results_csv: str | Path) -> None:
+    """Refuse, before training, a results_csv the run's row could not be appended to: a folder, a
+    path whose folder cannot be made, anything but a regular file, a file that cannot be written
+    or locked, or one that is not an l2rw results table."""
+    results_csv = Path(results_csv)
+    if results_csv.is_dir():
+        raise UserError(f"results_csv={results_csv} is a directory; give a file path, e.g. {results_csv / 'results.csv'}")
+    try:
+        results_csv.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"results_csv={results_csv}: cannot create its folder ({error.strerror}); choose another path")
+    if results_csv.exists() and not os.access(results_csv, os.W_OK) or not os.access(results_csv.parent, os.W_OK):
+        raise UserError(f"results_csv={results_csv} is not writable; choose another path")
+    with _locked(results_csv, timeout=LOCK_SECONDS):
+        _read_header(results_csv)
 
 
 def append_row(path: str | Path, row: dict) -> None:
     """Append `row` under the file's own header (columns it lacks stay empty); a row with columns
     the file lacks rewrites the file with the union of both (atomically), so runs of different
-    methods, and results from older and newer versions, stay in one table."""
+    methods, and results from older and newer versions, stay in one table. A table holding
+    malformed records is rewritten too, without them (they go to `<path>.malformed`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock"):
-        header = _header(path)
-        if header is None or set(row) <= set(header):
-            with open(path, "a", newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=header or list(row), restval="")
-                if header is None:
-                    writer.writeheader()
-                writer.writerow(row)
-                file.flush()
-                os.fsync(file.fileno())
-        else:
-            # the new row as text, as csv.DictWriter writes it (None as an empty field): a number
-            # column new to the file would otherwise become float next to the old rows' blanks
-            new = pd.DataFrame([{key: "" if value is None else str(value) for key, value in row.items()}])
-            table = pd.concat([pd.read_csv(path, dtype=str, keep_default_na=False), new])
-            with atomic_path(path) as temporary:
-                table.to_csv(temporary, index=False)
+    with _locked(path):
+        table = _read_table(path)
+        try:
+            if table is not None and not table.malformed and table.ends_with_newline and set(row) <= set(table.header):
+                _append(path, _csv_text(table.header, [row]))
+            else:
+                _rewrite(path, table, row)
+        except OSError as error:
+            raise UserError(
+                f"cannot write results_csv={path} ({_reason(error)}); the table is as it was: "
+                "make room (or choose another results_csv) and rerun the same command"
+            )
 
 
-def finished_row(path: str | Path, config_hash: str) -> dict | None:
-    """The last row of `path` with this `config_hash` and status `ok`, or None."""
+def finished_row(path: str | Path, config_hash: str) -> dict[str, str] | None:
+    """The last well-formed row of `path` with this `config_hash` and status `ok` (as text), or None."""
     path = Path(path)
     if not path.exists():
         return None
-    with FileLock(f"{path}.lock"):  # never read half of a row being appended
-        table = pd.read_csv(path, dtype={"config_hash": str})
-    if "config_hash" not in table:
-        return None
-    done = table[(table.config_hash == config_hash) & (table.status == "ok")]
-    return None if done.empty else done.iloc[-1].to_dict()
+    with _locked(path):  # never read half of a row being appended
+        table = _read_table(path)
+    done = [row for row in (table.rows if table else []) if row["config_hash"] == config_hash and row["status"] == "ok"]
+    return done[-1] if done else None
 
 
 @contextmanager
@@ -77,8 +116,144 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.close(directory)
 
 
-def _header(path: Path) -> list[str] | None:
-    if not path.exists() or path.stat().st_size == 0:
+@contextmanager
+def _locked(path: Path, timeout: float = -1) -> Iterator[None]:
+    """Hold the cross-process lock of the table at `path` (timeout in seconds; -1: wait as long as
+    it takes). The table must be a regular file, or not exist yet: a device or a pipe is never
+    locked, read or written."""
+    if path.exists() and not path.is_file():
+        raise UserError(f"results_csv={path} is not a regular file; give the path of a file (it is created if missing)")
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=timeout)
+    except OSError as error:  # filelock's Timeout is one too
+        raise UserError(
+            f"results_csv={path}: cannot lock {lock.lock_file} ({_reason(error)}); choose a path on a local file system"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _read_header(path: Path) -> list[str] | None:
+    """The header of the results table at `path`; None when there is no table yet (no file, or
+    an empty one). Any other file is refused, after reading at most HEADER_BYTES of it."""
+    if not path.exists():
         return None
-    with open(path, newline="") as file:
-        return next(csv.reader(file), None)
+    try:
+        with open(path, "rb") as file:
+            start = file.read(HEADER_BYTES)
+    except OSError as error:
+        raise UserError(f"results_csv={path} cannot be read ({_reason(error)}); fix its permissions or choose another path")
+    if not start:
+        return None
+    try:
+        header = next(csv.reader([start.split(b"\n", 1)[0].decode("utf-8-sig")], strict=True), [])
+    except (UnicodeDecodeError, csv.Error):  # binary, or not CSV
+        header = []
+    if not set(IDENTITY_COLUMNS) <= set(header):
+        raise UserError(
+            f"results_csv={path} is not an l2rw results table (its first line does not name the columns "
+            f"{', '.join(IDENTITY_COLUMNS)}); give another path, or move that file away"
+        )
+    return header
+
+
+def _read_table(path: Path) -> Table | None:
+    """The table at `path` (None: no table yet), its records sorted into rows and malformed ones."""
+    header = _read_header(path)
+    if header is None:
+        return None
+    with open(path, newline="", **TEXT) as file:
+        text = file.read()
+    records = _records(io.StringIO(text, newline=""))
+    next(records)  # the header, read above
+    rows, malformed = [], []
+    for fields, raw in records:
+        if fields == []:  # a blank line holds no row
+            continue
+        if fields is None or len(fields) != len(header) or not raw.endswith(NEWLINES):
+            malformed.append(raw)
+        else:
+            rows.append(dict(zip(header, fields)))
+    return Table(header, rows, malformed, text.endswith(NEWLINES))
+
+
+def _records(lines: Iterable[str]) -> Iterator[tuple[list[str] | None, str]]:
+    """Each CSV record of `lines` with its text as it is in the file (a quoted field may span
+    lines); None instead of the fields for text that is not a well-formed record."""
+    consumed: list[str] = []
+
+    def feed() -> Iterator[str]:
+        for line in lines:
+            consumed.append(line)
+            yield line
+
+    reader = csv.reader(feed(), strict=True)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:  # broken quoting; the reader goes on at the next line
+            fields = None
+        yield fields, "".join(consumed)
+        consumed.clear()
+
+
+def _csv_text(header: list[str], rows: list[dict], with_header: bool = False) -> str:
+    """`rows` as csv.DictWriter writes them under `header` (missing columns and None: empty)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=header, restval="")
+    if with_header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def _append(path: Path, text: str) -> None:
+    """Add `text` at the end of `path`, durably; on failure the file is cut back to where it was,
+    so a full disk never leaves half a row."""
+    data = text.encode(**TEXT)
+    file = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        size = os.fstat(file).st_size
+        try:
+            while data:
+                data = data[os.write(file, data):]
+            os.fsync(file)
+        except OSError:
+            os.ftruncate(file, size)
+            raise
+    finally:
+        os.close(file)
+
+
+def _rewrite(path: Path, table: Table | None, row: dict) -> None:
+    """The table anew, atomically: its well-formed rows and `row` under the union of their columns.
+    Its malformed records are kept in the side file first, so not even a crash loses them."""
+    header = [] if table is None else table.header
+    header = header + [key for key in row if key not in header]
+    if table is not None and table.malformed:
+        _set_aside(path, table.malformed)
+    text = _csv_text(header, ([] if table is None else table.rows) + [row], with_header=True)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, newline="", **TEXT)
+
+
+def _set_aside(path: Path, records: list[str]) -> None:
+    side = path.with_name(f"{path.name}.malformed")
+    with open(side, "a", newline="", **TEXT) as file:
+        file.writelines(record if record.endswith(NEWLINES) else record + "\n" for record in records)
+        file.flush()
+        os.fsync(file.fileno())
+    print(
+        f"warning: {path} held {len(records)} malformed record(s) (a wrong number of fields, broken quoting "
+        f"or a last line cut short); moved them, as they were, to {side}",
+        file=sys.stderr,
+    )
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)

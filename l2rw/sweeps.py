@@ -17,11 +17,52 @@ from omegaconf import DictConfig, OmegaConf
 NOT_HASHED = ("results_csv", "progress", "threads", "checkpoint_every", "skip_done")
 
 
+def unread_keys(cfg: DictConfig) -> set[str]:
+    """Dotted keys this configuration's run never reads: the parameters of the imbalance profile
+    and of the noise kinds it does not use, and the dataset's default of meta.per_class (read as
+    meta.per_class). They are not validated, not hashed and empty in the results row, so a
+    leftover value neither stops a run nor makes it look like another one."""
+    profile, kind = OmegaConf.select(cfg, "dataset.profile"), OmegaConf.select(cfg, "noise.kind")
+    unread = {
+        "dataset.meta_per_class": True,
+        "imbalance": profile != "step",
+        "dataset.majority_class": profile != "step",
+        "imbalance_ratio": profile != "longtail",
+        "noise.flip_to": kind != "flip",
+        "noise.background_class": kind != "background",
+    }
+    return {key for key, is_unread in unread.items() if is_unread}
+
+
+def read_values(cfg: DictConfig) -> dict:
+    """The resolved config as the run reads it: without `hydra` and the unread keys."""
+    kept = [key for key in cfg if key != "hydra"]
+    values = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True)
+    for key in unread_keys(cfg):
+        *parents, name = key.split(".")
+        group = values
+        for parent in parents:
+            group = group.get(parent) or {}
+        group.pop(name, None)
+    return values
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """16 hex digits of the resolved config (seed included) minus NOT_HASHED and `hydra`."""
-    kept = [key for key in cfg if key not in NOT_HASHED and key != "hydra"]
-    resolved = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+    """16 hex digits of what the run reads (`read_values`, seed included) minus NOT_HASHED: two
+    runs that read the same values share it, whether a number was written 1 or 1.0."""
+    hashed = {key: value for key, value in read_values(cfg).items() if key not in NOT_HASHED}
+    return hashlib.sha256(json.dumps(_canonical(hashed), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _canonical(value):
+    """`value` with every whole float as an int: lr=1 and lr=1.0 train alike."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
 
 
 def _config_hash_resolver(*, _root_: DictConfig) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 import sys
 import time
@@ -23,20 +22,20 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from l2rw.checkpoint import Checkpoint
+from l2rw.config_schema import check_config
 from l2rw.confusion_plot import save_confusion_png
 from l2rw.data import build_splits
 from l2rw.data.augment import random_crop_and_flip
-from l2rw.errors import DivergedError, Interrupted, UserError, is_number, is_whole
+from l2rw.errors import DivergedError, Interrupted, UserError
 from l2rw.models import build_model
 from l2rw.registry import build
-from l2rw.results import append_row, finished_row
-from l2rw.sweeps import config_hash, threads_per_job
+from l2rw.results import append_row, check_results_csv, finished_row
+from l2rw.sweeps import config_hash, threads_per_job, unread_keys
 from l2rw.trainer import Evaluation, fit
 
-SCHEDULES = ("constant", "cosine", "step")
 AMP_DTYPES = {None: None, "bf16": torch.bfloat16}
 # An absolute path, so the configs are found whatever folder l2rw-train is started from.
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -63,9 +62,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         print(f"skipped: config_hash {row['config_hash']} already finished in {cfg.results_csv} "
               f"(run dir {done['run_dir']}); skip_done=false runs it again")
         return done
+    run_dir = Path(run_dir)
+    checkpoint = Checkpoint(run_dir, cfg.checkpoint_every, row["config_hash"])
+    checkpoint.check_compatible()  # one this run cannot resume stops it before its config.yaml is overwritten
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
@@ -77,7 +78,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.steps)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
-    checkpoint = Checkpoint(run_dir, cfg.checkpoint_every, row["config_hash"])
     try:
         outcome = fit(
             model, method, splits, optimizer, scheduler,
@@ -146,62 +146,10 @@ def shot_accuracies(confusion: torch.Tensor, train_counts: torch.Tensor) -> dict
 
 
 def validate(cfg: DictConfig) -> None:
-    """Reject mistyped or nonsensical values, and a results_csv that cannot be written, before
-    anything is loaded."""
-    for key in ("steps", "batch_size", "eval_every"):
-        if not (is_whole(cfg[key]) and cfg[key] >= 1):
-            raise UserError(f"{key}={cfg[key]} must be a whole number >= 1")
-    if not is_whole(cfg.seed):
-        raise UserError(f"seed={cfg.seed} must be a whole number")
-    if not (is_whole(cfg.checkpoint_every) and cfg.checkpoint_every >= 0):
-        raise UserError(f"checkpoint_every={cfg.checkpoint_every} must be a whole number >= 0 (0: only on Ctrl-C)")
-    if not (cfg.threads is None or is_whole(cfg.threads) and cfg.threads >= 1):
-        raise UserError(f"threads={cfg.threads} must be a whole number >= 1, or null for this job's share of the cores")
-    numbers = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "imbalance": cfg.imbalance,
-               "imbalance_ratio": cfg.imbalance_ratio, "noise.rate": cfg.noise.rate}
-    for key, value in numbers.items():
-        if not (is_number(value) and math.isfinite(value)):
-            raise UserError(f"{key}={value} must be a finite number")
-    if not cfg.lr > 0:
-        raise UserError(f"lr={cfg.lr} must be > 0")
-    clip = cfg.clip_grad_norm
-    if not (clip is None or is_number(clip) and math.isfinite(clip) and clip > 0):
-        raise UserError(f"clip_grad_norm={clip} must be a number > 0, or null for no clipping")
-    for key in ("momentum", "weight_decay"):
-        if not cfg[key] >= 0:
-            raise UserError(f"{key}={cfg[key]} must be >= 0 (0: none)")
-    lists = {"dataset.classes": "a list of class indices, e.g. [0,1], or null for all",
-             "noise.flip_to": "a list of target classes, one per class, e.g. [1,2,0], or null for c -> c+1 mod K"}
-    for key, what in lists.items():
-        value = OmegaConf.select(cfg, key)
-        if not (value is None or isinstance(value, ListConfig)):
-            raise UserError(f"{key}={value!r} must be {what}")
-    for key in ("results_csv", "dataset.root", "dataset.cache_dir"):
-        value = OmegaConf.select(cfg, key, default="")
-        if not isinstance(value, str):
-            raise UserError(f"{key}={value} must be a path")
-    for key in ("progress", "skip_done", "hardware.compile", "hardware.channels_last", "dataset.augment", "dataset.download", "meta.add_to_train"):
-        value = OmegaConf.select(cfg, key, default=False)
-        if not isinstance(value, bool):
-            raise UserError(f"{key}={value!r} must be true or false")
-    if cfg.hardware.amp not in AMP_DTYPES:
-        raise UserError(f"hardware.amp={cfg.hardware.amp!r} is unknown; use null (full precision) or bf16")
-    if cfg.schedule not in SCHEDULES:
-        raise UserError(f"schedule={cfg.schedule!r} is unknown; use one of {', '.join(SCHEDULES)}")
-    check_writable(Path(cfg.results_csv))
-
-
-def check_writable(results_csv: Path) -> None:
-    """The results CSV must be appendable, checked before training rather than after it."""
-    if results_csv.is_dir():
-        raise UserError(f"results_csv={results_csv} is a directory; give a file path, e.g. {results_csv / 'results.csv'}")
-    try:
-        results_csv.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"results_csv={results_csv}: cannot create its folder ({error.strerror}); choose another path")
-    target = results_csv if results_csv.exists() else results_csv.parent
-    if not os.access(target, os.W_OK):
-        raise UserError(f"results_csv={results_csv} is not writable; choose another path")
+    """Reject mistyped or out-of-range values (l2rw.config_schema), and a results_csv that cannot
+    take the run's row, before anything is loaded or written."""
+    check_config(cfg)
+    check_results_csv(cfg.results_csv)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -233,7 +181,7 @@ def config_columns(cfg: DictConfig) -> dict:
     """The choices that define a run, flattened for the results CSV; `config_hash` identifies
     them (seed included) so reruns of the same configuration can be recognised."""
     data = cfg.dataset
-    step_profile = data.profile == "step"
+    unread = unread_keys(cfg)
     columns = {
         "run_id": "",
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -242,14 +190,15 @@ def config_columns(cfg: DictConfig) -> dict:
         "method": cfg.method.name,
         "device": cfg.hardware.device,
         "profile": data.profile,
-        "imbalance": cfg.imbalance if step_profile else "",
-        "imbalance_ratio": cfg.imbalance_ratio if data.profile == "longtail" else "",
+        "imbalance": "" if "imbalance" in unread else cfg.imbalance,
+        "imbalance_ratio": "" if "imbalance_ratio" in unread else cfg.imbalance_ratio,
+        "majority_class": "" if "dataset.majority_class" in unread else data.majority_class,
         "classes": "" if data.classes is None else " ".join(map(str, data.classes)),
         "meta_per_class": cfg.meta.per_class,
         "meta_add_to_train": cfg.meta.add_to_train,
         "val_per_class": data.val_per_class,
         "train_size_cap": data.train_size if data.train_size is not None else "",
-        **noise_columns(cfg.noise),
+        **noise_columns(cfg.noise, unread),
         "seed": cfg.seed,
         "steps": cfg.steps,
         "lr": cfg.lr,
@@ -270,13 +219,13 @@ def config_columns(cfg: DictConfig) -> dict:
     return columns
 
 
-def noise_columns(noise: DictConfig) -> dict:
-    """The noise settings; the kind-specific ones stay empty when their kind is not used."""
+def noise_columns(noise: DictConfig, unread: set[str]) -> dict:
+    """The noise settings; the kind-specific ones stay empty when the run does not read them."""
     return {
         "noise_kind": noise.kind,
         "noise_rate": noise.rate,
-        "noise_flip_to": " ".join(map(str, noise.flip_to or [])) if noise.kind == "flip" else "",
-        "noise_background_class": noise.background_class if noise.kind == "background" else "",
+        "noise_flip_to": "" if "noise.flip_to" in unread else " ".join(map(str, noise.flip_to or [])),
+        "noise_background_class": "" if "noise.background_class" in unread else noise.background_class,
     }
 
 
@@ -305,10 +254,10 @@ def main(cfg: DictConfig) -> float | None:
     if cfg.threads is None:
         cfg.threads = threads_per_job(HydraConfig.get().launcher)
     try:
-        return train(cfg, HydraConfig.get().runtime.output_dir)["balanced_accuracy"]
+        return float(train(cfg, HydraConfig.get().runtime.output_dir)["balanced_accuracy"])  # a skipped run's row is text
     except Interrupted as interrupted:
         print(interrupted, file=sys.stderr)
-        sys.exit(130)  # the shell's code for Ctrl-C
+        sys.exit(interrupted.exit_code)  # the shell's code for the signal: 130 Ctrl-C, 143 SIGTERM, 140 SIGUSR2
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -258,7 +258,7 @@ def fit(
                 loop.weight_stats = weight_stats.state_dict()
                 checkpoint.save(model, optimizer, scheduler, method, asdict(loop))
                 if interrupt.requested:
-                    raise Interrupted(step, checkpoint.path)
+                    raise Interrupted(step, checkpoint.path, interrupt.signum)
 
     if example_weights_csv is not None:
         weight_stats.write_examples(example_weights_csv)

@@ -58,27 +58,27 @@ def test_bad_input_exits_2_with_the_message_and_no_row(tmp_path):
     ("imbalance=abc", "imbalance=abc must be a finite number"),
     ("lr=abc", "lr=abc must be a finite number"),
     ("noise.rate=abc", "noise.rate=abc must be a finite number"),
-    ("imbalance_ratio=abc", "imbalance_ratio=abc must be a finite number"),
+    ("dataset.profile=longtail imbalance_ratio=abc", "imbalance_ratio=abc must be a finite number"),
     ("seed=1.5", "seed=1.5 must be a whole number"),
-    ("momentum=-1", "momentum=-1 must be >= 0"),
-    ("weight_decay=-1", "weight_decay=-1 must be >= 0"),
+    ("momentum=-1", "momentum=-1 must be a finite number >= 0 and < 1"),
+    ("weight_decay=-1", "weight_decay=-1 must be a finite number >= 0"),
     ("dataset.test_per_class=0", "dataset.test_per_class=0 must be a whole number >= 1"),
     ("method.meta_batch_size=0", "method.meta_batch_size=0 must be a whole number >= 1"),
     ("method.meta_batch_size=abc", "method.meta_batch_size=abc must be a whole number >= 1"),
-    ("dataset.classes=abc", "dataset.classes='abc' must be a list of class indices"),
+    ("dataset.classes=abc", "dataset.classes=abc must be a list of class indices"),
     ("dataset.classes=3", "dataset.classes=3 must be a list of class indices"),
-    ("noise.flip_to=-1", "noise.flip_to=-1 must be a list of target classes"),
-    ("progress=abc", "progress='abc' must be true or false"),
+    ("noise.kind=flip noise.flip_to=-1", "noise.flip_to=-1 must be a list of target classes"),
+    ("progress=abc", "progress=abc must be true or false"),
     ("hardware.compile=1", "hardware.compile=1 must be true or false"),
     ("hardware.device=abc", "hardware.device='abc' is unknown"),
     ("meta.per_class=1.5", "meta.per_class=1.5 must be a whole number >= 1"),
-    ("method.impl=[1,2]", "method.impl=[1, 2] is unknown"),
+    ("method.impl=[1,2]", "method.impl=[1,2] is unknown"),
     ("lr=inf", "lr=inf must be a finite number"),
     ("results_csv=[1]", "results_csv=[1] must be a path"),
 ])
 def test_mistyped_values_are_named_before_training_or_writing(make_cfg, tmp_path, override, message):
     with pytest.raises(UserError, match=re.escape(message)):
-        train(make_cfg("method=l2rw", override), tmp_path / "run")
+        train(make_cfg("method=l2rw", *override.split()), tmp_path / "run")
     assert not (tmp_path / "results.csv").exists() and not (tmp_path / "run" / "metrics.csv").exists()
 
 

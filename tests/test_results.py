@@ -1,14 +1,28 @@
-"""The results CSV keeps one text form per value, whichever append path wrote the row."""
-import pandas as pd
+"""The results CSV keeps one text form per value, whichever append path wrote the row, and is
+never damaged: other files are refused untouched, damaged records are set aside, not lost."""
+import errno
+import os
+from pathlib import Path
 
-from l2rw.results import append_row
+import pandas as pd
+import pytest
+
+from l2rw import results
+from l2rw.errors import UserError
+from l2rw.results import append_row, check_results_csv, finished_row
+
+HEADER = "run_id,config_hash,status,accuracy\n"
+
+
+def row(run_id: str, config_hash: str = "h", **columns) -> dict:
+    return {"run_id": run_id, "config_hash": config_hash, "status": "ok", **columns}
 
 
 def test_a_number_column_new_to_the_file_is_written_as_the_plain_appends_write_it(tmp_path):
     path = tmp_path / "results.csv"
-    append_row(path, {"method": "sgd", "lr": 0.1})
-    append_row(path, {"method": "l2rw", "lr": 0.1, "method.meta_batch_size": 100})  # rewrites the file
-    append_row(path, {"method": "l2rw", "lr": 0.1, "method.meta_batch_size": 100})  # plain append
+    append_row(path, row("a", method="sgd", lr=0.1))
+    append_row(path, row("b", method="l2rw", lr=0.1, **{"method.meta_batch_size": 100}))  # rewrites the file
+    append_row(path, row("c", method="l2rw", lr=0.1, **{"method.meta_batch_size": 100}))  # plain append
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     assert table["method.meta_batch_size"].tolist() == ["", "100", "100"]
     assert table.lr.tolist() == ["0.1", "0.1", "0.1"]
@@ -16,12 +30,107 @@ def test_a_number_column_new_to_the_file_is_written_as_the_plain_appends_write_i
 
 def test_rows_of_methods_with_fewer_columns_append_and_none_is_always_an_empty_field(tmp_path):
     path = tmp_path / "results.csv"
-    append_row(path, {"method": "l2rw", "hardware.amp": None, "method.impl": "fwd"})
-    append_row(path, {"method": "sgd", "hardware.amp": None})  # columns the file has: appended
-    append_row(path, {"method": "sgd", "hardware.amp": None, "noise_rate": 0.2})  # a new column: rewritten
-    append_row(path, {"method": "sgd", "hardware.amp": None})
+    append_row(path, row("a", method="l2rw", **{"hardware.amp": None, "method.impl": "fwd"}))
+    append_row(path, row("b", method="sgd", **{"hardware.amp": None}))  # columns the file has: appended
+    append_row(path, row("c", method="sgd", noise_rate=0.2, **{"hardware.amp": None}))  # a new column: rewritten
+    append_row(path, row("d", method="sgd", **{"hardware.amp": None}))
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    assert list(table.columns) == ["method", "hardware.amp", "method.impl", "noise_rate"]
+    assert list(table.columns) == ["run_id", "config_hash", "status", "method", "hardware.amp", "method.impl", "noise_rate"]
     assert table["hardware.amp"].tolist() == ["", "", "", ""]  # one group in the report, not "" and "None"
     assert table["method.impl"].tolist() == ["fwd", "", "", ""]
     assert table.noise_rate.tolist() == ["", "", "0.2", ""]
+
+
+@pytest.mark.parametrize("content", [
+    b"my notes about the runs\nlr 0.1 was best\n",
+    b"method,lr,accuracy\nsgd,0.1,0.9\n",  # a CSV, but not one of l2rw's tables
+    bytes(range(256)) * 4,  # binary
+    b"run_id,config_hash,status" + b"x" * (1 << 17),  # a first line longer than any header, read no further
+    b"\n",
+])
+def test_a_file_that_is_not_a_results_table_is_refused_and_left_byte_for_byte(tmp_path, content):
+    path = tmp_path / "results.csv"
+    path.write_bytes(content)
+    for use in (check_results_csv, lambda p: append_row(p, row("a")), lambda p: finished_row(p, "h")):
+        with pytest.raises(UserError, match=f"results_csv={path} is not an l2rw results table .*move that file away"):
+            use(path)
+    assert path.read_bytes() == content
+    assert not (tmp_path / "results.csv.malformed").exists()
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/full", "/dev/zero"])
+def test_a_device_is_refused_without_reading_it(device):
+    for use in (check_results_csv, lambda p: append_row(p, row("a")), lambda p: finished_row(p, "h")):
+        with pytest.raises(UserError, match=f"results_csv={device} is not a regular file"):
+            use(Path(device))
+    assert not Path(f"{device}.lock").exists()
+
+
+def test_a_results_csv_that_cannot_be_locked_is_refused(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text(HEADER)
+    (tmp_path / "results.csv.lock").mkdir()
+    for use in (check_results_csv, lambda p: finished_row(p, "h")):
+        with pytest.raises(UserError, match=f"results_csv={path}: cannot lock .*results.csv.lock .*choose a path"):
+            use(path)
+    assert path.read_text() == HEADER
+
+
+def test_an_empty_table_has_no_finished_run_and_gets_a_header(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_bytes(b"")
+    check_results_csv(path)
+    assert finished_row(path, "h") is None
+    append_row(path, row("a", accuracy=0.5))
+    assert path.read_bytes() == b"run_id,config_hash,status,accuracy\r\na,h,ok,0.5\r\n"
+
+
+DAMAGED = {  # records that are not rows of the table, as a crash or an edit leaves them
+    "a row with an extra field": "x1,h,ok,0.1,surplus\r\n",
+    "a row with a field too few": "x2,h,ok\r\n",
+    "broken quoting": 'x3,h,"o"k,0.3\r\n',
+}
+
+
+def test_malformed_records_are_moved_aside_and_the_table_parses_again(tmp_path, capsys):
+    path = tmp_path / "results.csv"
+    torn = "x4,done,ok,0."  # an append cut short: no newline
+    content = HEADER + DAMAGED["a row with an extra field"] + "a,done,ok,0.9\r\n" + "".join(list(DAMAGED.values())[1:]) + torn
+    path.write_text(content, newline="")
+    assert finished_row(path, "done")["run_id"] == "a"  # the extra field shifts no column, the torn row is no run
+    append_row(path, row("b", accuracy=0.8))
+    table = pd.read_csv(path, dtype=str)
+    assert table.run_id.tolist() == ["a", "b"] and table.accuracy.tolist() == ["0.9", "0.8"]
+    side = tmp_path / "results.csv.malformed"
+    assert side.read_bytes().decode() == "".join(DAMAGED.values()) + torn + "\n"  # kept as they were
+    warning = capsys.readouterr().err
+    assert f"warning: {path} held 4 malformed record(s)" in warning and str(side) in warning
+    append_row(path, row("c"))  # a clean table: appended, nothing more set aside
+    assert side.read_bytes().decode() == "".join(DAMAGED.values()) + torn + "\n"
+    assert len(pd.read_csv(path)) == 3
+
+
+def test_an_unterminated_quote_at_the_end_is_no_traceback(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text(HEADER + "a,done,ok,0.9\n" + 'b,done,ok,"0.8\n')
+    assert finished_row(path, "done")["run_id"] == "a"
+    append_row(path, row("c"))
+    assert pd.read_csv(path).run_id.tolist() == ["a", "c"]
+    assert (tmp_path / "results.csv.malformed").read_text() == 'b,done,ok,"0.8\n'
+
+
+def test_an_append_that_fails_leaves_the_table_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "results.csv"
+    path.write_text(HEADER + "a,h,ok,0.9\r\n")
+    before = path.read_bytes()
+    real_write = os.write
+
+    def disk_fills_up(fd, data):  # half the row fits, then the disk is full
+        if len(data) > 4:
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(results.os, "write", disk_fills_up)
+    with pytest.raises(UserError, match=f"cannot write results_csv={path} \\(No space left on device\\); the table is as it was"):
+        append_row(path, row("b", accuracy=0.5))
+    assert path.read_bytes() == before

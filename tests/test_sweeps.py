@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from omegaconf import OmegaConf
 from l2rw.data import build_splits
 from l2rw.registry import build
 from l2rw.results import append_row
-from l2rw.sweeps import threads_per_job
+from l2rw.sweeps import config_hash, threads_per_job
 from l2rw.train import CONFIG_DIR, train
 from tests.conftest import FAST, config_options, run_cli
 
@@ -79,6 +80,42 @@ def test_threads_are_the_jobs_share_of_the_cores():
     assert threads_per_job(OmegaConf.create({"cpus_per_task": 3, "gpus_per_node": 1})) == 3
 
 
+@pytest.mark.parametrize("overrides, same_run", [
+    (["dataset.profile=longtail", "imbalance=0.5"], ["dataset.profile=longtail", "imbalance=0.9"]),
+    (["imbalance_ratio=0.5"], ["imbalance_ratio=100"]),  # the step profile never reads it, nonsense or not
+    (["dataset.profile=longtail", "dataset.majority_class=4"], ["dataset.profile=longtail"]),
+    (["noise.flip_to=[1,2]"], []),  # no noise
+    (["noise.kind=uniform", "noise.rate=0.2", "noise.background_class=3"], ["noise.kind=uniform", "noise.rate=0.2"]),
+    (["noise.kind=background", "noise.rate=0.2", "noise.flip_to=abc"], ["noise.kind=background", "noise.rate=0.2"]),
+    (["noise.rate=0"], ["noise.rate=0.0"]),  # no noise: any rate but 0 is refused, however it is written
+    (["lr=1"], ["lr=1.0"]),
+    (["meta.per_class=5"], ["dataset.meta_per_class=5"]),  # the dataset's value is only meta.per_class's default
+])
+def test_config_hash_ignores_what_the_run_does_not_read(make_cfg, overrides, same_run):
+    assert config_hash(make_cfg(*overrides)) == config_hash(make_cfg(*same_run))
+
+
+@pytest.mark.parametrize("overrides, other_run", [
+    (["imbalance=0.5"], ["imbalance=0.9"]),
+    (["dataset.profile=longtail", "imbalance_ratio=10"], ["dataset.profile=longtail"]),
+    (["dataset.majority_class=4"], []),
+    (["noise.kind=flip", "noise.rate=0.2", "noise.flip_to=[1,2,3,4,5,6,7,8,9,0]"], ["noise.kind=flip", "noise.rate=0.2"]),
+    (["noise.kind=background", "noise.rate=0.2", "noise.background_class=3"], ["noise.kind=background", "noise.rate=0.2"]),
+    (["noise.kind=uniform", "noise.rate=0.2"], ["noise.kind=uniform", "noise.rate=0.4"]),
+])
+def test_config_hash_tells_apart_what_the_run_reads(make_cfg, overrides, other_run):
+    assert config_hash(make_cfg(*overrides)) != config_hash(make_cfg(*other_run))
+
+
+def test_a_longtail_run_differing_only_in_the_imbalance_it_does_not_read_is_skipped(make_cfg, tmp_path):
+    first = train(make_cfg("dataset.profile=longtail", "imbalance=0.5", "skip_done=true"), tmp_path / "a")
+    again = train(make_cfg("dataset.profile=longtail", "imbalance=0.9", "skip_done=true"), tmp_path / "b")
+    assert again["run_dir"] == str(tmp_path / "a") and again["config_hash"] == first["config_hash"]
+    assert not (tmp_path / "b").exists()
+    rows = pd.read_csv(tmp_path / "results.csv")
+    assert len(rows) == 1 and rows.imbalance.isna().all()
+
+
 @pytest.mark.parametrize("method", config_options("method"))
 def test_a_method_restored_from_its_state_draws_the_same_batches(make_cfg, method):
     cfg = make_cfg(f"method={method}")
@@ -115,31 +152,35 @@ def uninterrupted(tmp_path_factory):
     return pd.read_csv(out / "run" / "metrics.csv"), row
 
 
-def start_run(tmp_path: Path) -> subprocess.Popen:
+def start_run(tmp_path: Path, *overrides: str) -> subprocess.Popen:
     """A RESUMABLE run in tmp_path/run through the CLI, as `run_cli` starts one, without waiting."""
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    args = [*RESUMABLE, f"results_csv={tmp_path / 'results.csv'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [*RESUMABLE, f"results_csv={tmp_path / 'results.csv'}", f"hydra.run.dir={tmp_path / 'run'}", *overrides]
     return subprocess.Popen(
         [sys.executable, "-m", "l2rw.train", *args], cwd=tmp_path, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
-def wait_for_checkpoint(run: subprocess.Popen, checkpoint: Path) -> None:
+def wait_for(run: subprocess.Popen, ready: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 120
-    while not checkpoint.exists():
-        assert run.poll() is None, f"the run ended before its first checkpoint: {run.communicate()}"
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+    while not ready():
+        assert run.poll() is None, f"the run ended before {what}: {run.communicate()}"
+        assert time.monotonic() < deadline, f"no {what} within 120 s"
         time.sleep(0.02)
 
 
-def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_metrics(tmp_path, uninterrupted):
-    run = start_run(tmp_path)
-    wait_for_checkpoint(run, tmp_path / "run" / "checkpoint.pt")
-    run.send_signal(signal.SIGKILL)
-    assert run.wait() == -signal.SIGKILL
-    assert not (tmp_path / "results.csv").exists()  # a crash mid-run writes no row
+def wait_for_checkpoint(run: subprocess.Popen, checkpoint: Path) -> None:
+    wait_for(run, checkpoint.exists, "its first checkpoint")
 
+
+def wait_for_an_evaluation(run: subprocess.Popen, metrics: Path) -> None:
+    wait_for(run, lambda: metrics.exists() and len(metrics.read_text().splitlines()) > 1, "its first evaluation")
+
+
+def resume_matches_uninterrupted(tmp_path: Path, uninterrupted) -> None:
+    """Rerunning the command of a stopped RESUMABLE run resumes it and ends with the metrics and
+    row of a run that nothing stopped."""
     done = run_cli(*RESUMABLE, f"results_csv={tmp_path / 'results.csv'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "resuming from step" in done.stderr
@@ -149,6 +190,30 @@ def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_metrics(tmp_
     row = pd.read_csv(tmp_path / "results.csv").iloc[0]
     assert (row.config_hash, row.balanced_accuracy) == (expected_row["config_hash"], expected_row["balanced_accuracy"])
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # finished: nothing left to resume
+
+
+def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_metrics(tmp_path, uninterrupted):
+    run = start_run(tmp_path)
+    wait_for_checkpoint(run, tmp_path / "run" / "checkpoint.pt")
+    run.send_signal(signal.SIGKILL)
+    assert run.wait() == -signal.SIGKILL
+    assert not (tmp_path / "results.csv").exists()  # a crash mid-run writes no row
+    resume_matches_uninterrupted(tmp_path, uninterrupted)
+
+
+def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped_and_the_rerun_resumes(tmp_path, uninterrupted):
+    # no checkpoint falls due: the one on disk can only be the one SIGTERM asked for
+    run = start_run(tmp_path, "checkpoint_every=1000")
+    wait_for_an_evaluation(run, tmp_path / "run" / "metrics.csv")
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 128 + signal.SIGTERM, stderr
+    assert "interrupted after step" in stderr and "Traceback" not in stderr
+    step = int(stderr.split("interrupted after step ")[1].split(";")[0])
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["loop"]["step"] == step
+    assert 10 <= step < 60
+    assert not (tmp_path / "results.csv").exists()
+    resume_matches_uninterrupted(tmp_path, uninterrupted)
 
 
 def test_ctrl_c_saves_a_checkpoint_of_a_whole_step_and_writes_no_row(tmp_path):
@@ -170,7 +235,8 @@ def append_rows(results: Path, writer: int, count: int) -> None:
     # Half the writers add a column, so appends race with rewrites to the union of columns.
     extra = {"extra": f"w{writer}"} if writer % 2 else {}
     for index in range(count):
-        append_row(results, {"writer": writer, "index": index, "text": "a, \"quoted\"\nvalue", **extra})
+        identity = {"run_id": f"{writer}-{index}", "config_hash": f"h{writer}", "status": "ok"}
+        append_row(results, identity | {"writer": writer, "index": index, "text": "a, \"quoted\"\nvalue", **extra})
 
 
 def test_concurrent_appends_neither_interleave_nor_lose_rows(tmp_path):

@@ -278,8 +278,9 @@ def capped_counts(counts: list[int], train_size) -> list[int]:
 def _label_noise(cfg: DictConfig, labels: torch.Tensor, k: int, generator: torch.Generator):
     """`noise.*` names classes by original index, like `dataset.majority_class`."""
     noise, classes = cfg.noise, cfg.dataset.classes
-    flip_to = None if noise.flip_to is None else [_position_of(c, classes, k, "noise.flip_to") for c in noise.flip_to]
-    background = noise.background_class
+    flip_to = noise.flip_to if noise.kind == "flip" else None  # each kind reads its own key only
+    flip_to = None if flip_to is None else [_position_of(c, classes, k, "noise.flip_to") for c in flip_to]
+    background = noise.background_class if noise.kind == "background" else None
     background = 0 if background is None else _position_of(background, classes, k, "noise.background_class")
     return apply_label_noise(
         labels, k, generator, kind=noise.kind, rate=float(noise.rate), flip_to=flip_to, background=background
