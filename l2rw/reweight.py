@@ -6,22 +6,26 @@ then normalised to sum to 1 (all zeros stay zeros: the caller skips that step).
 At eps = 0 the looked-ahead parameters are theta itself, so
     -d L_meta / d eps_i = lr * grad L_meta(theta) . grad l_i(theta),
 and all n dot products are one Jacobian-vector product of the loss vector l(theta) in the
-direction g = grad L_meta(theta). Two computations of the same numbers:
+direction g = grad L_meta(theta). The learning rate scales every raw weight alike, so the
+normalised weights do not depend on it. Three computations (`example_weights(impl=...)`):
 
-- `weights_fwd` (default): meta forward+backward gives g; one forward-mode pass of the
-  training batch, parameters carrying g as their tangent, gives the losses (primal) and
-  g . grad l_i (tangent) together. A step then costs meta forward+backward, that one dual
-  forward and the update's backward.
-- `weights_double_backprop` (the published reference): a differentiable look-ahead SGD step,
-  the meta loss at the looked-ahead parameters, back-propagated to eps.
+- `fwd` (default): meta forward+backward gives g; one forward-mode pass of the training
+  batch, parameters carrying g as their tangent, gives the losses (primal) and g . grad l_i
+  (tangent) together. A step then costs meta forward+backward, that one dual forward and the
+  update's backward.
+- `double_backprop` (the published reference): a differentiable look-ahead SGD step, the meta
+  loss at the looked-ahead parameters, back-propagated to eps.
+- `last_layer`: the same dot products restricted to the final linear layer's parameters
+  (cheaper, and different weights unless that layer holds all the parameters).
 
-Both return the weights and the per-example training losses of the step's real forward,
+Each returns the weights and the per-example training losses of the step's real forward,
 differentiable w.r.t. the parameters, so the update needs no further forward. BatchNorm uses
 batch statistics everywhere; only that real forward updates its running statistics (once,
 as a plain SGD step does): the meta and look-ahead forwards run on cloned buffers.
 """
 import functools
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -31,15 +35,24 @@ from torch import nn
 from torch.func import functional_call
 
 from l2rw.batchnorm_jvp import BatchNormTangentsInOutputDtype, FusedBatchNormTangents
+from l2rw.errors import UserError
 
 # forward_ad's first use loads torch's own JVP decompositions through torch.jit.script, which
 # warns on every run; the deprecation is torch's to resolve, not something a user can act on
 warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
 
+LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> one loss per example
+
 
 class Reweighted(NamedTuple):
     weights: torch.Tensor  # (batch,), sums to 1, or all zeros when no example helps
-    losses: torch.Tensor   # (batch,) per-example cross-entropy, differentiable w.r.t. the parameters
+    losses: torch.Tensor   # (batch,) per-example training losses, differentiable w.r.t. the parameters
+
+
+def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The default loss: per-example cross-entropy. One function object, so that compiled weight
+    passes (which guard on it) are built once."""
+    return F.cross_entropy(outputs, targets, reduction="none")
 
 
 def normalize(raw: torch.Tensor) -> torch.Tensor:
@@ -67,17 +80,24 @@ def forward_on_scratch_buffers(model: nn.Module, parameters: dict, inputs: torch
     return functional_call(model, (parameters, scratch), (inputs,))
 
 
-def meta_loss(model: nn.Module, parameters: dict, meta_x: torch.Tensor, meta_y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(forward_on_scratch_buffers(model, parameters, meta_x), meta_y)
+def meta_loss(
+    model: nn.Module, parameters: dict, meta_x: torch.Tensor, meta_y: torch.Tensor, loss_fn: LossFunction = cross_entropy
+) -> torch.Tensor:
+    return loss_fn(forward_on_scratch_buffers(model, parameters, meta_x), meta_y).mean()
 
 
-def meta_gradient(model: nn.Module, meta_x: torch.Tensor, meta_y: torch.Tensor, loss=meta_loss) -> dict[str, torch.Tensor]:
+def meta_gradient(
+    model: nn.Module, meta_x: torch.Tensor, meta_y: torch.Tensor, loss=meta_loss, loss_fn: LossFunction = cross_entropy
+) -> dict[str, torch.Tensor]:
     """g = grad of the mean meta loss w.r.t. each trainable parameter (no graph kept)."""
     params = trainable_parameters(model)
-    return dict(zip(params, torch.autograd.grad(loss(model, params, meta_x, meta_y), list(params.values()))))
+    return dict(zip(params, torch.autograd.grad(loss(model, params, meta_x, meta_y, loss_fn), list(params.values()))))
 
 
-def dual_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: dict[str, torch.Tensor]):
+def dual_losses(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: dict[str, torch.Tensor],
+    loss_fn: LossFunction = cross_entropy,
+):
     """(losses, their directional derivatives along `direction`) from one forward-mode pass.
 
     `torch.autograd.forward_ad` rather than `torch.func.jvp`: the dual forward is the step's
@@ -89,20 +109,26 @@ def dual_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: d
     with fwAD.dual_level():
         dual_params = {name: fwAD.make_dual(p, direction[name]) for name, p in trainable_parameters(model).items()}
         logits = functional_call(model, dual_params, (x,))  # the model's own buffers: updated once, here
-        losses, derivatives = fwAD.unpack_dual(F.cross_entropy(logits, y, reduction="none"))
+        losses, derivatives = fwAD.unpack_dual(loss_fn(logits, y))
         return losses, derivatives.detach()
 
 
-def losses_along(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: dict[str, torch.Tensor]):
+def losses_along(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: dict[str, torch.Tensor],
+    loss_fn: LossFunction = cross_entropy,
+):
     """`dual_losses` in eager mode, with BatchNorm's tangent in three fused passes."""
     with FusedBatchNormTangents():
-        return dual_losses(model, x, y, direction)
+        return dual_losses(model, x, y, direction, loss_fn)
 
 
-def dual_losses_under_autocast(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: dict[str, torch.Tensor]):
+def dual_losses_under_autocast(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: dict[str, torch.Tensor],
+    loss_fn: LossFunction = cross_entropy,
+):
     """`dual_losses` with BatchNorm's tangents in their outputs' (autocast) dtype, so that it compiles."""
     with BatchNormTangentsInOutputDtype():
-        return dual_losses(model, x, y, direction)
+        return dual_losses(model, x, y, direction, loss_fn)
 
 
 @functools.cache
@@ -124,16 +150,19 @@ def fwd_functions(model: nn.Module):
 
 
 def weights_fwd(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor, lr: float
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor,
+    lr: float = 1.0, loss_fn: LossFunction = cross_entropy,
 ) -> Reweighted:
     """Meta forward+backward for g, then one dual forward: losses and g . grad l_i at once."""
     network, loss, dual = fwd_functions(model)
-    losses, meta_alignment = dual(network, x, y, meta_gradient(network, meta_x, meta_y, loss))
+    direction = meta_gradient(network, meta_x, meta_y, loss, loss_fn)
+    losses, meta_alignment = dual(network, x, y, direction, loss_fn)
     return Reweighted(normalize(lr * meta_alignment), losses)
 
 
 def weights_double_backprop(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor, lr: float
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor,
+    lr: float = 1.0, loss_fn: LossFunction = cross_entropy,
 ) -> Reweighted:
     """The reference computation: a differentiable look-ahead SGD step on sum_i eps_i * l_i,
     then the meta loss at the looked-ahead parameters back-propagated to eps."""
@@ -142,13 +171,129 @@ def weights_double_backprop(
     # ResNet-32 step): the look-ahead graph runs on NCHW copies, which are the parameters for autograd
     params = {name: p.contiguous() for name, p in trainable_parameters(network).items()}
     eps = torch.zeros(len(y), device=x.device, dtype=x.dtype, requires_grad=True)
-    losses = F.cross_entropy(forward_on_scratch_buffers(network, params, x), y, reduction="none")
+    losses = loss_fn(forward_on_scratch_buffers(network, params, x), y)
     grads = torch.autograd.grad((eps * losses).sum(), list(params.values()), create_graph=True)
     lookahead = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
-    meta_loss = F.cross_entropy(forward_on_scratch_buffers(network, lookahead, meta_x), meta_y)
-    (eps_grad,) = torch.autograd.grad(meta_loss, eps)
+    (eps_grad,) = torch.autograd.grad(meta_loss(network, lookahead, meta_x, meta_y, loss_fn), eps)
     # the step's real forward, on the compiled model when there is one
-    return Reweighted(normalize(-eps_grad.detach()), F.cross_entropy(model(x), y, reduction="none"))
+    return Reweighted(normalize(-eps_grad.detach()), loss_fn(model(x), y))
 
 
-IMPLEMENTATIONS = {"fwd": weights_fwd, "double_backprop": weights_double_backprop}
+def head_split(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Linear]:
+    """(penultimate, head) with model(x) == head(penultimate(x)): the model's own `penultimate`
+    and `head` (every model in l2rw.models has them), or, for an nn.Sequential ending in an
+    nn.Linear, the layers before it and that layer."""
+    if isinstance(getattr(model, "head", None), nn.Linear) and hasattr(model, "penultimate"):
+        return model.penultimate, model.head
+    if isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):
+        return model[:-1], model[-1]
+    raise UserError(
+        f"impl=last_layer needs the model's last layer: give {type(model).__name__} a `head` attribute (its final "
+        "nn.Linear) and a `penultimate(x)` method returning that layer's input, so that "
+        "model(x) == model.head(model.penultimate(x)); or use impl=fwd"
+    )
+
+
+class Penultimate(nn.Module):
+    """A model's penultimate features as the forward of a module holding it: `functional_call`
+    runs only a module's forward, and the meta features must run on cloned buffers."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return head_split(self.model)[0](x)
+
+
+def penultimate_features(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The training batch's features, on the model's own buffers: BatchNorm updates its running
+    statistics here, once, as in a plain step."""
+    return head_split(network)[0](x)
+
+
+def meta_head_gradient(
+    network: nn.Module, meta_x: torch.Tensor, meta_y: torch.Tensor, loss_fn: LossFunction
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(G, g_b): the mean meta loss's gradient w.r.t. the head's weight and bias (None without
+    one), from a meta forward that records no graph through the network."""
+    head = head_split(network)[1]
+    with torch.no_grad():
+        features = forward_on_scratch_buffers(Penultimate(network), {}, meta_x)
+    parameters = [head.weight] if head.bias is None else [head.weight, head.bias]
+    weight_gradient, *bias_gradient = torch.autograd.grad(loss_fn(head(features), meta_y).mean(), parameters)
+    return weight_gradient, next(iter(bias_gradient), None)
+
+
+def weights_last_layer(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor,
+    lr: float = 1.0, loss_fn: LossFunction = cross_entropy,
+) -> Reweighted:
+    """The weights with both gradients restricted to the final linear layer (`head_split`).
+
+    With features h_i and e_i = d l_i / d logits_i, the head's gradient of l_i is (e_i h_i^T, e_i),
+    so its dot product with the meta gradient (G, g_b) is e_i . (G h_i + g_b). One backward of
+    sum_i l_i to the logits gives every e_i, exact for any loss_fn whose l_i depends on example
+    i's logits only (cross-entropy: e_i = p_i - onehot(y_i)). A step costs a plain one plus a
+    meta forward without graph. Under torch.compile the training batch's features run compiled.
+    """
+    network = eager(model)
+    penultimate = penultimate_features if network is model else compiled(penultimate_features)
+    weight_gradient, bias_gradient = meta_head_gradient(network, meta_x, meta_y, loss_fn)
+    features = penultimate(network, x)
+    logits = head_split(network)[1](features)
+    losses = loss_fn(logits, y)
+    (logit_gradients,) = torch.autograd.grad(losses.sum(), logits, retain_graph=True)  # row i: e_i
+    with torch.autocast(x.device.type, enabled=False):  # the dot products in the parameters' precision
+        dtype = weight_gradient.dtype
+        meta_directions = F.linear(features.detach().to(dtype), weight_gradient, bias_gradient)  # G h_i + g_b
+        meta_alignment = (logit_gradients.to(dtype) * meta_directions).sum(1)
+    return Reweighted(normalize(lr * meta_alignment), losses)
+
+
+# name -> computation; each is called as (model, x, y, meta_x, meta_y, lr, loss_fn=...)
+IMPLEMENTATIONS = {"fwd": weights_fwd, "double_backprop": weights_double_backprop, "last_layer": weights_last_layer}
+
+
+def example_weights(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    meta_inputs: torch.Tensor,
+    meta_targets: torch.Tensor,
+    loss_fn: LossFunction | None = None,
+    impl: str = "fwd",
+) -> Reweighted:
+    """The L2RW weights of a training batch and its per-example losses, for any training loop:
+
+        weights, losses = example_weights(model, x, y, meta_x, meta_y)
+        optimizer.zero_grad()
+        (weights * losses).sum().backward()   # skip the step when weights.sum() == 0
+        optimizer.step()
+
+    `model`: any nn.Module, in the mode of a training step (or its torch.compile wrapper);
+    BatchNorm's running statistics are updated once, by the training forward whose losses are
+    returned. `loss_fn(outputs, targets)`: one loss per example (reduction="none"), loss i
+    depending on example i's outputs only; default: cross-entropy. The meta loss is its mean
+    over the meta batch. `impl`: "fwd" (exact, one forward-mode pass), "double_backprop"
+    (exact, the published look-ahead graph; the reference) or "last_layer" (both gradients
+    restricted to the final linear layer: cheaper, other weights; see `weights_last_layer`).
+
+    Returns (weights, losses): weights sum to 1, or are all zeros when no example's gradient
+    agrees with the meta gradient; losses carry the training forward's graph, so the weighted
+    sum back-propagates into every parameter for any optimizer.
+
+    The weights are those of a look-ahead plain SGD step. Its learning rate scales every raw
+    weight alike and the normalisation removes it, so none is asked for. With another optimizer
+    (Adam, momentum) the actual update differs from that SGD step; the weights still rank
+    examples by how well their loss gradient agrees with the meta loss's gradient.
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise UserError(f"impl={impl!r} is unknown; use one of {', '.join(IMPLEMENTATIONS)}")
+    result = IMPLEMENTATIONS[impl](model, inputs, targets, meta_inputs, meta_targets, loss_fn=loss_fn or cross_entropy)
+    if result.losses.shape != (len(targets),):
+        raise UserError(
+            f"loss_fn returned shape {tuple(result.losses.shape)} for a batch of {len(targets)}; it must return one "
+            "loss per example, e.g. F.cross_entropy(outputs, targets, reduction='none')"
+        )
+    return result

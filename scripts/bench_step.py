@@ -2,6 +2,7 @@
 
     python scripts/bench_step.py                                  # lenet and resnet32 on CPU
     python scripts/bench_step.py --models resnet32 --repeats 9
+    python scripts/bench_step.py --methods "l2rw last_layer" "l2rw fwd" --threads 1   # sgd is always timed
     python scripts/bench_step.py --hardware cuda --overrides hardware.amp=bf16 hardware.compile=true
 
 Each configuration is composed from conf/ like a real run (model=..., method=..., method.impl=...,
@@ -14,15 +15,7 @@ wall-clock (the timed steps) and in this process's CPU seconds (the whole `fit` 
 they leave out waiting for a core when other jobs share the machine). Data are random uint8 images: CIFAR-shaped
 (3x32x32) for resnet32, digits-shaped (1x8x8) for the others.
 
-Measured on the 2-core development machine (x86_64, 2 torch threads, otherwise idle),
-ResNet-32 at batch 100 and meta batch 100, 7 rounds x 3 steps, hardware.channels_last=true:
-
-    sgd 0.203 s/step; l2rw double_backprop 1.37 s (6.7x sgd); l2rw fwd 0.568 s (2.78x sgd, 2.42x
-    faster than double_backprop); in CPU seconds 6.0x and 2.57x. LeNet on 8x8 digits: fwd 2.4x,
-    double_backprop 3.4x. With --with-compiled: compiled l2rw fwd 0.460-0.473 s, 2.53-2.63x
-    compiled sgd (0.179-0.182 s) and 2.25-2.30x uncompiled sgd. With --with-compiled --overrides
-    hardware.amp=bf16 (this CPU has AMX): compiled l2rw fwd 0.250 s, 2.35-2.36x compiled bf16 sgd
-    (0.104-0.106 s), 4.0-4.1x faster than double_backprop.
+Measured (tables and the commands that made them): docs/performance.md.
 
 Peak memory: the extra memory one step allocates above what is already resident (parameters,
 data), from torch.cuda's peak counter on a GPU and the profiler's allocation trace on CPU.
@@ -39,6 +32,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from torch.profiler import ProfilerActivity, profile
 
 from l2rw.data import LabeledImages, Splits
@@ -52,6 +46,7 @@ METHODS = {  # table label -> config overrides
     "weighted_sampler": ["method=weighted_sampler"],
     "l2rw double_backprop": ["method=l2rw", "method.impl=double_backprop", "method.meta_batch_size={meta_batch}"],
     "l2rw fwd": ["method=l2rw", "method.impl=fwd", "method.meta_batch_size={meta_batch}"],
+    "l2rw last_layer": ["method=l2rw", "method.impl=last_layer", "method.meta_batch_size={meta_batch}"],
 }
 IMAGE_SHAPES = {"resnet32": (3, 32, 32)}  # CIFAR-10's images; other models get digits' shape
 DIGITS_SHAPE = (1, 8, 8)
@@ -77,10 +72,15 @@ def run_overrides(model: str, args: argparse.Namespace) -> list[str]:
     return [f"model={model}", f"hardware={args.hardware}", f"batch_size={args.batch}", *args.overrides]
 
 
+def compose_config(overrides: list[str]) -> DictConfig:
+    """conf/config.yaml with `overrides`, as `l2rw-train OVERRIDES` composes it."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
 def build_for_timing(overrides: list[str], shape: tuple[int, ...], train_size: int, meta_size: int):
     """(config, device, random splits, placed model, optimizer) as a run with `overrides` builds them."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     device = resolve_device(cfg.hardware.device)
     torch.manual_seed(cfg.seed)
     splits = random_splits(shape, train_size, meta_size, device)
@@ -145,7 +145,7 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> list[dic
             shape, 10 * args.batch, args.meta_batch, workdir / f"{model} {label}{suffix}.csv",
         )
         for suffix, variant in variants.items()
-        for label, method in METHODS.items()
+        for label, method in METHODS.items() if label == "sgd" or label in args.methods  # sgd: the unit
     }
     times: dict[str, list[float]] = {label: [] for label in contenders}
     cpu_times: dict[str, list[float]] = {label: [] for label in contenders}
@@ -205,15 +205,18 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
 
 
-def print_table(rows: list[dict]) -> None:
+def caption(args: argparse.Namespace) -> str:
+    return f"{machine()}; batch {args.batch}, meta batch {args.meta_batch}; median of {args.repeats} rounds x {args.steps} steps"
+
+
+def markdown_table(rows: list[dict]) -> str:
     columns = [
         "model", "input", "method", "s_per_step", "s_min", "s_max", "x_sgd", "x_sgd_min", "x_sgd_max", "x_first_sgd",
         "cpu_s_per_step", "cpu_x_sgd", "cpu_x_sgd_min", "cpu_x_sgd_max", "peak_step_mb",
     ]
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -224,6 +227,10 @@ def main() -> None:
     parser.add_argument("--hardware", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (after one warm-up round)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per method per round")
+    parser.add_argument(
+        "--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+        help="the methods to time (table labels, e.g. 'l2rw last_layer'); sgd, the unit, is always timed",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--overrides", nargs="*", default=[], help="more config overrides, e.g. hardware.amp=bf16")
     parser.add_argument(
@@ -241,8 +248,8 @@ def main() -> None:
             rows += bench_model(model, args, Path(workdir))
     for row in rows:
         row |= {"machine": machine(), "torch": torch.__version__}
-    print(f"{machine()}; batch {args.batch}, meta batch {args.meta_batch}; median of {args.repeats} rounds x {args.steps} steps")
-    print_table(rows)
+    print(caption(args))
+    print(markdown_table(rows))
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     with open(args.csv, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))

@@ -12,8 +12,9 @@ from l2rw.methods.base import Method, StepLoss
 class L2RW(Method):
     """Online meta-reweighting: each step's example weights come from `l2rw.reweight`.
 
-    `impl` picks how they are computed (same weights either way): "fwd", one forward-mode
-    pass; "double_backprop", the published look-ahead graph, kept as the reference.
+    `impl` picks how they are computed: "fwd", one forward-mode pass, and "double_backprop", the
+    published look-ahead graph kept as the reference, give the same weights; "last_layer" uses the
+    final linear layer's gradients only (cheaper, other weights).
     With `update_every=k` the weights are computed only on every k-th step and remembered per
     training example; the steps in between reuse the batch's remembered weights (k=1: plain L2RW).
 
@@ -54,7 +55,7 @@ class L2RW(Method):
         self.meta_augment = meta_augment
         # one cycle after the uniform steps: steps reusing weights, and one computing them
         self.warmup_steps = uniform_steps + update_every
-        self.reweigh = reweight.IMPLEMENTATIONS[impl]
+        self.impl = impl
 
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator):
         super().setup(train, meta, num_classes, generator)
@@ -90,15 +91,16 @@ class L2RW(Method):
         reweighting_steps = self.steps_taken - self.uniform_steps
         if reweighting_steps > 0 and reweighting_steps % self.update_every == 0:
             meta_x, meta_y = self.meta_batch()
-            weights, losses = self.reweigh(model, x, y, meta_x, meta_y, lr)  # losses of the step's real forward
+            weights, losses = reweight.example_weights(model, x, y, meta_x, meta_y, impl=self.impl)  # the step's real forward
             if self.smoothing:
                 self.memory[index] = self.smoothing * self.memory[index] + (1 - self.smoothing) * weights * len(weights)
                 weights = reweight.normalize(self.memory[index])
             else:
                 self.memory[index] = weights * len(weights)
         else:
-            weights = reweight.normalize(self.memory[index]) if reweighting_steps > 0 else torch.full_like(y, 1.0 / len(y), dtype=x.dtype)
             losses = F.cross_entropy(model(x), y, reduction="none")
+            uniform = torch.full_like(losses.detach(), 1.0 / len(y))
+            weights = reweight.normalize(self.memory[index]) if reweighting_steps > 0 else uniform
         if self.mix:
             weights = reweight.normalize((1 - self.mix) * weights + self.mix / len(weights))
         return StepLoss((weights * losses).sum(), weights)

@@ -1,4 +1,10 @@
-"""Models: one file per architecture, selected by `conf/model/<name>.yaml` (`_target_`)."""
+"""Models: one file per architecture, selected by `conf/model/<name>.yaml` (`_target_`).
+
+Every model splits into the features its last layer sees and that layer:
+`model.penultimate(x)` returns the features h (batch x d) and `model.head` is the final
+`nn.Linear`, with `model(x) == model.head(model.penultimate(x))`. `method.impl=last_layer`
+computes its weights from h and the head alone (`l2rw.reweight.weights_last_layer`).
+"""
 from omegaconf import DictConfig
 from torch import nn
 

@@ -6,7 +6,8 @@ class LeNet(nn.Module):
     """LeNet-5 layout (conv 6 -> pool -> conv 16 -> pool -> 120 -> 84 -> classes).
 
     Convolutions are padded so that 8x8 digits and 32x32 CIFAR images both fit;
-    the flattened size is measured from the actual image shape.
+    the flattened size is measured from the actual image shape. `penultimate` gives the 84
+    features that `head`, the last linear layer, maps to class scores.
     """
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int):
@@ -23,5 +24,12 @@ class LeNet(nn.Module):
             nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes)
         )
 
+    @property
+    def head(self) -> nn.Linear:
+        return self.classifier[-1]  # not a submodule of its own: state_dict keys stay those of earlier checkpoints
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier[:-1](self.features(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return self.head(self.penultimate(x))

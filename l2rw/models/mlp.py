@@ -5,7 +5,8 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """Flattened pixels through ReLU hidden layers of the given widths."""
+    """Flattened pixels through ReLU hidden layers of the given widths; `penultimate` gives the
+    last hidden layer's output (the pixels when there is none), `head` the final linear layer."""
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, hidden: list[int]):
         super().__init__()
@@ -16,5 +17,12 @@ class MLP(nn.Module):
         layers.append(nn.Linear(widths[-1], num_classes))
         self.net = nn.Sequential(*layers)
 
+    @property
+    def head(self) -> nn.Linear:
+        return self.net[-1]  # not a submodule of its own: state_dict keys stay those of earlier checkpoints
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[:-1](x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.head(self.penultimate(x))

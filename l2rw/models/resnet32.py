@@ -25,7 +25,8 @@ class BasicBlock(nn.Module):
 
 class ResNet32(nn.Module):
     """The CIFAR ResNet-32 of He et al. 2016: 3 stages x 5 basic blocks, 16/32/64 channels,
-    about 0.46M parameters, BatchNorm."""
+    about 0.46M parameters, BatchNorm. `penultimate` gives the 64 globally pooled channels that
+    `head` maps to class scores."""
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, blocks_per_stage: int = 5):
         super().__init__()
@@ -42,6 +43,8 @@ class ResNet32(nn.Module):
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(module.weight)
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x)).mean(dim=(2, 3))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.stages(self.stem(x))
-        return self.head(features.mean(dim=(2, 3)))
+        return self.head(self.penultimate(x))
