@@ -296,19 +296,28 @@ def learning_curves(runs: pd.DataFrame, settings: list[str]) -> dict[str, dict[s
 def plot_learning_curves(panels: dict[str, dict[str, pd.DataFrame]], path: Path) -> bool:
     """Test balanced accuracy over training, a line (mean, shaded ± std over seeds) per method and
     a panel per setting: where methods cross, a single final number would mislead."""
+    def draw(axes, lines: dict[str, pd.DataFrame]) -> None:
+        for label, curve in lines.items():
+            axes.plot(curve.index, curve["mean"], marker=".", label=label)
+            spread = curve["std"].fillna(0)
+            axes.fill_between(curve.index, curve["mean"] - spread, curve["mean"] + spread, alpha=0.2)
+
+    return plot_step_panels(panels, draw, "balanced accuracy (test)", path)
+
+
+def plot_step_panels(panels: dict, draw, ylabel: str, path: Path) -> bool:
+    """A panel per entry of `panels` (its title and what `draw(axes, value)` plots against the
+    step), sharing the y axis; False when there is nothing to plot."""
     if not panels:
         return False
     figure, grid = panel_grid(len(panels), sharey=True)
-    for axes, (title, lines) in zip(grid.flat, panels.items()):
-        for label, curve in lines.items():
-            axes.plot(curve.index, curve["mean"], marker=".", label=label)
-            axes.fill_between(curve.index, curve["mean"] - curve["std"].fillna(0),
-                              curve["mean"] + curve["std"].fillna(0), alpha=0.2)
+    for axes, (title, value) in zip(grid.flat, panels.items()):
+        draw(axes, value)
         axes.set_title(title, fontsize="small")
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)
     for axes in grid[:, 0]:
-        axes.set_ylabel("balanced accuracy (test)")
+        axes.set_ylabel(ylabel)
     grid[0][0].legend(fontsize="x-small")
     save(figure, path)
     return True
@@ -326,21 +335,12 @@ def panel_grid(count: int, sharey: bool):
 
 def plot_weight_curves(curves: dict[str, pd.DataFrame], path: Path) -> bool:
     """Mean weight (1 = uniform) of clean vs corrupted training examples over training, a panel per setting."""
-    if not curves:
-        return False
-    figure, panels = panel_grid(len(curves), sharey=True)
-    for axes, (title, curve) in zip(panels.flat, curves.items()):
+    def draw(axes, curve: pd.DataFrame) -> None:
         axes.plot(curve.index, curve.weight_clean, marker=".", label="clean examples")
         axes.plot(curve.index, curve.weight_noisy, marker=".", label="corrupted examples")
         axes.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
-        axes.set_title(title, fontsize="small")
-        axes.set_xlabel("step")
-        axes.grid(alpha=0.3)
-    for axes in panels[:, 0]:
-        axes.set_ylabel("mean weight (1 = uniform)")
-    panels[0][0].legend(fontsize="small")
-    save(figure, path)
-    return True
+
+    return plot_step_panels(curves, draw, "mean weight (1 = uniform)", path)
 
 
 def example_weights(runs: pd.DataFrame, settings: list[str]) -> dict[str, pd.DataFrame]:
