@@ -123,7 +123,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     checkpoint.path.unlink(missing_ok=True)  # the row says the run is done; nothing to resume
     if outcome["collapse_step"]:
         print(f"warning: this run ended collapsed (since step {outcome['collapse_step']}): its model predicts "
-              f"(nearly) one class; see {run_dir / 'metrics.csv'}. Lower lr or momentum", file=sys.stderr)
+              f"(nearly) one class or uniform outputs; see {run_dir / 'metrics.csv'}. Collapsed after learning: "
+              "lower lr or momentum; never learned: train longer", file=sys.stderr)
     print(f"done: balanced accuracy {row['balanced_accuracy']:.4f}, accuracy {row['accuracy']:.4f}; "
           f"run dir {run_dir}; row appended to {cfg.results_csv}")
     return row
