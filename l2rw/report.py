@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,8 +217,9 @@ def plot_against(summary: pd.DataFrame, settings: list[str], x: str, path: Path)
 
 
 def setting_label(columns: list[str], key) -> str:
+    """`method, column=value, ...`; a column the setting leaves empty (not read by its runs) is left out."""
     key = key if isinstance(key, tuple) else (key,)
-    return ", ".join(v if c == "method" else f"{c}={v}" for c, v in zip(columns, key))
+    return ", ".join(v if c == "method" else f"{c}={v}" for c, v in zip(columns, key) if v != "")
 
 
 def has_file(run_dir: str, name: str) -> bool:
@@ -276,18 +278,24 @@ def learning_curves(runs: pd.DataFrame, settings: list[str]) -> dict[str, dict[s
     if "run_dir" not in runs.columns:
         return {}
     runs = runs[runs.run_dir.map(lambda d: has_file(d, "metrics.csv")).astype(bool)]
-    panel_columns = [c for c in settings if c != "method"]
+    # a method's own options, and a column with one value per method (each method's own lr, say),
+    # name lines, not panels
+    per_method = [c for c in settings if c != "method"
+                  and (c.startswith("method.") or (runs.groupby("method")[c].nunique() == 1).all())]
+    line_columns = ["method", *per_method]
+    panel_columns = [c for c in settings if c not in line_columns]
     groups = sorted_groups(runs, panel_columns) if panel_columns else [((), runs)]
     panels = {}
     for key, group in groups:
         lines = {}
-        for method, seeds in sorted_groups(group, ["method"]):
+        for line, seeds in sorted_groups(group, line_columns):
             metrics = [read_run_csv(Path(d) / "metrics.csv", ("step", "balanced_accuracy"), LEARNING_CURVES)
                        for d in seeds.run_dir]
             metrics = [m for m in metrics if m is not None]
             if metrics:
                 curve = pd.concat(metrics).groupby("step").balanced_accuracy.agg(["mean", "std", "size"])
-                lines[f"{method[0] if isinstance(method, tuple) else method} ({len(metrics)} seed{'' if len(metrics) == 1 else 's'})"] = curve
+                seeds_label = f"{len(metrics)} seed{'' if len(metrics) == 1 else 's'}"
+                lines[f"{setting_label(line_columns, line)} ({seeds_label})"] = curve
         if lines:
             panels[setting_label(panel_columns, key) if panel_columns else "all runs"] = lines
     return panels
@@ -313,12 +321,12 @@ def plot_step_panels(panels: dict, draw, ylabel: str, path: Path) -> bool:
     figure, grid = panel_grid(len(panels), sharey=True)
     for axes, (title, value) in zip(grid.flat, panels.items()):
         draw(axes, value)
-        axes.set_title(title, fontsize="small")
+        axes.set_title(textwrap.fill(title, 50), fontsize="small")
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)
+        axes.legend(fontsize="x-small")
     for axes in grid[:, 0]:
         axes.set_ylabel(ylabel)
-    grid[0][0].legend(fontsize="x-small")
     save(figure, path)
     return True
 
@@ -390,7 +398,7 @@ def plot_example_weights(panels: dict[str, pd.DataFrame], path: Path) -> bool:
         for label, weights in groups.items():
             axes.hist(weights, bins=bins, weights=np.full(len(weights), 1 / len(weights)), histtype="step", label=label)
         axes.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
-        axes.set_title(title, fontsize="small")
+        axes.set_title(textwrap.fill(title, 50), fontsize="small")
         axes.set_xlabel("mean weight over the run (1 = uniform)")
         axes.grid(alpha=0.3)
         if len(groups) <= 12:  # a legend of more classes would hide the bars

@@ -233,3 +233,20 @@ def test_learning_curves_average_each_methods_seeds_per_setting(tmp_path):
     assert curve["mean"].tolist() == pytest.approx([0.45, 0.7])
     assert curve["std"].tolist() == pytest.approx([0.0707107, 0.1414214], rel=1e-5)
     assert list(panels["imbalance=0.9, noise_rate=0.4, meta_per_class=10"]) == ["l2rw (1 seed)"]
+
+
+def test_a_column_set_per_method_names_lines_not_panels(tmp_path):
+    """Each method at its own lr, and l2rw's own options, share one panel per data setting."""
+    rows = []
+    for method, lr, smoothing in [("sgd", "0.3", ""), ("l2rw", "0.1", "0.9"), ("l2rw", "0.1", "0")]:
+        for imbalance in ("0.5", "0.9"):
+            run = tmp_path / f"{method}_{smoothing}_{imbalance}"
+            run.mkdir()
+            pd.DataFrame({"step": [100], "balanced_accuracy": [0.5]}).to_csv(run / "metrics.csv", index=False)
+            rows.append({"method": method, "lr": lr, "method.smoothing": smoothing, "imbalance": imbalance,
+                         "run_dir": str(run)})
+    panels = learning_curves(pd.DataFrame(rows), ["method", "lr", "method.smoothing", "imbalance"])
+    assert list(panels) == ["imbalance=0.5", "imbalance=0.9"]
+    assert list(panels["imbalance=0.9"]) == [
+        "l2rw, lr=0.1, method.smoothing=0 (1 seed)", "l2rw, lr=0.1, method.smoothing=0.9 (1 seed)", "sgd, lr=0.3 (1 seed)",
+    ]
