@@ -321,7 +321,7 @@ def plot_step_panels(panels: dict, draw, ylabel: str, path: Path) -> bool:
     figure, grid = panel_grid(len(panels), sharey=True)
     for axes, (title, value) in zip(grid.flat, panels.items()):
         draw(axes, value)
-        axes.set_title(textwrap.fill(title, 50), fontsize="small")
+        axes.set_title(wrapped(title), fontsize="small")
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)
         axes.legend(fontsize="x-small")
@@ -398,7 +398,7 @@ def plot_example_weights(panels: dict[str, pd.DataFrame], path: Path) -> bool:
         for label, weights in groups.items():
             axes.hist(weights, bins=bins, weights=np.full(len(weights), 1 / len(weights)), histtype="step", label=label)
         axes.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
-        axes.set_title(textwrap.fill(title, 50), fontsize="small")
+        axes.set_title(wrapped(title), fontsize="small")
         axes.set_xlabel("mean weight over the run (1 = uniform)")
         axes.grid(alpha=0.3)
         if len(groups) <= 12:  # a legend of more classes would hide the bars
@@ -407,6 +407,11 @@ def plot_example_weights(panels: dict[str, pd.DataFrame], path: Path) -> bool:
         axes.set_ylabel("share of the group's examples")
     save(figure, path)
     return True
+
+
+def wrapped(title: str) -> str:
+    """A panel title in lines of at most 50 characters, its own line breaks kept."""
+    return "\n".join(textwrap.fill(line, 50) for line in title.splitlines())
 
 
 def save(figure, path: Path) -> None:
