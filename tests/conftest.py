@@ -1,4 +1,5 @@
 """Tests compose the real configs in conf/ through Hydra's compose API."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -39,3 +40,12 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "l2rw.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module (scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,20 +1,15 @@
 """scripts/bench_step.py builds every method from the real configs and reports one row each."""
 import argparse
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_step.py"
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_step")
 
 
 def tiny_args(with_compiled: bool, methods: list[str]) -> argparse.Namespace:

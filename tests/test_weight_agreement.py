@@ -1,19 +1,13 @@
 """scripts/weight_agreement.py: its two agreement measures on hand-made cases, and a short run."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "weight_agreement.py"
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def agreement():
-    spec = importlib.util.spec_from_file_location("weight_agreement", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("weight_agreement")
 
 
 def test_spearman_is_one_for_the_same_order_and_minus_one_reversed(agreement):
