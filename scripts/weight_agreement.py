@@ -97,7 +97,8 @@ def main() -> None:
     parser.add_argument("--update-every", type=int, default=5)
     args = parser.parse_args()
     overrides = ["dataset=fashion_mnist", "imbalance=0.9", *args.overrides]
-    print(f"exact L2RW, {args.steps} steps, {' '.join(overrides)}; means over steps {args.skip + 1}-{args.steps}")
+    print(f"exact L2RW, {args.steps} steps, overrides {' '.join(overrides)} (a later one wins); "
+          f"means over steps {args.skip + 1}-{args.steps}")
     print("| cheap weights | Spearman rank correlation with exact | zero-set overlap (Jaccard) |")
     print("|---|---|---|")
     for kind, (rank, overlap) in measure(overrides, args.steps, args.skip, args.update_every).items():
