@@ -99,8 +99,10 @@ class L2RW(Method):
                 self.memory[index] = weights * len(weights)
         else:
             losses = F.cross_entropy(model(x), y, reduction="none")
-            uniform = torch.full_like(losses.detach(), 1.0 / len(y))
-            weights = reweight.normalize(self.memory[index]) if reweighting_steps > 0 else uniform
+            if reweighting_steps > 0:
+                weights = reweight.normalize(self.memory[index])
+            else:  # a uniform step
+                weights = torch.full_like(losses.detach(), 1.0 / len(y))
         if self.mix:
             weights = reweight.normalize((1 - self.mix) * weights + self.mix / len(weights))
         return StepLoss((weights * losses).sum(), weights)
