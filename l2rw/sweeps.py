@@ -19,12 +19,15 @@ NOT_HASHED = ("results_csv", "progress", "threads", "checkpoint_every", "skip_do
 
 def unread_keys(cfg: DictConfig) -> set[str]:
     """Dotted keys this configuration's run never reads: the parameters of the imbalance profile
-    and of the noise kinds it does not use, and the dataset's default of meta.per_class (read as
-    meta.per_class). They are not validated, not hashed and empty in the results row, so a
-    leftover value neither stops a run nor makes it look like another one."""
+    and of the noise kinds it does not use, the dataset's default of meta.per_class (read as
+    meta.per_class) and its tuned values (read as the lr, momentum and method options they set,
+    so another method's entry does not change this run's identity). They are not validated, not
+    hashed and empty in the results row, so a leftover value neither stops a run nor makes it look
+    like another one."""
     profile, kind = OmegaConf.select(cfg, "dataset.profile"), OmegaConf.select(cfg, "noise.kind")
     unread = {
         "dataset.meta_per_class": True,
+        "dataset.tuned": True,
         "imbalance": profile != "step",
         "dataset.majority_class": profile != "step",
         "imbalance_ratio": profile != "longtail",

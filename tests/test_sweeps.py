@@ -90,6 +90,7 @@ def test_threads_are_the_jobs_share_of_the_cores():
     (["noise.rate=0"], ["noise.rate=0.0"]),  # no noise: any rate but 0 is refused, however it is written
     (["lr=1"], ["lr=1.0"]),
     (["meta.per_class=5"], ["dataset.meta_per_class=5"]),  # the dataset's value is only meta.per_class's default
+    (["+dataset.tuned.l2rw.lr=0.5"], []),  # another method's tuned value: an sgd run reads only its own lr
 ])
 def test_config_hash_ignores_what_the_run_does_not_read(make_cfg, overrides, same_run):
     assert config_hash(make_cfg(*overrides)) == config_hash(make_cfg(*same_run))
@@ -102,6 +103,7 @@ def test_config_hash_ignores_what_the_run_does_not_read(make_cfg, overrides, sam
     (["noise.kind=flip", "noise.rate=0.2", "noise.flip_to=[1,2,3,4,5,6,7,8,9,0]"], ["noise.kind=flip", "noise.rate=0.2"]),
     (["noise.kind=background", "noise.rate=0.2", "noise.background_class=3"], ["noise.kind=background", "noise.rate=0.2"]),
     (["noise.kind=uniform", "noise.rate=0.2"], ["noise.kind=uniform", "noise.rate=0.4"]),
+    (["+dataset.tuned.sgd.lr=0.5"], []),  # this method's tuned value reaches the run as its lr
 ])
 def test_config_hash_tells_apart_what_the_run_reads(make_cfg, overrides, other_run):
     assert config_hash(make_cfg(*overrides)) != config_hash(make_cfg(*other_run))
