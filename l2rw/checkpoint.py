@@ -22,6 +22,7 @@ from l2rw.results import atomic_path
 FILENAME = "checkpoint.pt"
 STATE_KEYS = {"config_hash", "model", "optimizer", "scheduler", "method", "loop", "rng"}
 START_OVER = "delete it to start the run over"
+_UNREAD = object()
 
 
 class Checkpoint:
@@ -32,6 +33,7 @@ class Checkpoint:
         self.path = Path(run_dir) / FILENAME
         self.every = every
         self.config_hash = config_hash
+        self._checked_state = _UNREAD  # what check_compatible read, handed on to restore
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
@@ -57,11 +59,12 @@ class Checkpoint:
     def check_compatible(self) -> None:
         """Refuse a checkpoint this run could not resume (unreadable, or of another configuration),
         before the run writes anything into its dir."""
-        self._load()
+        self._checked_state = self._load()
 
     def restore(self, model: nn.Module, optimizer, scheduler, method: Method) -> dict | None:
         """Load the saved state into the objects and return the loop's; None when there is none."""
-        state = self._load()
+        state = self._load() if self._checked_state is _UNREAD else self._checked_state
+        self._checked_state = _UNREAD  # a checkpoint can be hundreds of MB: not kept twice
         if state is None:
             return None
         try:

@@ -5,6 +5,7 @@ import csv
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -124,6 +125,18 @@ class LoopState:
     collapse_step: int | None = None  # first evaluation of the current collapsed stretch
 
 
+def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, skipped: bool) -> None:
+    """One step of the lr schedule, skipped steps included: the schedule counts steps, not updates.
+    torch warns when the schedule moves before any optimizer.step(), which a skipped first step
+    does on purpose."""
+    if not skipped:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before", category=UserWarning)
+        scheduler.step()
+
+
 def fit(
     model: nn.Module,
     method: Method,
@@ -209,7 +222,7 @@ def fit(
                 weight_stats.add(index, result.weights)
             else:  # every example got weight 0: the meta gradient agrees with none of them
                 loop.skipped += 1
-            scheduler.step()
+            advance_schedule(scheduler, skipped=not any_weight)
             loop.window_loss += loss
             loop.window_zero_share += zero_share
             loop.window_steps += 1

@@ -85,6 +85,18 @@ def test_a_file_that_is_no_checkpoint_and_one_of_another_shape_are_named(tmp_pat
         checkpoint.restore(*run_objects(width=3))
 
 
+def test_a_resumed_run_reads_its_checkpoint_once(tmp_path, monkeypatch):
+    saved(tmp_path)
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: loads.append(args) or real_load(*args, **kwargs))
+    checkpoint = Checkpoint(tmp_path, 0, "this")
+    checkpoint.check_compatible()
+    assert checkpoint.restore(*run_objects())["step"] == 3
+    assert len(loads) == 1
+    assert checkpoint.restore(*run_objects())["step"] == 3 and len(loads) == 2  # a later restore reads the file anew
+
+
 def test_a_checkpoint_of_another_configuration_is_refused_before_anything_is_written(tmp_path):
     foreign = saved(tmp_path, config_hash="other").path.read_bytes()
     with pytest.raises(UserError, match="belongs to another configuration \\(config_hash other, this one is this\\)"):

@@ -1,5 +1,6 @@
-"""`fit`'s step timing: each process's warm-up steps (compiling, warming up) are counted apart."""
+"""`fit`: step timing (warm-up steps counted apart) and the lr schedule over skipped steps."""
 import types
+import warnings
 
 import pytest
 import torch
@@ -66,3 +67,34 @@ def test_seconds_per_step_leave_out_the_warmup_steps_and_evaluation(make_cfg, tm
 def test_a_run_of_warmup_steps_only_gets_their_pace(make_cfg, tmp_path, monkeypatch):
     outcome = timed_fit(make_cfg, tmp_path, monkeypatch, steps=1, warmup_steps=1)
     assert outcome["warmup_seconds"] == outcome["seconds_per_step"] == 10.0
+
+
+class SkipsFirstSteps(Method):
+    """Plain SGD whose first `skipped` steps give every example weight 0."""
+
+    def __init__(self, skipped: int):
+        self.skipped = skipped
+        self.calls = 0
+
+    def step_loss(self, *args, **kwargs):
+        self.calls += 1
+        result = super().step_loss(*args, **kwargs)
+        if self.calls <= self.skipped:
+            result.weights = torch.zeros_like(result.weights)
+        return result
+
+
+def test_skipped_steps_move_the_schedule_on_without_torchs_warning(make_cfg, tmp_path):
+    cfg = make_cfg()
+    splits = build_splits(cfg)
+    model = build_model(cfg.model, splits.image_shape, splits.num_classes)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, "cosine", 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "lr_scheduler.step() before optimizer.step()" would raise
+        outcome = trainer.fit(
+            model, SkipsFirstSteps(2), splits, optimizer, scheduler, steps=4, batch_size=cfg.batch_size,
+            eval_every=4, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "metrics.csv", progress=False,
+        )
+    assert outcome["skipped_steps"] == 2
+    assert scheduler.last_epoch == 4 and optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
