@@ -148,6 +148,7 @@ class L2RW(Options):
     mix: number(ge=0, le=1, note=" (0: plain L2RW weights)")
     smoothing: number(ge=0, lt=1, note=" (0: each step's own weights)")
     meta_augment: FLAG
+    balanced_batches: FLAG
 
 
 # Options of each choice of a config group, by its `name`

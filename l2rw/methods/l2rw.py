@@ -7,6 +7,7 @@ from l2rw.data import LabeledImages
 from l2rw.data.augment import random_crop_and_flip
 from l2rw.errors import UserError, is_number, is_whole
 from l2rw.methods.base import Method, StepLoss
+from l2rw.methods.weighted_sampler import class_balanced_batches
 
 
 class L2RW(Method):
@@ -15,6 +16,8 @@ class L2RW(Method):
     `impl` picks how they are computed: "fwd", one forward-mode pass, and "double_backprop", the
     published look-ahead graph kept as the reference, give the same weights; "last_layer" uses the
     final linear layer's gradients only (cheaper, other weights).
+    With `balanced_batches`, batches are drawn as `weighted_sampler` draws them (every class
+    equally likely) instead of uniformly, and L2RW weighs the examples of those batches.
     With `update_every=k` the weights are computed only on every k-th step and remembered per
     training example; the steps in between reuse the batch's remembered weights (k=1: plain L2RW).
 
@@ -31,7 +34,7 @@ class L2RW(Method):
 
     def __init__(
         self, meta_batch_size: int, update_every: int = 1, impl: str = "fwd", uniform_steps: int = 0,
-        mix: float = 0.0, smoothing: float = 0.0, meta_augment: bool = False,
+        mix: float = 0.0, smoothing: float = 0.0, meta_augment: bool = False, balanced_batches: bool = False,
     ):
         if not (is_whole(meta_batch_size) and meta_batch_size >= 1):
             raise UserError(f"method.meta_batch_size={meta_batch_size} must be a whole number >= 1")
@@ -47,12 +50,15 @@ class L2RW(Method):
             raise UserError(f"method.smoothing={smoothing} must be a number in [0, 1) (0: each step's own weights)")
         if not isinstance(meta_augment, bool):
             raise UserError(f"method.meta_augment={meta_augment!r} must be true or false")
+        if not isinstance(balanced_batches, bool):
+            raise UserError(f"method.balanced_batches={balanced_batches!r} must be true or false")
         self.meta_batch_size = meta_batch_size
         self.update_every = update_every
         self.uniform_steps = uniform_steps
         self.mix = mix
         self.smoothing = smoothing
         self.meta_augment = meta_augment
+        self.balanced_batches = balanced_batches
         # one cycle after the uniform steps: steps reusing weights, and one computing them
         self.warmup_steps = uniform_steps + update_every
         self.impl = impl
@@ -60,6 +66,7 @@ class L2RW(Method):
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator):
         super().setup(train, meta, num_classes, generator)
         self.meta = meta  # images already normalised to float by the trainer
+        self.train_labels, self.num_classes = train.labels, num_classes
         # weight x batch size, so never-computed examples (1 = uniform) share the scale of computed ones
         self.memory = torch.ones(len(train), device=train.labels.device)
         self.steps_taken = 0
@@ -71,6 +78,11 @@ class L2RW(Method):
         super().load_state_dict(state)
         self.memory = state["memory"].to(self.memory.device)
         self.steps_taken = state["steps_taken"]
+
+    def batches(self, batch_size: int):
+        if self.balanced_batches:
+            return class_balanced_batches(self.train_labels, self.num_classes, batch_size, self.generator)
+        return super().batches(batch_size)
 
     def meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole meta set when it fits in one meta batch, else a fresh sample; augmented with
