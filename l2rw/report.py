@@ -28,7 +28,7 @@ from l2rw.errors import UserError  # noqa: E402
 from l2rw.results import OUTCOME_COLUMNS  # noqa: E402
 
 REQUIRED = ("method", "seed", "status", "accuracy", "balanced_accuracy")
-METRICS = ("accuracy", "balanced_accuracy", "seconds_per_step")
+METRICS = ("accuracy", "balanced_accuracy", "val_balanced_accuracy", "seconds_per_step")
 RESULT_METRICS = ("accuracy", "balanced_accuracy")  # a finished run without these as numbers has no result
 # x axis of each "balanced accuracy vs ..." plot: the results column, and its label
 AXES = {"imbalance": "imbalance (majority class share)", "noise_rate": "noise rate", "meta_per_class": "meta images per class"}
@@ -117,6 +117,9 @@ def summarise(runs: pd.DataFrame, settings: list[str]) -> pd.DataFrame:
     summary = runs.groupby(settings, sort=False)[metrics].agg(["mean", "std"])
     summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
     summary["seeds"] = runs.groupby(settings, sort=False).size()
+    if "collapsed_step" in runs.columns:  # runs that ended collapsed (their collapsed_step is set)
+        summary["collapsed"] = runs.collapsed_step.fillna("").astype(str).ne("").groupby(
+            [runs[c] for c in settings], sort=False).sum().to_numpy()
     summary = summary.reset_index()
     order = sorted(summary.index, key=lambda i: [sort_key(summary.at[i, c]) for c in settings])
     return summary.loc[order].reset_index(drop=True)
@@ -164,15 +167,22 @@ def summarise_table(table: pd.DataFrame, source: Path) -> Summary:
 
 def table_lines(summary: Summary) -> list[str]:
     """The markdown table (a row per method × setting), then what it leaves out and why."""
-    header = [*summary.settings, "accuracy", "balanced accuracy", "s/step", "seeds"]
+    means = summary.means
+    # validation scores and collapses are shown where the runs have them
+    with_val = bool("val_balanced_accuracy_mean" in means.columns and means.val_balanced_accuracy_mean.notna().any())
+    with_collapsed = "collapsed" in means.columns
+    header = [*summary.settings, "accuracy", "balanced accuracy", *["val balanced accuracy"] * with_val,
+              "s/step", "seeds", *["collapsed"] * with_collapsed]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, row in summary.means.iterrows():
+    for _, row in means.iterrows():
         seconds = row.get("seconds_per_step_mean", np.nan)
         cells = [row[c] or MISSING for c in summary.settings] + [  # an empty setting was null
             mean_std(row.accuracy_mean, row.accuracy_std),
             mean_std(row.balanced_accuracy_mean, row.balanced_accuracy_std),
+            *([mean_std(row.val_balanced_accuracy_mean, row.val_balanced_accuracy_std)] if with_val else []),
             MISSING if pd.isna(seconds) else f"{seconds:.4f}",
             str(row.seeds),
+            *([str(int(row.collapsed))] if with_collapsed else []),
         ]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     failed = summary.table[summary.table.status != "ok"]

@@ -78,6 +78,23 @@ def test_table_means_and_stds_over_seeds(tmp_path, capsys):
     assert "dataset=digits" in text and "1 diverged" in text
 
 
+def test_validation_scores_and_collapsed_runs_get_columns_where_the_runs_have_them(tmp_path):
+    path = results_csv(tmp_path)
+    table = pd.read_csv(path)
+    table["val_balanced_accuracy"] = [0.6, 0.7, 0.8, 0.5, 0.5, "", 0.3, ""]
+    table["collapsed_step"] = ["", "", "", 400, "", "", "", ""]
+    table.to_csv(path, index=False)
+    text, _ = report(tmp_path, path)
+    header, rule, *rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert header.endswith("| balanced accuracy | val balanced accuracy | s/step | seeds | collapsed |")
+    assert rows == [
+        "| l2rw | 0.5 | 0 | 3 | 0.850 ± 0.071 | 0.650 ± 0.071 | 0.500 ± 0.000 | 0.0100 | 2 | 1 |",
+        "| l2rw | 0.9 | 0 | 3 | 0.500 | 0.400 | 0.300 | 0.0100 | 1 | 0 |",
+        "| l2rw | 0.9 | 0.4 | 10 | 0.450 | 0.300 | – | 0.0100 | 1 | 0 |",
+        "| sgd | 0.5 | 0 | 3 | 0.850 ± 0.050 | 0.750 ± 0.050 | 0.700 ± 0.100 | 0.0100 | 3 | 0 |",
+    ]
+
+
 def test_summary_numbers(tmp_path):
     table = load_results(results_csv(tmp_path))
     table = table[table.status == "ok"]

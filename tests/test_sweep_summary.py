@@ -8,7 +8,7 @@ from l2rw.sweep_summary import summary_text, sweep_rows
 from tests.conftest import run_cli
 
 STARTED = datetime(2030, 1, 1, 12, 0, 0, 700000, tzinfo=timezone.utc)
-TABLE_HEADER = "| method | accuracy | balanced accuracy | s/step | seeds |"
+TABLE_HEADER = "| method | accuracy | balanced accuracy | s/step | seeds | collapsed |"
 
 
 def results(tmp_path, *rows) -> pd.DataFrame:
