@@ -63,7 +63,9 @@ def score_candidates(runs: pd.DataFrame, settings: list[str], tuned: list[str], 
     then the validation mean and std."""
     keys = [*settings, *tuned]
     validation = runs.groupby(keys)[metric].agg(["mean", "std"]).add_prefix(f"{metric}_").reset_index()
-    return summarise(runs, keys).merge(validation, on=keys, how="left")
+    tested = summarise(runs, keys)
+    tested = tested.drop(columns=[c for c in validation.columns if c not in keys and c in tested.columns])
+    return tested.merge(validation, on=keys, how="left")
 
 
 def best_candidate(candidates: pd.DataFrame, metric: str) -> pd.Series:
