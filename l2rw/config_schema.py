@@ -144,11 +144,9 @@ class L2RW(Options):
     meta_batch_size: whole(1)
     update_every: whole(1, note=" (1: every step)")
     impl: choice(*IMPLEMENTATIONS)
-    uniform_steps: whole(0, note=" (0: reweight from the start)")
     mix: number(ge=0, le=1, note=" (0: plain L2RW weights)")
     smoothing: number(ge=0, lt=1, note=" (0: each step's own weights)")
     meta_augment: FLAG
-    balanced_batches: FLAG
 
 
 # Options of each choice of a config group, by its `name`

@@ -194,8 +194,6 @@ def test_every_option_of_every_group_passes_the_check(override):
     (["method=l2rw", "method.meta_batch_size=0"], "method.meta_batch_size=0 must be a whole number >= 1"),
     (["method=l2rw", "method.update_every=abc"], "method.update_every=abc must be a whole number >= 1 (1: every step)"),
     (["method=l2rw", "method.impl=[1,2]"], "method.impl=[1,2] is unknown; use one of fwd, double_backprop, last_layer"),
-    (["method=l2rw", "method.uniform_steps=-1"],
-     "method.uniform_steps=-1 must be a whole number >= 0 (0: reweight from the start)"),
     (["method=l2rw", "method.mix=1.5"], "method.mix=1.5 must be a finite number >= 0 and <= 1 (0: plain L2RW weights)"),
     (["method=l2rw", "method.smoothing=1"],
      "method.smoothing=1 must be a finite number >= 0 and < 1 (0: each step's own weights)"),

@@ -11,7 +11,7 @@ from l2rw.registry import build
 from l2rw.train import train
 
 LR = 0.1
-NEUTRAL = {"uniform_steps": 0, "mix": 0.0, "smoothing": 0.0, "meta_augment": False, "balanced_batches": False}
+NEUTRAL = {"mix": 0.0, "smoothing": 0.0, "meta_augment": False}
 
 
 def setup(make_cfg, **options):
@@ -43,14 +43,6 @@ def test_each_remedy_at_its_neutral_setting_gives_plain_l2rw_weights(make_cfg, o
         torch.testing.assert_close(method.step_loss(model, x, y, index, LR).weights, plain(model, x, y, meta))
 
 
-def test_uniform_steps_weigh_alike_then_reweight(make_cfg):
-    method, model, x, y, meta = setup(make_cfg, uniform_steps=2)
-    index = torch.arange(12)
-    for _ in range(2):
-        torch.testing.assert_close(method.step_loss(model, x, y, index, LR).weights, torch.full((12,), 1 / 12))
-    torch.testing.assert_close(method.step_loss(model, x, y, index, LR).weights, plain(model, x, y, meta))
-
-
 def test_mix_blends_with_uniform_and_never_skips(make_cfg):
     method, model, x, y, meta = setup(make_cfg, mix=0.25)
     index = torch.arange(12)
@@ -77,25 +69,7 @@ def test_meta_augment_changes_the_meta_batch_each_step(make_cfg):
     assert first.shape == method.meta.images.shape and not torch.equal(first, second)
 
 
-def test_balanced_batches_are_the_weighted_samplers_and_uniform_ones_the_plain_methods(make_cfg):
-    labels = torch.tensor([0] * 90 + [1] * 10)
-    train = LabeledImages(torch.zeros(100, 1, 4, 4), labels)
-    meta = LabeledImages(torch.zeros(4, 1, 4, 4), torch.tensor([0, 1, 0, 1]))
-
-    def first_batches(cfg_method, count=3):
-        method = build(make_cfg(*cfg_method).method)
-        method.setup(train, meta, 2, torch.Generator().manual_seed(0))
-        batches = method.batches(50)
-        return [next(batches) for _ in range(count)]
-
-    for l2rw_option, same_as in [("balanced_batches=true", "weighted_sampler"), ("balanced_batches=false", "sgd")]:
-        ours, theirs = first_batches(["method=l2rw", f"method.{l2rw_option}"]), first_batches([f"method={same_as}"])
-        assert all(torch.equal(a, b) for a, b in zip(ours, theirs)), l2rw_option
-    minority_share = (labels[torch.cat(first_batches(["method=l2rw", "method.balanced_batches=true"], 40))] == 1).float().mean()
-    assert 0.45 < minority_share < 0.55  # 10% of the examples, half of what a balanced draw serves
-
-
-@pytest.mark.parametrize("option", ["uniform_steps=-1", "mix=1.5", "smoothing=1.0", "meta_augment=3", "balanced_batches=2"])
+@pytest.mark.parametrize("option", ["mix=1.5", "smoothing=1.0", "meta_augment=3"])
 def test_out_of_range_remedies_are_named(make_cfg, option):
     with pytest.raises(UserError, match=rf"method\.{option.split('=')[0]}"):
         build(make_cfg("method=l2rw", f"method.{option}").method)

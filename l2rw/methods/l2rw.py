@@ -7,7 +7,6 @@ from l2rw.data import LabeledImages
 from l2rw.data.augment import random_crop_and_flip
 from l2rw.errors import UserError, is_number, is_whole
 from l2rw.methods.base import Method, StepLoss
-from l2rw.methods.weighted_sampler import class_balanced_batches
 
 
 class L2RW(Method):
@@ -16,13 +15,10 @@ class L2RW(Method):
     `impl` picks how they are computed: "fwd", one forward-mode pass, and "double_backprop", the
     published look-ahead graph kept as the reference, give the same weights; "last_layer" uses the
     final linear layer's gradients only (cheaper, other weights).
-    With `balanced_batches`, batches are drawn as `weighted_sampler` draws them (every class
-    equally likely) instead of uniformly, and L2RW weighs the examples of those batches.
     With `update_every=k` the weights are computed only on every k-th step and remembered per
     training example; the steps in between reuse the batch's remembered weights (k=1: plain L2RW).
 
     Remedies, each off at its default (then the weights are plain L2RW's):
-    - `uniform_steps`: the first steps weigh every example alike (a warm-up before reweighting);
     - `mix`: weights (1 - mix) * L2RW + mix * uniform, so no step is skipped and no example is
       ever ignored entirely;
     - `smoothing`: each example's remembered weight moves only (1 - smoothing) of the way to its
@@ -33,8 +29,8 @@ class L2RW(Method):
     """
 
     def __init__(
-        self, meta_batch_size: int, update_every: int = 1, impl: str = "fwd", uniform_steps: int = 0,
-        mix: float = 0.0, smoothing: float = 0.0, meta_augment: bool = False, balanced_batches: bool = False,
+        self, meta_batch_size: int, update_every: int = 1, impl: str = "fwd",
+        mix: float = 0.0, smoothing: float = 0.0, meta_augment: bool = False,
     ):
         if not (is_whole(meta_batch_size) and meta_batch_size >= 1):
             raise UserError(f"method.meta_batch_size={meta_batch_size} must be a whole number >= 1")
@@ -42,31 +38,24 @@ class L2RW(Method):
             raise UserError(f"method.update_every={update_every} must be a whole number >= 1 (1 = every step)")
         if not isinstance(impl, str) or impl not in reweight.IMPLEMENTATIONS:
             raise UserError(f"method.impl={impl!r} is unknown; use one of {', '.join(reweight.IMPLEMENTATIONS)}")
-        if not (is_whole(uniform_steps) and uniform_steps >= 0):
-            raise UserError(f"method.uniform_steps={uniform_steps} must be a whole number >= 0 (0: reweight from the start)")
         if not (is_number(mix) and 0.0 <= mix <= 1.0):
             raise UserError(f"method.mix={mix} must be a number in [0, 1] (0: plain L2RW weights)")
         if not (is_number(smoothing) and 0.0 <= smoothing < 1.0):
             raise UserError(f"method.smoothing={smoothing} must be a number in [0, 1) (0: each step's own weights)")
         if not isinstance(meta_augment, bool):
             raise UserError(f"method.meta_augment={meta_augment!r} must be true or false")
-        if not isinstance(balanced_batches, bool):
-            raise UserError(f"method.balanced_batches={balanced_batches!r} must be true or false")
         self.meta_batch_size = meta_batch_size
         self.update_every = update_every
-        self.uniform_steps = uniform_steps
         self.mix = mix
         self.smoothing = smoothing
         self.meta_augment = meta_augment
-        self.balanced_batches = balanced_batches
-        # one cycle after the uniform steps: steps reusing weights, and one computing them
-        self.warmup_steps = uniform_steps + update_every
+        # one cycle: steps reusing weights, and one computing them
+        self.warmup_steps = update_every
         self.impl = impl
 
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator):
         super().setup(train, meta, num_classes, generator)
         self.meta = meta  # images already normalised to float by the trainer
-        self.train_labels, self.num_classes = train.labels, num_classes
         # weight x batch size, so never-computed examples (1 = uniform) share the scale of computed ones
         self.memory = torch.ones(len(train), device=train.labels.device)
         self.steps_taken = 0
@@ -78,11 +67,6 @@ class L2RW(Method):
         super().load_state_dict(state)
         self.memory = state["memory"].to(self.memory.device)
         self.steps_taken = state["steps_taken"]
-
-    def batches(self, batch_size: int):
-        if self.balanced_batches:
-            return class_balanced_batches(self.train_labels, self.num_classes, batch_size, self.generator)
-        return super().batches(batch_size)
 
     def meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole meta set when it fits in one meta batch, else a fresh sample; augmented with
@@ -100,8 +84,7 @@ class L2RW(Method):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, lr: float
     ) -> StepLoss:
         self.steps_taken += 1
-        reweighting_steps = self.steps_taken - self.uniform_steps
-        if reweighting_steps > 0 and reweighting_steps % self.update_every == 0:
+        if self.steps_taken % self.update_every == 0:
             meta_x, meta_y = self.meta_batch()
             weights, losses = reweight.example_weights(model, x, y, meta_x, meta_y, impl=self.impl)  # the step's real forward
             if self.smoothing:
@@ -109,12 +92,9 @@ class L2RW(Method):
                 weights = reweight.normalize(self.memory[index])
             else:
                 self.memory[index] = weights * len(weights)
-        else:
+        else:  # a step between computations: the batch's remembered weights (1 until computed)
             losses = F.cross_entropy(model(x), y, reduction="none")
-            if reweighting_steps > 0:
-                weights = reweight.normalize(self.memory[index])
-            else:  # a uniform step
-                weights = torch.full_like(losses.detach(), 1.0 / len(y))
+            weights = reweight.normalize(self.memory[index])
         if self.mix:
             weights = reweight.normalize((1 - self.mix) * weights + self.mix / len(weights))
         return StepLoss((weights * losses).sum(), weights)
