@@ -146,7 +146,6 @@ class L2RW(Options):
     impl: choice(*IMPLEMENTATIONS)
     mix: number(ge=0, le=1, note=" (0: plain L2RW weights)")
     smoothing: number(ge=0, lt=1, note=" (0: each step's own weights)")
-    meta_augment: FLAG
 
 
 # Options of each choice of a config group, by its `name`

@@ -197,7 +197,6 @@ def test_every_option_of_every_group_passes_the_check(override):
     (["method=l2rw", "method.mix=1.5"], "method.mix=1.5 must be a finite number >= 0 and <= 1 (0: plain L2RW weights)"),
     (["method=l2rw", "method.smoothing=1"],
      "method.smoothing=1 must be a finite number >= 0 and < 1 (0: each step's own weights)"),
-    (["method=l2rw", "method.meta_augment=yes"], "method.meta_augment=yes must be true or false"),
     (["method=class_balanced", "method.beta=abc"],
      "method.beta=abc must be a finite number >= 0 and < 1 (Cui et al. use 0.9-0.9999), or null for 1/n_c"),
     (["hardware.amp=fp16"], "hardware.amp=fp16 is unknown; use one of bf16, or null for full precision"),

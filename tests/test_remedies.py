@@ -11,7 +11,7 @@ from l2rw.registry import build
 from l2rw.train import train
 
 LR = 0.1
-NEUTRAL = {"mix": 0.0, "smoothing": 0.0, "meta_augment": False}
+NEUTRAL = {"mix": 0.0, "smoothing": 0.0}
 
 
 def setup(make_cfg, **options):
@@ -63,13 +63,7 @@ def test_smoothing_averages_each_examples_weights_over_steps(make_cfg):
     torch.testing.assert_close(method.step_loss(model, x, y, index, LR).weights, reweight.normalize(memory))
 
 
-def test_meta_augment_changes_the_meta_batch_each_step(make_cfg):
-    method, *_ = setup(make_cfg, meta_augment=True)
-    first, second = method.meta_batch()[0], method.meta_batch()[0]
-    assert first.shape == method.meta.images.shape and not torch.equal(first, second)
-
-
-@pytest.mark.parametrize("option", ["mix=1.5", "smoothing=1.0", "meta_augment=3"])
+@pytest.mark.parametrize("option", ["mix=1.5", "smoothing=1.0"])
 def test_out_of_range_remedies_are_named(make_cfg, option):
     with pytest.raises(UserError, match=rf"method\.{option.split('=')[0]}"):
         build(make_cfg("method=l2rw", f"method.{option}").method)

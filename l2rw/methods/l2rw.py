@@ -4,7 +4,6 @@ from torch import nn
 
 from l2rw import reweight
 from l2rw.data import LabeledImages
-from l2rw.data.augment import random_crop_and_flip
 from l2rw.errors import UserError, is_number, is_whole
 from l2rw.methods.base import Method, StepLoss
 
@@ -22,15 +21,12 @@ class L2RW(Method):
     - `mix`: weights (1 - mix) * L2RW + mix * uniform, so no step is skipped and no example is
       ever ignored entirely;
     - `smoothing`: each example's remembered weight moves only (1 - smoothing) of the way to its
-      new L2RW weight, an average over the steps that saw it;
-    - `meta_augment`: the meta batch gets a fresh random crop and flip each step (as
-      `dataset.augment` does to training batches; padding is the mean pixel), so the weights
-      follow less of a meta set the model has memorised.
+      new L2RW weight, an average over the steps that saw it.
     """
 
     def __init__(
         self, meta_batch_size: int, update_every: int = 1, impl: str = "fwd",
-        mix: float = 0.0, smoothing: float = 0.0, meta_augment: bool = False,
+        mix: float = 0.0, smoothing: float = 0.0,
     ):
         if not (is_whole(meta_batch_size) and meta_batch_size >= 1):
             raise UserError(f"method.meta_batch_size={meta_batch_size} must be a whole number >= 1")
@@ -42,13 +38,10 @@ class L2RW(Method):
             raise UserError(f"method.mix={mix} must be a number in [0, 1] (0: plain L2RW weights)")
         if not (is_number(smoothing) and 0.0 <= smoothing < 1.0):
             raise UserError(f"method.smoothing={smoothing} must be a number in [0, 1) (0: each step's own weights)")
-        if not isinstance(meta_augment, bool):
-            raise UserError(f"method.meta_augment={meta_augment!r} must be true or false")
         self.meta_batch_size = meta_batch_size
         self.update_every = update_every
         self.mix = mix
         self.smoothing = smoothing
-        self.meta_augment = meta_augment
         # one cycle: steps reusing weights, and one computing them
         self.warmup_steps = update_every
         self.impl = impl
@@ -69,15 +62,12 @@ class L2RW(Method):
         self.steps_taken = state["steps_taken"]
 
     def meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole meta set when it fits in one meta batch, else a fresh sample; augmented with
-        `meta_augment`."""
+        """The whole meta set when it fits in one meta batch, else a fresh sample."""
         images, labels = self.meta.images, self.meta.labels
         if len(self.meta) > self.meta_batch_size:
             pick = torch.randperm(len(self.meta), generator=self.generator)[: self.meta_batch_size]
             pick = pick.to(labels.device)
             images, labels = images[pick], labels[pick]
-        if self.meta_augment:
-            images = random_crop_and_flip(images, self.generator)
         return images, labels
 
     def step_loss(
