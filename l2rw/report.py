@@ -114,12 +114,12 @@ def sorted_groups(runs: pd.DataFrame, columns: list[str]) -> list[tuple]:
 def summarise(runs: pd.DataFrame, settings: list[str]) -> pd.DataFrame:
     """One row per setting: mean and sample std (ddof=1) of each metric over seeds, and n."""
     metrics = [m for m in METRICS if m in runs.columns]
-    summary = runs.groupby(settings, sort=False)[metrics].agg(["mean", "std"])
+    groups = runs.groupby(settings, sort=False)
+    summary = groups[metrics].agg(["mean", "std"])
     summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
-    summary["seeds"] = runs.groupby(settings, sort=False).size()
-    if "collapsed_step" in runs.columns:  # runs that ended collapsed (their collapsed_step is set)
-        summary["collapsed"] = runs.collapsed_step.fillna("").astype(str).ne("").groupby(
-            [runs[c] for c in settings], sort=False).sum().to_numpy()
+    summary["seeds"] = groups.size()
+    if "collapsed_step" in runs.columns:  # a run that ended collapsed has its collapsed_step set
+        summary["collapsed"] = groups.collapsed_step.agg(lambda steps: steps.fillna("").astype(str).ne("").sum())
     summary = summary.reset_index()
     order = sorted(summary.index, key=lambda i: [sort_key(summary.at[i, c]) for c in settings])
     return summary.loc[order].reset_index(drop=True)
