@@ -5,10 +5,15 @@ an uninterrupted run (CPU). The file is removed once the run's results row is wr
 """
 from __future__ import annotations
 
+import pickle
 import random
+import re
 import signal
 import sys
 import threading
+import types
+import typing
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +28,22 @@ FILENAME = "checkpoint.pt"
 STATE_KEYS = {"config_hash", "model", "optimizer", "scheduler", "method", "loop", "rng"}
 START_OVER = "delete it to start the run over"
 _UNREAD = object()
+# Beyond the tensors and containers torch.load(weights_only=True) admits, a checkpoint holds
+# np.random.get_state()'s uint32 array: numpy's _reconstruct (named as the installed numpy
+# pickles it), ndarray, dtype and the uint32 dtype's class (numpy.dtypes.UInt32DType). Anything
+# else is refused unread: unpickling it could run code.
+NUMPY_STATE_GLOBALS = [np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 class Checkpoint:
     """`run_dir/checkpoint.pt`, saved every `every` steps (0: only when interrupted), tagged with
     the config hash so a run dir never resumes a different configuration."""
 
-    def __init__(self, run_dir: Path, every: int, config_hash: str):
+    def __init__(self, run_dir: Path, every: int, config_hash: str, steps: int | None = None):
         self.path = Path(run_dir) / FILENAME
         self.every = every
         self.config_hash = config_hash
+        self.steps = steps  # the run's; a saved step must lie below it (None: not checked)
         self._checked_state = _UNREAD  # what check_compatible read, handed on to restore
 
     def due(self, step: int) -> bool:
@@ -79,8 +90,8 @@ class Checkpoint:
             if rng["cuda"] is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
             step = state["loop"]["step"]
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:  # what a state of another shape raises
-            raise UserError(f"{self.path} does not fit this run's model or method ({_first_line(error)}); {START_OVER}")
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError, RuntimeError) as error:  # another shape
+            raise UserError(f"{self.path} does not fit this run's model or method ({_first_line(error)}); {START_OVER}") from None
         print(f"resuming from step {step} of {self.path}", file=sys.stderr)
         return state["loop"]
 
@@ -89,23 +100,67 @@ class Checkpoint:
         if not self.path.exists():
             return None
         try:
-            # weights_only=False: the file is this run's own and holds Python/NumPy RNG states
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception as error:  # noqa: BLE001  a damaged file fails in any of zip's, pickle's or torch's ways
+            with torch.serialization.safe_globals(NUMPY_STATE_GLOBALS), warnings.catch_warnings():
+                # torch warns of a pickle protocol it does not expect; the file is read or refused anyway
+                warnings.filterwarnings("ignore", "Detected pickle protocol")
+                state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            # torch's message advises weights_only=False, which would run whatever the file holds
+            text = str(error)
+            if found := re.search(r"GLOBAL (\S+) was not an allowed global", text):
+                raise UserError(
+                    f"{self.path} holds {found[1]}, which no l2rw checkpoint holds; it was not loaded, as that "
+                    f"could run code from it: {START_OVER}"
+                ) from None
+            detail = _first_line(text.split("WeightsUnpickler error:")[-1])
+            raise UserError(
+                f"{self.path} cannot be read as a checkpoint (UnpicklingError: {detail}); {START_OVER}"
+            ) from None
+        except Exception as error:
             raise UserError(
                 f"{self.path} cannot be read as a checkpoint ({type(error).__name__}: {_first_line(error)}); {START_OVER}"
             ) from error
-        if not (isinstance(state, dict) and STATE_KEYS <= state.keys()):
+        if not (isinstance(state, dict) and state.keys() == STATE_KEYS and isinstance(state.get("config_hash"), str)):
             raise UserError(f"{self.path} is not an l2rw checkpoint; {START_OVER}, or set another hydra.run.dir")
         if state["config_hash"] != self.config_hash:
             raise UserError(
                 f"{self.path} belongs to another configuration (config_hash {state['config_hash']}, "
                 f"this one is {self.config_hash}); set another hydra.run.dir or delete the file"
             )
+        if problem := _loop_problem(state["loop"], self.steps):
+            raise UserError(f"{self.path} holds a loop state no run saves ({problem}); {START_OVER}")
         return state
 
 
-def _first_line(error: BaseException) -> str:
+def _loop_problem(loop: object, steps: int | None) -> str | None:
+    """Why `loop` cannot be the trainer's LoopState of a run of `steps` steps; None when it can.
+    Keys left out take LoopState's defaults."""
+    from l2rw.trainer import LoopState  # imported here: the trainer imports this module
+
+    if not isinstance(loop, dict) or "step" not in loop:
+        return "no loop step"
+    hints = typing.get_type_hints(LoopState)
+    for name, value in loop.items():
+        if name not in hints:
+            return f"unknown key {name!r}"
+        if not isinstance(value, _runtime_types(hints[name])) or isinstance(value, bool):
+            return f"{name} is a {type(value).__name__}"
+    if loop["step"] < 0:
+        return f"step {loop['step']} is negative"
+    if steps is not None and loop["step"] >= steps:  # fit would run no step, so have no evaluation to return
+        return f"step {loop['step']} is not below this run's steps={steps}"
+    return None
+
+
+def _runtime_types(hint) -> tuple[type, ...]:
+    """The classes an annotation admits, to isinstance against: list[float] | None -> (list, NoneType);
+    an int stands for a float, as type checkers allow."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType, typing.Union) else (hint,)
+    classes = tuple(typing.get_origin(option) or option for option in options)
+    return classes + (int,) if float in classes else classes
+
+
+def _first_line(error: BaseException | str) -> str:
     return (str(error).strip().splitlines() or [""])[0]
 
 

@@ -5,54 +5,31 @@ be, for the first option that breaks its declaration. Keys the run does not read
 (`l2rw.sweeps.unread_keys`) are not checked. What needs the data (a class index against the
 number of classes, a count against the images a class has) is checked where the data is.
 """
-from typing import Annotated, Any, Literal
+import inspect
+import typing
+from functools import cache
+from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import yaml
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from l2rw.data.noise import NOISE_KINDS
 from l2rw.errors import UserError
-from l2rw.reweight import IMPLEMENTATIONS
+from l2rw.options import CLASS, FLAG, PATH, choice, description, list_of, number, optional, text, whole
 from l2rw.sweeps import read_values
 
 SCHEDULES = ("constant", "cosine", "step")
 PROFILES = ("step", "longtail", "natural")
 AMP_CHOICES = ("bf16",)  # besides null; train.AMP_DTYPES maps each to its dtype
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes it, and every CSV reader keeps it an int64
-
-
-def whole(minimum: int, maximum: int | None = None, note: str = "") -> Any:
-    bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-    return Annotated[int, Field(strict=True, ge=minimum, le=maximum, description=f"a whole number {bounds}{note}")]
-
-
-def number(*, gt: float | None = None, ge: float | None = None, lt: float | None = None, le: float | None = None,
-           note: str = "") -> Any:
-    """A finite int or float within the given bounds (YAML's true and false are not numbers)."""
-    bounds = [f"{sign} {bound}" for sign, bound in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if bound is not None]
-    description = " ".join(["a finite number", " and ".join(bounds)]).rstrip() + note
-    return Annotated[float, Field(strict=True, allow_inf_nan=False, gt=gt, ge=ge, lt=lt, le=le, description=description)]
-
-
-def choice(*options: str) -> Any:
-    return Annotated[Literal[options], Field(description=f"one of {', '.join(options)}")]
-
-
-def optional(kind: Any, null_means: str) -> Any:
-    return Annotated[kind | None, Field(description=f"{_description(kind)}, or null {null_means}")]
-
-
-def list_of(kind: Any, what: str) -> Any:
-    return Annotated[list[kind], Field(strict=True, description=what)]
-
-
-def _description(kind: Any) -> str:
-    return next(meta.description for meta in kind.__metadata__ if getattr(meta, "description", None))
-
-
-FLAG = Annotated[bool, Field(strict=True, description="true or false")]
-PATH = Annotated[str, Field(strict=True, description="a path")]
-CLASS = whole(0, note=" (a class index)")
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Constructor parameters the builders fill in from the data, never set in a config
+RUNTIME_ARGUMENTS = ("image_shape", "num_classes", "class_counts")
+# Groups whose choice is a class or function selected by `_target_` (the dataset's: `source._target_`)
+BUILT_GROUPS = {"model": "_target_", "method": "_target_", "loss": "_target_", "dataset": "source._target_"}
 
 
 class Options(BaseModel):
@@ -86,6 +63,7 @@ class TopLevel(Options):
     schedule: choice(*SCHEDULES)
     clip_grad_norm: optional(number(gt=0), "for no clipping")
     eval_every: whole(1)
+    posthoc_tau: number(ge=0, note=" (0: plain argmax)")
     progress: FLAG
     results_csv: PATH
     skip_done: FLAG
@@ -114,59 +92,69 @@ class Dataset(Options):
 
 
 class Hardware(Options):
-    device: Annotated[str, Field(strict=True, description="a device name, e.g. cpu, cuda or cuda:1")]
+    device: text("a device name, e.g. cpu, cuda or cuda:1")
     amp: optional(choice(*AMP_CHOICES), "for full precision")
     compile: FLAG
     channels_last: FLAG
 
 
-class Plain(Options):
-    """A model or method without options."""
-
-
-class MLP(Options):
-    hidden: list_of(whole(1), "a list of hidden layer widths, each a whole number >= 1, e.g. [256,256]")
-
-
-class ResNet18(Options):
-    pretrained: FLAG
-
-
-class ResNet32(Options):
-    blocks_per_stage: whole(1, note=" (6n+2 layers: 5 gives ResNet-32)")
-
-
-class ClassBalanced(Options):
-    beta: optional(number(ge=0, lt=1, note=" (Cui et al. use 0.9-0.9999)"), "for 1/n_c")
-
-
-class L2RW(Options):
-    meta_batch_size: whole(1)
-    update_every: whole(1, note=" (1: every step)")
-    impl: choice(*IMPLEMENTATIONS)
-    mix: number(ge=0, le=1, note=" (0: plain L2RW weights)")
-    smoothing: number(ge=0, lt=1, note=" (0: each step's own weights)")
-
-
-# Options of each choice of a config group, by its `name`
-MODELS = {"lenet": Plain, "mlp": MLP, "resnet18": ResNet18, "resnet32": ResNet32}
-METHODS = {"sgd": Plain, "weighted_sampler": Plain, "class_balanced": ClassBalanced, "l2rw": L2RW}
-
-
 def check_config(cfg: DictConfig) -> None:
     """Raise UserError for the first option, in the order declared above, that is of the wrong
-    type or out of range; keys the run does not read are left alone."""
+    type or out of range; keys the run does not read are left alone. A model's, method's and
+    loss's options are the parameters of the constructor its `_target_` names."""
     values = read_values(cfg)
-    groups = {group: values.pop(group) for group in ("dataset", "model", "method", "hardware")}
+    groups = {group: values.pop(group) for group in ("dataset", "model", "method", "loss", "hardware")}
     _check(TopLevel, values, "")
     _check(Dataset, groups["dataset"], "dataset.")
-    for group, schemas in (("model", MODELS), ("method", METHODS)):
+    for group in BUILT_GROUPS:
+        check_name(group, groups[group])
+    for group in ("model", "method", "loss"):
         options = {key: value for key, value in groups[group].items() if key not in ("name", "_target_")}
-        name = groups[group]["name"]
-        if name not in schemas:
-            raise UserError(f"{group}={name} has no declared options in l2rw/config_schema.py; add them there")
-        _check(schemas[name], options, f"{group}.", f" of {group}={name}")
+        _check(constructor_options(groups[group]["_target_"], group), options, f"{group}.", f" of {group}={groups[group]['name']}")
+    source = groups["dataset"]["source"]
+    _check(constructor_options(source["_target_"], "dataset.source"), {k: v for k, v in source.items() if k != "_target_"},
+           "dataset.source.", f" of dataset={groups['dataset']['name']}")
     _check(Hardware, groups["hardware"], "hardware.")
+
+
+@cache
+def constructor_options(target: str, group: str) -> type[Options]:
+    """The options of the class or function `target` names: its parameters (but those the data
+    fills in), each of its annotated type, required unless it has a default."""
+    try:
+        built = get_object(target)
+    except Exception:  # noqa: BLE001  Hydra reports a bad import path in several exception types
+        raise UserError(f"{group}._target_={target} cannot be imported; check the module and name") from None
+    signature = inspect.signature(built)
+    hints = typing.get_type_hints(built.__init__ if isinstance(built, type) else built, include_extras=True)
+    fields = {
+        name: (hints.get(name, Any), ... if parameter.default is inspect.Parameter.empty else parameter.default)
+        for name, parameter in signature.parameters.items()
+        if name not in RUNTIME_ARGUMENTS and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    }
+    return create_model(f"{getattr(built, '__name__', 'Built')}Options", __base__=Options, **fields)
+
+
+def check_name(group: str, values: dict) -> None:
+    """A group's `name` goes into run dirs and rows: it must be the choice whose YAML builds
+    what `_target_` builds, so a row never names what did not run."""
+    target = OmegaConf.select(OmegaConf.create(values), BUILT_GROUPS[group])
+    named = choices_building(group, target)
+    if named and values["name"] not in named:
+        raise UserError(
+            f"{group}.name={values['name']} does not name what this run builds ({target}, which is "
+            f"{group}={' or '.join(named)}); choose it with {group}=<name> rather than setting {group}.name"
+        )
+
+
+@cache
+def choices_building(group: str, target: str) -> tuple[str, ...]:
+    """The options of conf/<group>/ whose YAML builds `target`."""
+    key = BUILT_GROUPS[group]
+    return tuple(
+        path.stem for path in sorted((CONFIG_DIR / group).glob("*.yaml"))
+        if OmegaConf.select(OmegaConf.load(path), key) == target
+    )
 
 
 def _check(schema: type[Options], values: dict, prefix: str, of_choice: str = "") -> None:
@@ -191,11 +179,12 @@ def _message(schema: type[Options], error: dict, values: dict, prefix: str, of_c
         key = prefix + ".".join([*fields, error["loc"][len(fields)]])
         return f"{key} is not an option{of_choice}; check its spelling (options: {', '.join(schema.model_fields) or 'none'})"
     field = prefix + ".".join(fields)
+    what = info.description or description(info.annotation)
     if error["type"] == "missing":
-        return f"{field} is missing; set it to {info.description}"
+        return f"{field} is missing; set it to {what}"
     if error["type"] == "literal_error":
-        return f"{field}={_as_typed(value)} is unknown; use {info.description}"
-    return f"{field}={_as_typed(value)} must be {info.description}"
+        return f"{field}={_as_typed(value)} is unknown; use {what}"
+    return f"{field}={_as_typed(value)} must be {what}"
 
 
 def _as_typed(value: Any) -> str:
@@ -206,4 +195,14 @@ def _as_typed(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, list):
         return f"[{','.join(map(_as_typed, value))}]"
+    if isinstance(value, str) and not isinstance(_parsed(value), str):
+        return repr(value)  # text that reads as a number, flag, list or null: show that it is text
     return str(value)
+
+
+def _parsed(text: str) -> Any:
+    """What `text` would be if typed unquoted."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text

@@ -20,15 +20,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: works without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from l2rw.errors import UserError  # noqa: E402
-from l2rw.results import OUTCOME_COLUMNS  # noqa: E402
+from l2rw.errors import UserError
+from l2rw.results import OUTCOME_COLUMNS
 
 REQUIRED = ("method", "seed", "status", "accuracy", "balanced_accuracy")
-METRICS = ("accuracy", "balanced_accuracy", "val_balanced_accuracy", "seconds_per_step")
+METRICS = ("accuracy", "balanced_accuracy", "val_balanced_accuracy", "best_balanced_accuracy", "seconds_per_step")
 RESULT_METRICS = ("accuracy", "balanced_accuracy")  # a finished run without these as numbers has no result
 # x axis of each "balanced accuracy vs ..." plot: the results column, and its label
 AXES = {"imbalance": "imbalance (majority class share)", "noise_rate": "noise rate", "meta_per_class": "meta images per class"}
@@ -42,8 +42,10 @@ MISSING = "–"  # shown where a table has no value, never `nan`
 
 def load_results(path: Path) -> pd.DataFrame:
     """Finished runs as strings (config values) with float metrics; a clear error otherwise."""
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"results CSV {path} does not exist; pass the `results_csv` file of your runs")
+    if not path.is_file():
+        raise UserError(f"results CSV {path} is not a regular file (a directory, device or pipe); pass the `results_csv` file of your runs")
     try:
         table = read_text_table(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
@@ -168,17 +170,19 @@ def summarise_table(table: pd.DataFrame, source: Path) -> Summary:
 def table_lines(summary: Summary) -> list[str]:
     """The markdown table (a row per method × setting), then what it leaves out and why."""
     means = summary.means
-    # validation scores and collapses are shown where the runs have them
-    with_val = bool("val_balanced_accuracy_mean" in means.columns and means.val_balanced_accuracy_mean.notna().any())
+    # validation scores, "best" (test at the best validation score) and collapses are shown where the runs have them
+    with_val = has_values(means, "val_balanced_accuracy_mean")
+    with_best = has_values(means, "best_balanced_accuracy_mean")
     with_collapsed = "collapsed" in means.columns
-    header = [*summary.settings, "accuracy", "balanced accuracy", *["val balanced accuracy"] * with_val,
-              "s/step", "seeds", *["collapsed"] * with_collapsed]
+    header = [*summary.settings, "accuracy", "balanced accuracy", *["best balanced accuracy"] * with_best,
+              *["val balanced accuracy"] * with_val, "s/step", "seeds", *["collapsed"] * with_collapsed]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in means.iterrows():
         seconds = row.get("seconds_per_step_mean", np.nan)
         cells = [row[c] or MISSING for c in summary.settings] + [  # an empty setting was null
             mean_std(row.accuracy_mean, row.accuracy_std),
             mean_std(row.balanced_accuracy_mean, row.balanced_accuracy_std),
+            *([mean_std(row.best_balanced_accuracy_mean, row.best_balanced_accuracy_std)] if with_best else []),
             *([mean_std(row.val_balanced_accuracy_mean, row.val_balanced_accuracy_std)] if with_val else []),
             MISSING if pd.isna(seconds) else f"{seconds:.4f}",
             str(row.seeds),
@@ -193,6 +197,10 @@ def table_lines(summary: Summary) -> list[str]:
         lines += ["", f"Left out: {len(summary.not_numbers)} run(s) with status ok whose accuracy or "
                       f"balanced_accuracy is not a number ({', '.join(summary.not_numbers)})."]
     return lines
+
+
+def has_values(means: pd.DataFrame, column: str) -> bool:
+    return bool(column in means.columns and means[column].notna().any())
 
 
 def markdown_report(source: Path, summary: Summary) -> str:
@@ -439,7 +447,7 @@ def write_report(results: Path, out: Path) -> list[Path]:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"--out {out}: cannot make this folder ({error.strerror}); choose another path")
+        raise UserError(f"--out {out}: cannot make this folder ({error.strerror}); choose another path") from None
     written = [out / "report.md"]
     written[0].write_text(markdown_report(results, summary))
     for x in AXES:

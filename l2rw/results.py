@@ -3,11 +3,14 @@
 A row, once written, is never garbled or lost: a file that is not a results table is refused and
 left as it was; records that do not parse as rows of the table (a wrong number of fields, broken
 quoting, a last line cut short by a crash) are moved to `<results>.malformed` before the next row
-is added, so the table always parses; an append that fails (a full disk) leaves the table as it was.
+is added, so the table always parses; a last row that only lacks its line end is a row. An append
+that fails (a full disk) leaves the table as it was. A results_csv that is a symlink is written
+through: the link stays.
 """
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import os
 import sys
@@ -16,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from l2rw.errors import UserError
 
@@ -25,7 +28,9 @@ from l2rw.errors import UserError
 OUTCOME_COLUMNS = (
     "run_id", "time", "config_hash", "run_dir", "status", "diverged_step", "collapsed_step", "train_size",
     "train_corrupted", "accuracy", "balanced_accuracy", "val_balanced_accuracy", "many_shot_accuracy",
-    "medium_shot_accuracy", "few_shot_accuracy", "per_class_recall", "skipped_steps", "wall_seconds",
+    "medium_shot_accuracy", "few_shot_accuracy", "best_step", "best_accuracy", "best_balanced_accuracy",
+    "best_many_shot_accuracy", "best_medium_shot_accuracy", "best_few_shot_accuracy", "per_class_recall",
+    "trained_prior", "skipped_steps", "wall_seconds",
     "seconds_per_step", "warmup_seconds", "peak_memory_mb",
 )
 # Every table this tool writes has these columns; a file without them is not one of its tables.
@@ -44,24 +49,24 @@ class Table:
     header: list[str]
     rows: list[dict[str, str]]  # the well-formed rows, as text
     malformed: list[str]        # every other record, as it is in the file
-    ends_with_newline: bool     # false: the file's last line was cut short
+    ends_with_newline: bool     # false: the last record lacks its line end, so a plain append would join it
 
 
 def check_results_csv(results_csv: str | Path) -> None:
     """Refuse, before training, a results_csv the run's row could not be appended to: a folder, a
     path whose folder cannot be made, anything but a regular file, a file that cannot be written
     or locked, or one that is not an l2rw results table."""
-    results_csv = Path(results_csv)
+    results_csv = _table_path(results_csv)
     if results_csv.is_dir():
         raise UserError(f"results_csv={results_csv} is a directory; give a file path, e.g. {results_csv / 'results.csv'}")
     try:
         results_csv.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"results_csv={results_csv}: cannot create its folder ({error.strerror}); choose another path")
+        raise UserError(f"results_csv={results_csv}: cannot create its folder ({error.strerror}); choose another path") from None
     if results_csv.exists() and not os.access(results_csv, os.W_OK) or not os.access(results_csv.parent, os.W_OK):
         raise UserError(f"results_csv={results_csv} is not writable; choose another path")
     with _locked(results_csv, timeout=LOCK_SECONDS):
-        _read_header(results_csv)
+        pass  # locking is the check: it refuses a file that is not a table, and a lock it cannot take
 
 
 def append_row(path: str | Path, row: dict) -> None:
@@ -69,9 +74,10 @@ def append_row(path: str | Path, row: dict) -> None:
     the file lacks rewrites the file with the union of both (atomically), so runs of different
     methods, and results from older and newer versions, stay in one table. A table holding
     malformed records is rewritten too, without them (they go to `<path>.malformed`)."""
-    path = Path(path)
+    path = _table_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
+        _remove_killed_rewrites(path)
         table = _read_table(path)
         try:
             if table is not None and not table.malformed and table.ends_with_newline and set(row) <= set(table.header):
@@ -82,12 +88,12 @@ def append_row(path: str | Path, row: dict) -> None:
             raise UserError(
                 f"cannot write results_csv={path} ({_reason(error)}); the table is as it was: "
                 "make room (or choose another results_csv) and rerun the same command"
-            )
+            ) from None
 
 
 def finished_row(path: str | Path, config_hash: str) -> dict[str, str] | None:
     """The last well-formed row of `path` with this `config_hash` and status `ok` (as text), or None."""
-    path = Path(path)
+    path = _table_path(path)
     if not path.exists():
         return None
     with _locked(path):  # never read half of a row being appended
@@ -116,17 +122,41 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.close(directory)
 
 
+def _table_path(results_csv: str | Path) -> Path:
+    """`results_csv`, or the file its symlink points to: a rewrite replaces the file it writes, which
+    must be the target, not the link; and writers through the link and the target share one lock."""
+    path = Path(results_csv)
+    if not path.is_symlink():
+        return path
+    try:
+        target = path.resolve()
+    except RuntimeError:  # a symlink loop, before Python 3.13
+        target = path
+    if target.is_symlink():  # a loop (from Python 3.13 on, resolve returns one of its links)
+        raise UserError(f"results_csv={path} is a symlink loop; remove it, or point it at a file")
+    return target
+
+
 @contextmanager
 def _locked(path: Path, timeout: float = -1) -> Iterator[None]:
     """Hold the cross-process lock of the table at `path` (timeout in seconds; -1: wait as long as
-    it takes). The table must be a regular file, or not exist yet: a device or a pipe is never
-    locked, read or written."""
+    it takes). The table must be a results table in a regular file, or not exist yet: anything
+    else is refused before its lock file is made beside it, and a device or a pipe is never
+    locked, read or written. (The header can be read unlocked: tables are only created whole.)"""
     if path.exists() and not path.is_file():
         raise UserError(f"results_csv={path} is not a regular file; give the path of a file (it is created if missing)")
+    _read_header(path)
     lock = FileLock(f"{path}.lock")
     try:
         lock.acquire(timeout=timeout)
-    except OSError as error:  # filelock's Timeout is one too
+    except Timeout:
+        raise UserError(
+            f"results_csv={path}: another job has held its lock {lock.lock_file} for {timeout:g} s; wait for it to "
+            f"finish, or delete {lock.lock_file} if no job is running"
+        ) from None
+    except IsADirectoryError:
+        raise UserError(f"results_csv={path}: its lock {lock.lock_file} is a directory; remove it") from None
+    except OSError as error:
         raise UserError(
             f"results_csv={path}: cannot lock {lock.lock_file} ({_reason(error)}); choose a path on a local file system"
         ) from None
@@ -145,7 +175,7 @@ def _read_header(path: Path) -> list[str] | None:
         with open(path, "rb") as file:
             start = file.read(HEADER_BYTES)
     except OSError as error:
-        raise UserError(f"results_csv={path} cannot be read ({_reason(error)}); fix its permissions or choose another path")
+        raise UserError(f"results_csv={path} cannot be read ({_reason(error)}); fix its permissions or choose another path") from None
     if not start:
         return None
     try:
@@ -173,7 +203,9 @@ def _read_table(path: Path) -> Table | None:
     for fields, raw in records:
         if fields == []:  # a blank line holds no row
             continue
-        if fields is None or len(fields) != len(header) or not raw.endswith(NEWLINES):
+        # a last record without its line end is a row when its fields are all there (one cut short
+        # by a crash mostly lacks some); only the last record can lack one
+        if fields is None or len(fields) != len(header):
             malformed.append(raw)
         else:
             rows.append(dict(zip(header, fields)))
@@ -240,6 +272,14 @@ def _rewrite(path: Path, table: Table | None, row: dict) -> None:
     text = _csv_text(header, ([] if table is None else table.rows) + [row], with_header=True)
     with atomic_path(path) as temporary:
         temporary.write_text(text, newline="", **TEXT)
+
+
+def _remove_killed_rewrites(path: Path) -> None:
+    """Delete the `<table>.<pid>.tmp` files of rewrites that were killed: rewrites run under the
+    table's lock, so while it is held no such file is a live one's (whichever host it ran on)."""
+    for leftover in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
+        if leftover.name[len(path.name) + 1 : -len(".tmp")].isdigit():
+            leftover.unlink(missing_ok=True)
 
 
 def _set_aside(path: Path, records: list[str]) -> None:

@@ -151,18 +151,18 @@ def fwd_functions(model: nn.Module):
 
 def weights_fwd(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor,
-    lr: float = 1.0, loss_fn: LossFunction = cross_entropy,
+    lr: float = 1.0, loss_fn: LossFunction = cross_entropy, meta_loss_fn: LossFunction = cross_entropy,
 ) -> Reweighted:
     """Meta forward+backward for g, then one dual forward: losses and g . grad l_i at once."""
     network, loss, dual = fwd_functions(model)
-    direction = meta_gradient(network, meta_x, meta_y, loss, loss_fn)
+    direction = meta_gradient(network, meta_x, meta_y, loss, meta_loss_fn)
     losses, meta_alignment = dual(network, x, y, direction, loss_fn)
     return Reweighted(normalize(lr * meta_alignment), losses)
 
 
 def weights_double_backprop(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor,
-    lr: float = 1.0, loss_fn: LossFunction = cross_entropy,
+    lr: float = 1.0, loss_fn: LossFunction = cross_entropy, meta_loss_fn: LossFunction = cross_entropy,
 ) -> Reweighted:
     """The reference computation: a differentiable look-ahead SGD step on sum_i eps_i * l_i,
     then the meta loss at the looked-ahead parameters back-propagated to eps."""
@@ -174,7 +174,7 @@ def weights_double_backprop(
     losses = loss_fn(forward_on_scratch_buffers(network, params, x), y)
     grads = torch.autograd.grad((eps * losses).sum(), list(params.values()), create_graph=True)
     lookahead = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
-    (eps_grad,) = torch.autograd.grad(meta_loss(network, lookahead, meta_x, meta_y, loss_fn), eps)
+    (eps_grad,) = torch.autograd.grad(meta_loss(network, lookahead, meta_x, meta_y, meta_loss_fn), eps)
     # the step's real forward, on the compiled model when there is one
     return Reweighted(normalize(-eps_grad.detach()), loss_fn(model(x), y))
 
@@ -183,13 +183,13 @@ def head_split(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor]
     """(penultimate, head) with model(x) == head(penultimate(x)): the model's own `penultimate`
     and `head` (every model in l2rw.models has them), or, for an nn.Sequential ending in an
     nn.Linear, the layers before it and that layer."""
-    if isinstance(getattr(model, "head", None), nn.Linear) and hasattr(model, "penultimate"):
+    if type(getattr(model, "head", None)) is nn.Linear and hasattr(model, "penultimate"):
         return model.penultimate, model.head
-    if isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):
+    if isinstance(model, nn.Sequential) and type(model[-1]) is nn.Linear:
         return model[:-1], model[-1]
-    raise UserError(
+    raise UserError(  # a subclass (model.normed_head's cosine layer) is no linear map of the features
         f"impl=last_layer needs the model's last layer: give {type(model).__name__} a `head` attribute (its final "
-        "nn.Linear) and a `penultimate(x)` method returning that layer's input, so that "
+        "nn.Linear, not a normed head) and a `penultimate(x)` method returning that layer's input, so that "
         "model(x) == model.head(model.penultimate(x)); or use impl=fwd"
     )
 
@@ -227,7 +227,7 @@ def meta_head_gradient(
 
 def weights_last_layer(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta_x: torch.Tensor, meta_y: torch.Tensor,
-    lr: float = 1.0, loss_fn: LossFunction = cross_entropy,
+    lr: float = 1.0, loss_fn: LossFunction = cross_entropy, meta_loss_fn: LossFunction = cross_entropy,
 ) -> Reweighted:
     """The weights with both gradients restricted to the final linear layer (`head_split`).
 
@@ -239,7 +239,7 @@ def weights_last_layer(
     """
     network = eager(model)
     penultimate = penultimate_features if network is model else compiled(penultimate_features)
-    weight_gradient, bias_gradient = meta_head_gradient(network, meta_x, meta_y, loss_fn)
+    weight_gradient, bias_gradient = meta_head_gradient(network, meta_x, meta_y, meta_loss_fn)
     features = penultimate(network, x)
     logits = head_split(network)[1](features)
     losses = loss_fn(logits, y)
@@ -251,7 +251,7 @@ def weights_last_layer(
     return Reweighted(normalize(lr * meta_alignment), losses)
 
 
-# name -> computation; each is called as (model, x, y, meta_x, meta_y, lr, loss_fn=...)
+# name -> computation; each is called as (model, x, y, meta_x, meta_y, lr, loss_fn=..., meta_loss_fn=...)
 IMPLEMENTATIONS = {"fwd": weights_fwd, "double_backprop": weights_double_backprop, "last_layer": weights_last_layer}
 
 
@@ -263,6 +263,7 @@ def example_weights(
     meta_targets: torch.Tensor,
     loss_fn: LossFunction | None = None,
     impl: str = "fwd",
+    meta_loss_fn: LossFunction | None = None,
 ) -> Reweighted:
     """The L2RW weights of a training batch and its per-example losses, for any training loop:
 
@@ -274,8 +275,8 @@ def example_weights(
     `model`: any nn.Module, in the mode of a training step (or its torch.compile wrapper);
     BatchNorm's running statistics are updated once, by the training forward whose losses are
     returned. `loss_fn(outputs, targets)`: one loss per example (reduction="none"), loss i
-    depending on example i's outputs only; default: cross-entropy. The meta loss is its mean
-    over the meta batch. `impl`: "fwd" (exact, one forward-mode pass), "double_backprop"
+    depending on example i's outputs only; default: cross-entropy. `meta_loss_fn`: the same kind
+    of function, whose mean over the meta batch is the meta loss; default: `loss_fn`. `impl`: "fwd" (exact, one forward-mode pass), "double_backprop"
     (exact, the published look-ahead graph; the reference) or "last_layer" (both gradients
     restricted to the final linear layer: cheaper, other weights; see `weights_last_layer`).
 
@@ -290,10 +291,39 @@ def example_weights(
     """
     if impl not in IMPLEMENTATIONS:
         raise UserError(f"impl={impl!r} is unknown; use one of {', '.join(IMPLEMENTATIONS)}")
-    result = IMPLEMENTATIONS[impl](model, inputs, targets, meta_inputs, meta_targets, loss_fn=loss_fn or cross_entropy)
+    check_arguments(model, inputs, targets, meta_inputs, meta_targets)
+    loss_fn = loss_fn or cross_entropy
+    result = IMPLEMENTATIONS[impl](
+        model, inputs, targets, meta_inputs, meta_targets, loss_fn=loss_fn, meta_loss_fn=meta_loss_fn or loss_fn
+    )
     if result.losses.shape != (len(targets),):
         raise UserError(
             f"loss_fn returned shape {tuple(result.losses.shape)} for a batch of {len(targets)}; it must return one "
             "loss per example, e.g. F.cross_entropy(outputs, targets, reduction='none')"
         )
+    if not torch.isfinite(result.weights).all():
+        raise ValueError("the weights are not finite: the training or meta loss is NaN or infinite at these parameters")
     return result
+
+
+def check_arguments(model, inputs, targets, meta_inputs, meta_targets) -> None:
+    """A ValueError naming the argument for what would otherwise end in a torch internal error,
+    NaN weights or silent zeros."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not trainable_parameters(eager(model)):
+        raise ValueError("model has no parameter with requires_grad=True: there is no gradient to compare examples by")
+    for name, value in (("inputs", inputs), ("targets", targets), ("meta_inputs", meta_inputs), ("meta_targets", meta_targets)):
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__} (torch.as_tensor converts it)")
+    for name, value, labels in (("inputs", inputs, targets), ("meta_inputs", meta_inputs, meta_targets)):
+        if len(value) == 0:
+            raise ValueError(f"{name} is empty: the weights need at least one example")
+        if len(value) != len(labels):
+            raise ValueError(f"{name} has {len(value)} examples but its targets {len(labels)}")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"{name} holds NaN or infinite values")
+        if len(value) == 1 and model.training and any(
+            isinstance(module, nn.modules.batchnorm._BatchNorm) for module in eager(model).modules()
+        ):
+            raise ValueError(f"{name} has one example: BatchNorm in training mode needs at least two")

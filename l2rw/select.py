@@ -14,6 +14,7 @@ balanced accuracy is only reported for the winner: the test set never takes part
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import sys
 from pathlib import Path
@@ -22,12 +23,22 @@ import pandas as pd
 
 from l2rw.errors import UserError
 from l2rw.report import (
-    config_columns, finished_runs, load_results, mean_std, note, setting_columns, setting_label, summarise,
+    config_columns,
+    finished_runs,
+    load_results,
+    mean_std,
+    note,
+    setting_columns,
+    setting_label,
+    summarise,
 )
+from l2rw.results import HEADER_BYTES
 
 DEFAULT_TUNED = ("lr", "momentum", "weight_decay")
 DEFAULT_METRIC = "val_balanced_accuracy"
 TEST_METRIC = "balanced_accuracy"
+# Every table this tool writes ends with these columns: an existing --out without them is not ours.
+LAST_COLUMNS = (f"{TEST_METRIC}_mean", f"{TEST_METRIC}_std", "seeds", "candidates")
 
 
 def tuned_columns(runs: pd.DataFrame, requested: list[str] | None) -> list[str]:
@@ -103,7 +114,7 @@ def select(results: Path, tuned: list[str] | None, metric: str) -> pd.DataFrame:
         warn_uneven_seeds(setting_label(settings, key), candidates, tuned)
         chosen.append(best_candidate(candidates, metric).to_dict() | {"candidates": len(candidates)})
     shown_tuned = [c for c in tuned if any(row[c] != "" for row in chosen)]  # e.g. sgd's method.* columns
-    numbers = [f"{metric}_mean", f"{metric}_std", f"{TEST_METRIC}_mean", f"{TEST_METRIC}_std", "seeds", "candidates"]
+    numbers = [f"{metric}_mean", f"{metric}_std", *LAST_COLUMNS]
     return pd.DataFrame(chosen)[[*settings, *shown_tuned, *numbers]]
 
 
@@ -121,6 +132,29 @@ def markdown_table(chosen: pd.DataFrame, metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_out(out: Path, results: Path) -> None:
+    """Refuse an --out whose writing would lose data: the results read, or an existing file that
+    is not a table this tool wrote (rerunning may replace one of those)."""
+    if out.exists() and results.exists() and out.samefile(results):
+        raise UserError(f"--out {out} is the results CSV being read; choose another path")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: cannot write this file ({out.parent} is not a folder); choose another path")
+    if out.exists() and not is_selection_table(out):
+        raise UserError(
+            f"--out {out} exists and is not a table l2rw-select wrote; choose another path, or move that file away"
+        )
+
+
+def is_selection_table(path: Path) -> bool:
+    """Whether the first line of `path` is the header of a table this tool writes."""
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            header = next(csv.reader([file.readline(HEADER_BYTES)]), [])
+    except (OSError, UnicodeDecodeError, csv.Error):  # a folder, unreadable, binary
+        return False
+    return tuple(header[-len(LAST_COLUMNS):]) == LAST_COLUMNS
+
+
 def column_list(text: str) -> list[str]:
     return list(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
 
@@ -136,12 +170,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="also write the table to this CSV file")
     args = parser.parse_args(argv)
     try:
+        if args.out:
+            check_out(args.out, args.results)
         chosen = select(args.results, args.tuned, args.metric)
         if args.out:
             try:
                 chosen.to_csv(args.out, index=False)
             except OSError as error:
-                raise UserError(f"--out {args.out}: cannot write this file ({error.strerror}); choose another path")
+                reason = error.strerror or error
+                raise UserError(f"--out {args.out}: cannot write this file ({reason}); choose another path") from None
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

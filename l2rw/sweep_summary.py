@@ -16,7 +16,7 @@ themselves, so jobs running in other processes need to report nothing back. Jobs
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ class SweepSummary(Callback):
         self.started: datetime | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = datetime.now(timezone.utc)
+        self.started = datetime.now(UTC)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         print(summary_text(Path(config.results_csv), Path(config.hydra.sweep.dir), self.started))

@@ -15,14 +15,14 @@ import math
 import resource
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from l2rw.checkpoint import Checkpoint
 from l2rw.config_schema import check_config
@@ -34,7 +34,7 @@ from l2rw.models import build_model
 from l2rw.registry import build
 from l2rw.results import append_row, check_results_csv, finished_row
 from l2rw.sweeps import config_hash, threads_per_job, unread_keys
-from l2rw.trainer import Evaluation, fit
+from l2rw.trainer import BestEvaluation, Evaluation, fit
 
 AMP_DTYPES = {None: None, "bf16": torch.bfloat16}
 # An absolute path, so the configs are found whatever folder l2rw-train is started from.
@@ -63,7 +63,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
               f"(run dir {done['run_dir']}); skip_done=false runs it again")
         return done
     run_dir = Path(run_dir)
-    checkpoint = Checkpoint(run_dir, cfg.checkpoint_every, row["config_hash"])
+    checkpoint = Checkpoint(run_dir, cfg.checkpoint_every, row["config_hash"], steps=cfg.steps)
     checkpoint.check_compatible()  # one this run cannot resume stops it before its config.yaml is overwritten
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -74,6 +74,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     splits = build_splits(cfg).to(device)
     model = place_model(build_model(cfg.model, splits.image_shape, splits.num_classes), cfg.hardware, device)
     method = build(cfg.method)
+    loss_fn = build(cfg.loss, class_counts=torch.bincount(splits.train.labels, minlength=splits.num_classes))
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.steps)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -89,29 +90,33 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             amp=AMP_DTYPES[cfg.hardware.amp],
             clip_grad_norm=cfg.clip_grad_norm,
             example_weights_csv=run_dir / "example_weights.csv",
+            loss_fn=loss_fn,
+            posthoc_tau=cfg.posthoc_tau,
         )
     except DivergedError as diverged:
         append_row(cfg.results_csv, row | {"status": "diverged", "diverged_step": diverged.step})
         checkpoint.path.unlink(missing_ok=True)  # resuming would only diverge again
         raise
 
-    evaluation, val_evaluation = outcome["evaluation"], outcome["val_evaluation"]
+    evaluation, val_evaluation, best = outcome.evaluation, outcome.val_evaluation, outcome.best
     train_counts = torch.bincount(splits.train.labels.cpu(), minlength=splits.num_classes)
     row |= {
         "status": "ok",
         "diverged_step": "",
-        "collapsed_step": outcome["collapse_step"] or "",
+        "collapsed_step": outcome.collapse_step or "",
         "train_size": len(splits.train),
         "train_corrupted": int(splits.train_corrupted.sum()),
         "accuracy": round(evaluation.accuracy, 6),
         "balanced_accuracy": round(evaluation.balanced_accuracy, 6),
         "val_balanced_accuracy": round(val_evaluation.balanced_accuracy, 6) if val_evaluation else "",
         **shot_accuracies(evaluation.confusion, train_counts),
+        **best_columns(best, train_counts),
         "per_class_recall": " ".join(f"{r:.4f}" for r in evaluation.per_class_recall),
-        "skipped_steps": outcome["skipped_steps"],
+        "trained_prior": " ".join(f"{share:.4f}" for share in outcome.trained_prior),
+        "skipped_steps": outcome.skipped_steps,
         "wall_seconds": round(time.perf_counter() - started, 3),
-        "seconds_per_step": round(outcome["seconds_per_step"], 6),
-        "warmup_seconds": round(outcome["warmup_seconds"], 3),
+        "seconds_per_step": round(outcome.seconds_per_step, 6),
+        "warmup_seconds": round(outcome.warmup_seconds, 3),
         "peak_memory_mb": round(peak_memory_mb(device), 1),
     }
     write_confusion(run_dir / "confusion.csv", evaluation.confusion, splits.class_names)
@@ -121,8 +126,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     (run_dir / "summary.json").write_text(json.dumps(row | {"class_names": splits.class_names}, indent=2))
     append_row(cfg.results_csv, row)
     checkpoint.path.unlink(missing_ok=True)  # the row says the run is done; nothing to resume
-    if outcome["collapse_step"]:
-        print(f"warning: this run ended collapsed (since step {outcome['collapse_step']}): its model predicts "
+    if outcome.collapse_step:
+        print(f"warning: this run ended collapsed (since step {outcome.collapse_step}): its model predicts "
               f"(nearly) one class or uniform outputs; see {run_dir / 'metrics.csv'}. Collapsed after learning: "
               "lower lr or momentum; never learned: train longer", file=sys.stderr)
     print(f"done: balanced accuracy {row['balanced_accuracy']:.4f}, accuracy {row['accuracy']:.4f}; "
@@ -144,6 +149,20 @@ def shot_accuracies(confusion: torch.Tensor, train_counts: torch.Tensor) -> dict
         total = support[group].sum().item()
         columns[column] = round(correct[group].sum().item() / total, 6) if total else ""
     return columns
+
+
+def best_columns(best: BestEvaluation | None, train_counts: torch.Tensor) -> dict[str, float | int | str]:
+    """The test scores at the best validation evaluation ("best", beside the last evaluation's);
+    empty without a validation split."""
+    if best is None:
+        return dict.fromkeys(["best_step", "best_accuracy", "best_balanced_accuracy", *(f"best_{c}" for c in SHOT_GROUPS)], "")
+    shots = shot_accuracies(torch.tensor(best.confusion), train_counts)
+    return {
+        "best_step": best.step,
+        "best_accuracy": round(best.accuracy, 6),
+        "best_balanced_accuracy": round(best.balanced_accuracy, 6),
+        **{f"best_{column}": value for column, value in shots.items()},
+    }
 
 
 def validate(cfg: DictConfig) -> None:
@@ -185,10 +204,11 @@ def config_columns(cfg: DictConfig) -> dict:
     unread = unread_keys(cfg)
     columns = {
         "run_id": "",
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": data.name,
         "model": cfg.model.name,
         "method": cfg.method.name,
+        "loss": cfg.loss.name,
         "device": cfg.hardware.device,
         "profile": data.profile,
         "imbalance": "" if "imbalance" in unread else cfg.imbalance,
@@ -208,10 +228,12 @@ def config_columns(cfg: DictConfig) -> dict:
         "weight_decay": cfg.weight_decay,
         "schedule": cfg.schedule,
         "clip_grad_norm": "" if cfg.clip_grad_norm is None else cfg.clip_grad_norm,
+        "posthoc_tau": cfg.posthoc_tau,
     }
-    for key, value in cfg.method.items():
-        if key not in ("name", "_target_"):
-            columns[f"method.{key}"] = value
+    for group in ("model", "method", "loss"):
+        for key, value in cfg[group].items():
+            if key not in ("name", "_target_"):
+                columns[f"{group}.{key}"] = " ".join(map(str, value)) if isinstance(value, ListConfig) else value
     for key, value in cfg.hardware.items():
         if key != "device":
             columns[f"hardware.{key}"] = value

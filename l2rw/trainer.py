@@ -19,6 +19,8 @@ from l2rw.checkpoint import Checkpoint, DeferredInterrupt
 from l2rw.data import LabeledImages, Splits
 from l2rw.errors import DivergedError, Interrupted
 from l2rw.methods.base import Method
+from l2rw.reweight import LossFunction, cross_entropy
+from l2rw.trained_prior import TrainedPrior
 from l2rw.weight_stats import WeightStats
 
 
@@ -68,12 +70,16 @@ def collapse_symptom(evaluation: Evaluation, meta_loss: float, class_names: list
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: LabeledImages, normalize: Normalizer, num_classes: int) -> Evaluation:
-    """Accuracy, balanced accuracy (mean per-class recall, ISIC 2018's metric) and the confusion matrix."""
+def evaluate(
+    model: nn.Module, data: LabeledImages, normalize: Normalizer, num_classes: int, adjustment: torch.Tensor | None = None
+) -> Evaluation:
+    """Accuracy, balanced accuracy (mean per-class recall, ISIC 2018's metric) and the confusion
+    matrix; `adjustment` (one value per class) is added to the logits before the argmax."""
     was_training = model.training
     model.eval()
+    shift = 0 if adjustment is None else adjustment
     predictions = torch.cat(
-        [model(normalize(data.images[i : i + 1000])).argmax(1) for i in range(0, len(data), 1000)]
+        [(model(normalize(data.images[i : i + 1000])) + shift).argmax(1) for i in range(0, len(data), 1000)]
     )
     model.train(was_training)
     confusion = torch.bincount(
@@ -121,8 +127,34 @@ class LoopState:
     warmup_seconds: float = 0.0
     warmed_up_steps: int = 0
     metrics: list[dict] = field(default_factory=list)  # the metrics.csv rows so far
+    best: dict | None = None  # BestEvaluation's fields at the best validation score so far
+    trained_prior: list[float] | None = None  # TrainedPrior's class masses
     weight_stats: dict = field(default_factory=dict)   # WeightStats' window, when checkpointed
     collapse_step: int | None = None  # first evaluation of the current collapsed stretch
+
+
+@dataclass
+class BestEvaluation:
+    """The test scores at the evaluation with the highest validation balanced accuracy (the
+    first such, on ties): "best" beside the last evaluation's "last". Chosen on validation only."""
+
+    step: int
+    val_balanced_accuracy: float
+    accuracy: float
+    balanced_accuracy: float
+    confusion: list[list[int]]  # (true class, predicted class) counts, for the shot columns
+
+
+@dataclass
+class FitResult:
+    evaluation: Evaluation               # the last evaluation, on the test set
+    val_evaluation: Evaluation | None    # the last evaluation on validation (None: no validation split)
+    best: BestEvaluation | None          # test at the best validation evaluation (None: no validation split)
+    collapse_step: int | None            # where the collapse the run ends in began (None: it ends healthy)
+    skipped_steps: int
+    trained_prior: list[float]           # each class's share of the example weights, recent steps first
+    seconds_per_step: float
+    warmup_seconds: float
 
 
 def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, skipped: bool) -> None:
@@ -156,14 +188,18 @@ def fit(
     amp: torch.dtype | None = None,
     clip_grad_norm: float | None = None,
     example_weights_csv: Path | None = None,
-) -> dict:
+    loss_fn: LossFunction = cross_entropy,
+    posthoc_tau: float = 0.0,
+) -> FitResult:
     """Train for `steps` optimizer steps; write one `metrics_csv` row per evaluation.
 
     `augment(uint8 images, generator)` transforms training batches only: the meta and test
     images stay as they are. `amp`: autocast dtype for the step's forward passes (None: full
     precision); the backward runs outside autocast, as PyTorch recommends. `clip_grad_norm`: the
     largest L2 norm of an update's gradient (None: unclipped). `example_weights_csv`: where each
-    training example's mean weight over the run goes (None: not written).
+    training example's mean weight over the run goes (None: not written). `loss_fn`: the
+    per-example loss the method weighs (`l2rw.losses`). `posthoc_tau`: evaluations predict
+    argmax(logits - tau * log(the class prior the run trained on), `l2rw.trained_prior`); 0: argmax.
 
     Every evaluation also checks for collapse (one class predicted for nearly all test images, or
     uniform outputs): it is a `collapsed` column in `metrics_csv` and shown on the progress bar;
@@ -179,7 +215,7 @@ def fit(
     """
     normalize = Normalizer(splits.train.images)
     meta = LabeledImages(normalize(splits.meta.images), splits.meta.labels)
-    method.setup(splits.train, meta, splits.num_classes, generator)
+    method.setup(splits.train, meta, splits.num_classes, generator, loss_fn=loss_fn, steps=steps)
     saved = checkpoint.restore(model, optimizer, scheduler, method) if checkpoint else None
     loop = LoopState(**(saved or {}))
     batches = method.batches(batch_size)
@@ -187,6 +223,7 @@ def fit(
     weight_stats = WeightStats(splits.train.labels, splits.train_corrupted, splits.class_names)
     if loop.weight_stats:
         weight_stats.load_state_dict(loop.weight_stats)
+    trained_prior = TrainedPrior(splits.num_classes, device, loop.trained_prior)
 
     started = time.perf_counter() - loop.seconds
     with open(metrics_csv, "w", newline="") as metrics_file, tqdm(
@@ -220,6 +257,7 @@ def fit(
                     nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
                 optimizer.step()
                 weight_stats.add(index, result.weights)
+                trained_prior.add(y, result.weights)
             else:  # every example got weight 0: the meta gradient agrees with none of them
                 loop.skipped += 1
             advance_schedule(scheduler, skipped=not any_weight)
@@ -233,9 +271,15 @@ def fit(
 
             if step % eval_every == 0 or step == steps:
                 eval_started = time.perf_counter()
-                evaluation = evaluate(model, splits.test, normalize, splits.num_classes)
-                val_evaluation = None if splits.val is None else evaluate(model, splits.val, normalize, splits.num_classes)
+                adjustment = trained_prior.adjustment(posthoc_tau)
+                evaluation = evaluate(model, splits.test, normalize, splits.num_classes, adjustment)
+                val_evaluation = None if splits.val is None else evaluate(model, splits.val, normalize, splits.num_classes, adjustment)
                 meta_loss = mean_loss(model, meta.images, meta.labels)
+                if val_evaluation and (loop.best is None or val_evaluation.balanced_accuracy > loop.best["val_balanced_accuracy"]):
+                    loop.best = asdict(BestEvaluation(
+                        step, val_evaluation.balanced_accuracy, evaluation.accuracy, evaluation.balanced_accuracy,
+                        evaluation.confusion.tolist(),
+                    ))
                 symptom = collapse_symptom(evaluation, meta_loss, splits.class_names)
                 if symptom is None:
                     loop.collapse_step = None
@@ -269,6 +313,7 @@ def fit(
             if checkpoint and step < steps and (checkpoint.due(step) or interrupt.requested):
                 loop.step, loop.seconds = step, time.perf_counter() - started
                 loop.weight_stats = weight_stats.state_dict()
+                loop.trained_prior = trained_prior.state()
                 checkpoint.save(model, optimizer, scheduler, method, asdict(loop))
                 if interrupt.requested:
                     raise Interrupted(step, checkpoint.path, interrupt.signum)
@@ -277,12 +322,14 @@ def fit(
         weight_stats.write_examples(example_weights_csv)
     training_seconds = time.perf_counter() - started - loop.eval_seconds
     steady_steps = steps - loop.warmed_up_steps
-    return {
-        "evaluation": evaluation,
-        "val_evaluation": val_evaluation,
-        "collapse_step": loop.collapse_step,
-        "skipped_steps": loop.skipped,
+    return FitResult(
+        evaluation=evaluation,
+        val_evaluation=val_evaluation,
+        best=BestEvaluation(**loop.best) if loop.best else None,
+        collapse_step=loop.collapse_step,
+        skipped_steps=loop.skipped,
+        trained_prior=trained_prior.shares().tolist(),
         # a run too short to have steady steps gets the pace of its warm-up steps
-        "seconds_per_step": (training_seconds - loop.warmup_seconds) / steady_steps if steady_steps else training_seconds / steps,
-        "warmup_seconds": loop.warmup_seconds,
-    }
+        seconds_per_step=(training_seconds - loop.warmup_seconds) / steady_steps if steady_steps else training_seconds / steps,
+        warmup_seconds=loop.warmup_seconds,
+    )

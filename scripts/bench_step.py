@@ -111,7 +111,7 @@ class Contender:
             generator=torch.Generator().manual_seed(0), metrics_csv=self.metrics_csv,
             progress=False, amp=AMP_DTYPES[self.cfg.hardware.amp],
         )
-        return outcome["seconds_per_step"], (time.process_time() - cpu_started) / total
+        return outcome.seconds_per_step, (time.process_time() - cpu_started) / total
 
     def peak_step_memory_mb(self) -> float:
         if self.device.type == "cuda":

@@ -32,11 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from bench_step import METHODS as BENCHED_METHODS  # the sibling script
 from bench_step import (
-    DIGITS_SHAPE, NUM_CLASSES, bench_model, build_for_timing, caption, compose_config, machine, markdown_table,
+    DIGITS_SHAPE,
+    NUM_CLASSES,
+    bench_model,
+    build_for_timing,
+    caption,
+    compose_config,
+    machine,
+    markdown_table,
 )
+from bench_step import METHODS as BENCHED_METHODS  # the sibling script
+
 from l2rw import example_weights, reweight
 from l2rw.checkpoint import Checkpoint
 from l2rw.data import build_splits
@@ -104,7 +111,7 @@ class Report:
             status, detail = "ok", run()
         except Skipped as reason:
             status, detail = "skipped", str(reason)
-        except Exception as error:  # whatever broke is this check's result; the traceback goes to stderr
+        except Exception as error:  # noqa: BLE001  whatever broke is this check's result; the traceback goes to stderr
             traceback.print_exc()
             status, detail = "FAILED", f"{type(error).__name__}: {error}"
         detail = f"{detail} ({time.perf_counter() - started:.1f} s)".replace("|", "/").replace("\n", " ")
@@ -151,7 +158,7 @@ def fashion_mnist_present(common: list[str]) -> str:
     try:
         splits = build_splits(compose_config([*common, "dataset=fashion_mnist"]))
     except UserError as missing:
-        raise Skipped(f"not trained on: {missing}")
+        raise Skipped(f"not trained on: {missing}") from None
     return f"{len(splits.train)} training images"
 
 

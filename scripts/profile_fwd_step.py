@@ -17,8 +17,9 @@ the first layer runs one) but none of the tangent's elementwise work (BatchNorm,
 then a backward (timed apart), so that its saved activations are freed as the update frees them.
 Swapping it into the fwd step gives the step's cost if that elementwise work were free, e.g.
 fused into the primal's kernels: the floor exact forward mode can reach on this machine. That
-pass is compiled when the fwd step's forward with tangent is (hardware.compile=true), so both sides of the split run the same way. Compiled, that pass is sensitive to
-how glibc returns freed memory (page faults); the command in docs/performance.md keeps freed memory:
+pass is compiled when the fwd step's forward with tangent is (hardware.compile=true), so both
+sides of the split run the same way. Compiled, that pass is sensitive to how glibc returns freed
+memory (page faults); the command in docs/performance.md keeps freed memory:
 MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=536870912.
 
 Last, the floating-point operations of one eager step of each kind, counted by
@@ -39,10 +40,10 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from bench_step import DIGITS_SHAPE, IMAGE_SHAPES, build_for_timing, machine, run_overrides  # the sibling script
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_step import DIGITS_SHAPE, IMAGE_SHAPES, build_for_timing, machine, run_overrides  # the sibling script
 from l2rw import reweight
 from l2rw.train import AMP_DTYPES
 from l2rw.trainer import Normalizer

@@ -22,13 +22,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import compose_config  # noqa: E402  the sibling script
-from l2rw import example_weights, reweight  # noqa: E402
-from l2rw.data import LabeledImages, build_splits  # noqa: E402
-from l2rw.models import build_model  # noqa: E402
-from l2rw.registry import build  # noqa: E402
-from l2rw.train import make_optimizer, make_scheduler  # noqa: E402
-from l2rw.trainer import Normalizer  # noqa: E402
+from bench_step import compose_config
+
+from l2rw import example_weights, reweight
+from l2rw.data import LabeledImages, build_splits
+from l2rw.methods.base import draw_meta_batch
+from l2rw.models import build_model
+from l2rw.registry import build
+from l2rw.train import make_optimizer, make_scheduler
+from l2rw.trainer import Normalizer
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -72,7 +74,7 @@ def measure(overrides: list[str], steps: int, skip: int, update_every: int) -> d
     for step in range(1, steps + 1):
         index = next(batches)
         x, y = normalize(splits.train.images[index]), splits.train.labels[index]
-        meta_x, meta_y = method.meta_batch()
+        meta_x, meta_y = draw_meta_batch(meta, method.meta_batch_size, generator)
         cheap = example_weights(model, x, y, meta_x, meta_y, impl="last_layer").weights
         stale = reweight.normalize(memory[index])
         exact, losses = example_weights(model, x, y, meta_x, meta_y)

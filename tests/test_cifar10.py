@@ -143,8 +143,9 @@ def test_missing_file_is_named(mini_root):
         lambda path: dump(path, {b"labels": [0]}),  # no pixels
         lambda path: dump(path, {b"labels": [0, 1], b"data": np.zeros((2, 1024), np.uint8)}),  # grey images
         lambda path: dump(path, {b"labels": [10], b"data": np.zeros((1, 3072), np.uint8)}),  # label out of range
+        lambda path: dump(path, {b"labels": [[0, 1], [2]], b"data": np.zeros((2, 3072), np.uint8)}),
     ],
-    ids=["not-a-pickle", "truncated", "missing-key", "wrong-shape", "bad-label"],
+    ids=["not-a-pickle", "truncated", "missing-key", "wrong-shape", "bad-label", "ragged-labels"],
 )
 def test_corrupt_file_is_named_with_the_fix(mini_root, damage):
     damage(mini_root / CIFAR10.folder / "data_batch_3")
@@ -152,6 +153,17 @@ def test_corrupt_file_is_named_with_the_fix(mini_root, damage):
         load_cifar10(str(mini_root))
     assert str(mini_root / CIFAR10.folder / "data_batch_3") in str(raised.value)
     assert "dataset.download=true" in str(raised.value)
+
+
+@pytest.mark.parametrize("names", ["airplane", 10, [], [b"airplane", 10]], ids=["text", "number", "empty", "mixed"])
+def test_damaged_class_names_name_the_meta_file(mini_root, names):
+    path = mini_root / CIFAR10.folder / "batches.meta"
+    dump(path, {b"label_names": names})
+    with pytest.raises(UserError) as raised:
+        load_cifar10(str(mini_root))
+    message = str(raised.value)
+    assert message.startswith(f"{path} is not a CIFAR-10 meta file: expected label_names to be a non-empty list")
+    assert "\n" not in message and "dataset.download=true" in message
 
 
 def test_batched_crop_and_flip_match_a_per_image_reference():

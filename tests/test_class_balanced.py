@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from l2rw.config_schema import check_config
 from l2rw.data import LabeledImages
 from l2rw.errors import UserError
 from l2rw.methods.class_balanced import class_weights
@@ -33,7 +34,18 @@ def test_batch_weights_follow_the_class_weights(make_cfg):
     torch.testing.assert_close(weights, raw / raw.sum())
 
 
-@pytest.mark.parametrize("beta", [1.0, -0.5, "abc", "true"])
-def test_beta_outside_0_1_or_not_a_number_names_the_field(make_cfg, beta):
-    with pytest.raises(UserError, match=r"method\.beta"):
-        build(make_cfg("method=class_balanced", f"method.beta={beta}").method)
+@pytest.mark.parametrize("option", ["beta=1.0", "beta=-0.5", "beta=abc", "beta=true", "defer=1.0", "defer=-0.1"])
+def test_an_option_out_of_range_or_not_a_number_names_the_field(make_cfg, option):
+    with pytest.raises(UserError, match=rf"^method\.{option.split('=')[0]}="):
+        check_config(make_cfg("method=class_balanced", f"method.{option}"))
+
+
+def test_deferred_reweighting_switches_on_after_its_fraction_of_the_steps(make_cfg):
+    method = build(make_cfg("method=class_balanced", "method.defer=0.4").method)
+    labels = torch.tensor([0] * 100 + [1] * 10 + [2])
+    method.setup(LabeledImages(torch.zeros(111, 1), labels), None, 3, torch.Generator().manual_seed(0), steps=10)
+    y = torch.tensor([0, 0, 1, 2])
+    weights = [method.step_loss(torch.nn.Linear(1, 3), torch.zeros(4, 1), y, torch.arange(4), 0.1).weights for _ in range(10)]
+    uniform, raw = torch.full((4,), 0.25), torch.tensor([0.01, 0.01, 0.1, 1.0])
+    for step, w in enumerate(weights, start=1):  # steps 1-4 unweighted (0.4 x 10), then the class weights
+        torch.testing.assert_close(w, uniform if step <= 4 else raw / raw.sum(), msg=f"step {step}")

@@ -118,4 +118,5 @@ def test_help_names_the_command_its_examples_and_the_option_groups(tmp_path):
     assert done.returncode == 0
     assert done.stdout.startswith("l2rw-train: ") and "powered by Hydra" not in done.stdout
     assert "l2rw-train --multirun method=sgd,weighted_sampler,l2rw" in done.stdout
-    assert "method: class_balanced, l2rw, sgd, weighted_sampler" in done.stdout
+    assert "method: class_balanced, l2rw, mwnet, sgd, weighted_sampler" in done.stdout
+    assert "loss: ce, focal, gce, ldam, logit_adjusted" in done.stdout

@@ -12,8 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from l2rw.data import build_splits
-from l2rw.data import ham10000
+from l2rw.data import build_splits, ham10000
 from l2rw.data.ham10000 import CLASSES, load_ham10000
 from l2rw.errors import UserError
 from tests.conftest import FAST, run_cli
@@ -129,6 +128,20 @@ def test_cache_is_reused_and_rebuilt_after_a_file_changes(mini_ham, monkeypatch)
     assert row_of(again[1:2]) != row_of(first[1:2]) and torch.equal(again[2:], first[2:])
 
 
+@pytest.mark.parametrize("write", [
+    lambda path: path.write_bytes(b"not a cache\n" * 10),
+    lambda path: torch.save([1, 2], path),
+    lambda path: torch.save({"key": "stale", "images": torch.zeros(1)}, path),
+], ids=["garbage", "list", "stale"])
+def test_a_damaged_cache_is_rebuilt(mini_ham, write):
+    cache = mini_ham / "cache" / f"ham10000_{SIZE}px.pt"
+    cache.parent.mkdir()
+    write(cache)
+    images = load_ham10000(str(mini_ham), SIZE, str(cache.parent), workers=1).pool.images
+    assert row_of(images) == list(range(len(metadata_rows())))
+    assert torch.equal(torch.load(cache, weights_only=True)["images"], images)  # written anew
+
+
 def test_process_pool_decodes_like_one_process(mini_ham, tmp_path):
     paths = sorted(p for folder in FOLDERS for p in (mini_ham / folder).iterdir())
     assert np.array_equal(ham10000.decode_all(paths, SIZE, 2), ham10000.decode_all(paths, SIZE, 1))
@@ -147,6 +160,20 @@ def test_isic_test_set_becomes_the_test_split(make_cfg, mini_ham):
     assert len(splits.train) + len(splits.meta) == len(metadata_rows())  # no test lesions carved from the pool
 
 
+@pytest.mark.parametrize("header_only", [False, True], ids=["not-a-number", "header-only"])
+def test_a_bad_isic_ground_truth_is_named_in_one_line(mini_ham, header_only):
+    columns = ["image", *(name.upper() for name in CLASSES)]
+    rows = [[f"ISIC_90{i:05d}", *("1.0" if i == c else "0.0" for c in range(len(CLASSES)))] for i in range(len(CLASSES))]
+    rows[3][1 + 3] = "yes"  # image 3's own class: not a number
+    path = mini_ham / "ISIC2018_Task3_Test_GroundTruth.csv"
+    pd.DataFrame([] if header_only else rows, columns=columns).to_csv(path, index=False)
+    with pytest.raises(UserError) as error:
+        load_ham10000(str(mini_ham), SIZE, str(mini_ham), workers=1)
+    message = str(error.value)
+    expected = "has a header but no rows" if header_only else "row of image ISIC_9000003 is not one-hot"
+    assert message.startswith(str(path)) and expected in message and "\n" not in message
+
+
 def corrupt(root, name):
     """Each bad input the loader must name, produced from a valid miniature."""
     metadata = root / "HAM10000_metadata.csv"
@@ -162,6 +189,8 @@ def corrupt(root, name):
         (root / FOLDERS[1] / "ISIC_0000003.jpg").write_bytes(b"\xff\xd8 not a JPEG")
     elif name == "too few lesions":
         table[~table.lesion_id.isin(["HAM_df3", "HAM_df4"])].to_csv(metadata, index=False)
+    elif name == "header only":
+        table.head(0).to_csv(metadata, index=False)
 
 
 @pytest.mark.parametrize(
@@ -172,6 +201,7 @@ def corrupt(root, name):
         ("unknown dx", "unknown dx code 'melanoma' (image ISIC_0000004"),
         ("unreadable JPEG", "cannot decode image "),
         ("too few lesions", "class 'df' has 3 lesions, but meta.per_class=3 + dataset.test_fraction=0.15 (1 lesion)"),
+        ("header only", "HAM10000_metadata.csv has a header but no rows"),
     ],
 )
 def test_bad_input_is_a_user_error_that_names_it(make_cfg, mini_ham, name, message):

@@ -142,9 +142,15 @@ def rewrite(path: Path, change) -> None:
         (TRAIN_LABELS, lambda p: write_idx(p, np.zeros(99)), "99 labels for the 100 images"),
         (TRAIN_IMAGES, lambda p: write_idx(p, np.zeros((100, 28, 27))), "28x27 images"),
         (TEST_LABELS, lambda p: write_idx(p, np.full(30, 10)), "label 10"),
+        (TEST_IMAGES, lambda p: rewrite(p, lambda c: c[:4] + np.array([-30, -28, 28], ">i4").tobytes() + c[16:]),
+         "announces a negative size: -30x-28x28"),
+        # 2^22 x 2^21 x 2^21 = 2^64 wraps around to 0 in int64, and the file holds no values
+        (TEST_IMAGES, lambda p: rewrite(p, lambda c: c[:4] + np.array([1 << 22, 1 << 21, 1 << 21], ">i4").tobytes()),
+         "is truncated: 0 bytes of values where its header announces 4194304x2097152x2097152"),
+        (TEST_IMAGES, lambda p: write_idx(p, np.zeros((0, 28, 28))), "holds no images"),
     ],
     ids=["bad-magic", "not-gzip", "truncated-gzip", "truncated-values", "truncated-header", "count-mismatch",
-         "wrong-size", "label-out-of-range"],
+         "wrong-size", "label-out-of-range", "negative-size", "size-overflows", "no-test-images"],
 )
 def test_damaged_file_is_named_with_what_is_wrong(tmp_path, name, damage, problem):
     path = write_mini_idx(tmp_path) / f"{name}.gz"

@@ -168,7 +168,7 @@ def test_every_option_of_every_group_passes_the_check(override):
     (["results_csv=[1]"], "results_csv=[1] must be a path"),
     (["+lr_decay=0.1"], "lr_decay is not an option; check its spelling (options: seed, imbalance, imbalance_ratio, "
                         "meta, noise, steps, batch_size, lr, momentum, weight_decay, schedule, clip_grad_norm, "
-                        "eval_every, progress, results_csv, skip_done, checkpoint_every, threads)"),
+                        "eval_every, posthoc_tau, progress, results_csv, skip_done, checkpoint_every, threads)"),
     (["imbalance=abc"], "imbalance=abc must be a finite number (the majority class's share of the training set)"),
     (["dataset.profile=longtail", "imbalance_ratio=0.5"],
      "imbalance_ratio=0.5 must be a finite number >= 1 (n_max / n_min; 1 is balanced)"),
@@ -190,7 +190,7 @@ def test_every_option_of_every_group_passes_the_check(override):
     (["model=resnet32", "model.blocks_per_stage=-1"],
      "model.blocks_per_stage=-1 must be a whole number >= 1 (6n+2 layers: 5 gives ResNet-32)"),
     (["model=resnet18", "model.pretrained=1"], "model.pretrained=1 must be true or false"),
-    (["model=lenet", "+model.hidden=[8]"], "model.hidden is not an option of model=lenet; check its spelling (options: none)"),
+    (["model=lenet", "+model.hidden=[8]"], "model.hidden is not an option of model=lenet; check its spelling (options: normed_head)"),
     (["method=l2rw", "method.meta_batch_size=0"], "method.meta_batch_size=0 must be a whole number >= 1"),
     (["method=l2rw", "method.update_every=abc"], "method.update_every=abc must be a whole number >= 1 (1: every step)"),
     (["method=l2rw", "method.impl=[1,2]"], "method.impl=[1,2] is unknown; use one of fwd, double_backprop, last_layer"),

@@ -74,7 +74,7 @@ def test_equals_a_loop_over_examples_on_lenet(loss_fn):
     x, y, meta_x, meta_y = batches()
     model = LeNet((1, 8, 8), num_classes=10).double()
     expected = per_example_loop(copy.deepcopy(model), x, y, meta_x, meta_y, loss_fn)
-    weights, losses = reweight.weights_last_layer(model, x, y, meta_x, meta_y, loss_fn=loss_fn)
+    weights, losses = reweight.weights_last_layer(model, x, y, meta_x, meta_y, loss_fn=loss_fn, meta_loss_fn=loss_fn)
     assert (expected > 0).sum() >= 2
     torch.testing.assert_close(weights, expected, atol=1e-12, rtol=0)
     # not the exact weights: LeNet's other layers have parameters too

@@ -104,7 +104,7 @@ def test_a_forced_collapse_is_flagged_with_its_step(make_cfg, tmp_path, capsys):
     )
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert metrics.collapsed.tolist() == [0, 0, 1, 1] and metrics.top_class_share.iloc[-1] >= 0.9
-    assert outcome["collapse_step"] == 150
+    assert outcome.collapse_step == 150
     assert "warning: collapsed at step 150: " in capsys.readouterr().err
 
 

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from l2rw import reweight
+from l2rw.config_schema import check_config
 from l2rw.data import LabeledImages
 from l2rw.errors import UserError
 from l2rw.registry import build
@@ -66,7 +67,7 @@ def test_smoothing_averages_each_examples_weights_over_steps(make_cfg):
 @pytest.mark.parametrize("option", ["mix=1.5", "smoothing=1.0"])
 def test_out_of_range_remedies_are_named(make_cfg, option):
     with pytest.raises(UserError, match=rf"method\.{option.split('=')[0]}"):
-        build(make_cfg("method=l2rw", f"method.{option}").method)
+        check_config(make_cfg("method=l2rw", f"method.{option}"))
 
 
 def test_example_weights_csv_has_one_row_per_example_and_the_weights_the_steps_used(make_cfg, tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from filelock import FileLock
 
 from l2rw import results
 from l2rw.errors import UserError
@@ -56,6 +57,7 @@ def test_a_file_that_is_not_a_results_table_is_refused_and_left_byte_for_byte(tm
             use(path)
     assert path.read_bytes() == content
     assert not (tmp_path / "results.csv.malformed").exists()
+    assert not (tmp_path / "results.csv.lock").exists()  # nothing of ours is left beside the user's file
 
 
 @pytest.mark.parametrize("device", ["/dev/null", "/dev/full", "/dev/zero"])
@@ -66,14 +68,24 @@ def test_a_device_is_refused_without_reading_it(device):
     assert not Path(f"{device}.lock").exists()
 
 
-def test_a_results_csv_that_cannot_be_locked_is_refused(tmp_path):
+def test_a_lock_path_that_is_a_directory_is_named_with_its_fix(tmp_path):
     path = tmp_path / "results.csv"
     path.write_text(HEADER)
     (tmp_path / "results.csv.lock").mkdir()
-    for use in (check_results_csv, lambda p: finished_row(p, "h")):
-        with pytest.raises(UserError, match=f"results_csv={path}: cannot lock .*results.csv.lock .*choose a path"):
+    for use in (check_results_csv, lambda p: finished_row(p, "h"), lambda p: append_row(p, row("a"))):
+        with pytest.raises(UserError, match=f"^results_csv={path}: its lock {path}.lock is a directory; remove it$"):
             use(path)
     assert path.read_text() == HEADER
+
+
+def test_a_lock_held_by_another_job_says_so(tmp_path, monkeypatch):
+    path = tmp_path / "results.csv"
+    path.write_text(HEADER)
+    monkeypatch.setattr(results, "LOCK_SECONDS", 0.1)
+    with FileLock(f"{path}.lock"):  # held through another file descriptor, as another process would
+        with pytest.raises(UserError, match=f"^results_csv={path}: another job has held its lock {path}.lock for "
+                                            f"0.1 s; wait for it to finish, or delete {path}.lock if no job is running$"):
+            check_results_csv(path)
 
 
 def test_an_empty_table_has_no_finished_run_and_gets_a_header(tmp_path):
@@ -94,7 +106,7 @@ DAMAGED = {  # records that are not rows of the table, as a crash or an edit lea
 
 def test_malformed_records_are_moved_aside_and_the_table_parses_again(tmp_path, capsys):
     path = tmp_path / "results.csv"
-    torn = "x4,done,ok,0."  # an append cut short: no newline
+    torn = "x4,done,o"  # an append cut short: fields missing, no newline
     content = HEADER + DAMAGED["a row with an extra field"] + "a,done,ok,0.9\r\n" + "".join(list(DAMAGED.values())[1:]) + torn
     path.write_text(content, newline="")
     assert finished_row(path, "done")["run_id"] == "a"  # the extra field shifts no column, the torn row is no run
@@ -134,3 +146,46 @@ def test_an_append_that_fails_leaves_the_table_as_it_was(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=f"cannot write results_csv={path} \\(No space left on device\\); the table is as it was"):
         append_row(path, row("b", accuracy=0.5))
     assert path.read_bytes() == before
+
+
+def test_a_last_row_without_its_line_end_is_a_row(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text(HEADER + "a,h,ok,0.9\n" + "b,done,ok,0.8")
+    assert finished_row(path, "done")["run_id"] == "b"
+    append_row(path, row("c", accuracy=0.7))
+    assert pd.read_csv(path).run_id.tolist() == ["a", "b", "c"]
+    assert not (tmp_path / "results.csv.malformed").exists()
+
+
+def test_a_symlinked_results_csv_is_written_through_and_stays_a_link(tmp_path):
+    target, link = tmp_path / "store" / "results.csv", tmp_path / "results.csv"
+    target.parent.mkdir()
+    link.symlink_to(target)
+    check_results_csv(link)
+    append_row(link, row("a"))
+    append_row(link, row("b", accuracy=0.5))  # a new column: the table is rewritten
+    assert link.is_symlink() and link.resolve() == target
+    assert pd.read_csv(target).run_id.tolist() == ["a", "b"] and finished_row(link, "h")["run_id"] == "b"
+    assert (target.parent / "results.csv.lock").exists()  # writers through the link and the target share it
+
+
+def test_a_symlink_loop_is_refused(tmp_path):
+    link = tmp_path / "results.csv"
+    link.symlink_to(link)
+    for use in (check_results_csv, lambda p: append_row(p, row("a")), lambda p: finished_row(p, "h")):
+        with pytest.raises(UserError, match=f"^results_csv={link} is a symlink loop"):
+            use(link)
+    assert link.is_symlink()
+
+
+def test_the_temporary_file_of_a_killed_rewrite_is_removed_by_the_next_write(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text(HEADER)
+    killed = tmp_path / "results.csv.4194304.tmp"  # what a rewrite killed before its rename leaves
+    killed.write_text(HEADER + "half a row")
+    others = [tmp_path / "results.csv.notes.tmp", tmp_path / "other.csv.4194304.tmp"]
+    for other in others:
+        other.write_text("not ours")
+    append_row(path, row("a"))
+    assert not killed.exists() and all(other.exists() for other in others)
+    assert pd.read_csv(path).run_id.tolist() == ["a"]

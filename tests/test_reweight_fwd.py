@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from l2rw import reweight
+from l2rw.config_schema import check_config
 from l2rw.data import build_splits
 from l2rw.models import build_model
 from l2rw.models.lenet import LeNet
@@ -108,7 +109,7 @@ def one_trainer_step(make_cfg, tmp_path, impl: str) -> dict[str, torch.Tensor]:
         steps=1, batch_size=cfg.batch_size, eval_every=1, generator=torch.Generator().manual_seed(cfg.seed),
         metrics_csv=tmp_path / f"{impl}.csv", progress=False,
     )
-    assert outcome["skipped_steps"] == 0
+    assert outcome.skipped_steps == 0
     after = model.state_dict()
     for name in ("stem.0.weight", "stem.1.running_mean", "stem.1.num_batches_tracked"):
         assert not torch.equal(after[name], initial[name]), f"{name} did not change: no step was taken"
@@ -127,4 +128,26 @@ def test_unknown_impl_names_the_field(make_cfg):
     from l2rw.errors import UserError
 
     with pytest.raises(UserError, match="method.impl"):
-        build(make_cfg("method=l2rw", "method.impl=magic").method)
+        check_config(make_cfg("method=l2rw", "method.impl=magic"))
+
+
+def test_a_training_loss_other_than_the_meta_loss_gives_the_same_weights_both_ways():
+    """loss=logit_adjusted inside L2RW: the look-ahead step on the adjusted loss, the meta loss
+    plain cross-entropy; fwd and the reference agree, and differ from the all-cross-entropy weights."""
+    from l2rw.losses.logit_adjusted import LogitAdjusted
+
+    torch.manual_seed(0)
+    model = LeNet((1, 8, 8), num_classes=10).double().train()
+    x, y = torch.randn(12, 1, 8, 8, dtype=torch.double), torch.randint(0, 10, (12,))
+    meta_x, meta_y = torch.randn(10, 1, 8, 8, dtype=torch.double), torch.arange(10)
+    adjusted = LogitAdjusted(torch.arange(1, 11) ** 2, tau=1.0)
+    kwargs = {"loss_fn": adjusted, "meta_loss_fn": reweight.cross_entropy}
+    fwd = reweight.weights_fwd(copy.deepcopy(model), x, y, meta_x, meta_y, **kwargs)
+    reference = reweight.weights_double_backprop(copy.deepcopy(model), x, y, meta_x, meta_y, **kwargs)
+    torch.testing.assert_close(fwd.weights, reference.weights, atol=1e-10, rtol=0)
+    plain = reweight.weights_fwd(copy.deepcopy(model), x, y, meta_x, meta_y)
+    assert not torch.allclose(fwd.weights, plain.weights, atol=1e-3)
+    # the public API's default meta loss is the training loss: today's behaviour
+    default = reweight.example_weights(copy.deepcopy(model), x, y, meta_x, meta_y, loss_fn=adjusted)
+    torch.testing.assert_close(default.weights, reweight.weights_fwd(copy.deepcopy(model), x, y, meta_x, meta_y, loss_fn=adjusted,
+                                                                       meta_loss_fn=adjusted).weights, atol=1e-12, rtol=0)

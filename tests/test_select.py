@@ -128,3 +128,31 @@ def test_unusable_files_exit_2(tmp_path, capsys, content, message):
         main([str(path)])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith("error:") and message in err
+
+
+def test_out_never_overwrites_the_results_or_a_file_it_did_not_write(results, tmp_path, capsys):
+    notes, link = tmp_path / "notes.txt", tmp_path / "link.csv"
+    notes.write_text("lr 0.1 was best\n")
+    link.symlink_to(results)
+    (tmp_path / "folder").mkdir()
+    before = {path: path.read_bytes() for path in (results, notes)}
+    for out, message in [
+        (results, f"--out {results} is the results CSV being read"),
+        (link, f"--out {link} is the results CSV being read"),
+        (notes, f"--out {notes} exists and is not a table l2rw-select wrote"),
+        (tmp_path / "folder", f"--out {tmp_path / 'folder'} exists and is not a table l2rw-select wrote"),
+        (notes / "chosen.csv", f"--out {notes / 'chosen.csv'}: cannot write this file ({notes} is not a folder)"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            main([str(results), "--out", str(out)])
+        out_text, err = capsys.readouterr()
+        assert exit_.value.code == 2 and out_text == "" and err.startswith(f"error: {message}")
+        assert len(err.strip().splitlines()) == 1
+    assert {path: path.read_bytes() for path in (results, notes)} == before
+
+
+def test_out_replaces_a_table_it_wrote_before(results, tmp_path, capsys):
+    out = tmp_path / "chosen.csv"
+    main([str(results), "--out", str(out)])
+    main([str(results), "--tuned", "lr", "--out", str(out)])  # a rerun with other options
+    assert pd.read_csv(out).candidates.tolist() == [2, 1, 2]

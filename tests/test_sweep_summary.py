@@ -1,5 +1,5 @@
 """The end-of-sweep table: the rows this sweep wrote, whatever the launcher."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -7,7 +7,7 @@ import pytest
 from l2rw.sweep_summary import summary_text, sweep_rows
 from tests.conftest import run_cli
 
-STARTED = datetime(2030, 1, 1, 12, 0, 0, 700000, tzinfo=timezone.utc)
+STARTED = datetime(2030, 1, 1, 12, 0, 0, 700000, tzinfo=UTC)
 TABLE_HEADER = "| method | accuracy | balanced accuracy | s/step | seeds | collapsed |"
 
 

@@ -36,7 +36,7 @@ class TimedSGD(Method):
         return super().step_loss(*args, **kwargs)
 
 
-def timed_fit(make_cfg, tmp_path, monkeypatch, steps: int, warmup_steps: int) -> dict:
+def timed_fit(make_cfg, tmp_path, monkeypatch, steps: int, warmup_steps: int) -> "trainer.FitResult":
     cfg = make_cfg()
     splits = build_splits(cfg)
     model = build_model(cfg.model, splits.image_shape, splits.num_classes)
@@ -60,13 +60,13 @@ def timed_fit(make_cfg, tmp_path, monkeypatch, steps: int, warmup_steps: int) ->
 @pytest.mark.parametrize("warmup_steps", [1, 3])
 def test_seconds_per_step_leave_out_the_warmup_steps_and_evaluation(make_cfg, tmp_path, monkeypatch, warmup_steps):
     outcome = timed_fit(make_cfg, tmp_path, monkeypatch, steps=6, warmup_steps=warmup_steps)
-    assert outcome["warmup_seconds"] == 10.0 * warmup_steps
-    assert outcome["seconds_per_step"] == 1.0
+    assert outcome.warmup_seconds == 10.0 * warmup_steps
+    assert outcome.seconds_per_step == 1.0
 
 
 def test_a_run_of_warmup_steps_only_gets_their_pace(make_cfg, tmp_path, monkeypatch):
     outcome = timed_fit(make_cfg, tmp_path, monkeypatch, steps=1, warmup_steps=1)
-    assert outcome["warmup_seconds"] == outcome["seconds_per_step"] == 10.0
+    assert outcome.warmup_seconds == outcome.seconds_per_step == 10.0
 
 
 class SkipsFirstSteps(Method):
@@ -96,5 +96,30 @@ def test_skipped_steps_move_the_schedule_on_without_torchs_warning(make_cfg, tmp
             model, SkipsFirstSteps(2), splits, optimizer, scheduler, steps=4, batch_size=cfg.batch_size,
             eval_every=4, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "metrics.csv", progress=False,
         )
-    assert outcome["skipped_steps"] == 2
+    assert outcome.skipped_steps == 2
     assert scheduler.last_epoch == 4 and optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_best_is_chosen_on_validation_only(make_cfg, tmp_path, monkeypatch):
+    """Scripted scores where validation and test peak at different evaluations: "best" is the test
+    score at validation's peak (the first one on ties), never test's own peak."""
+    cfg = make_cfg("dataset.val_per_class=5")
+    splits = build_splits(cfg)
+    val_scores = iter([0.2, 0.6, 0.6, 0.3])   # peaks at the 2nd evaluation (tied with the 3rd)
+    test_scores = iter([0.1, 0.4, 0.9, 0.5])  # peaks at the 3rd
+    real_evaluate = trainer.evaluate
+
+    def scripted(model, data, normalize, num_classes, adjustment):
+        evaluation = real_evaluate(model, data, normalize, num_classes, adjustment)
+        evaluation.balanced_accuracy = next(val_scores if data is splits.val else test_scores)
+        return evaluation
+
+    monkeypatch.setattr(trainer, "evaluate", scripted)
+    model = build_model(cfg.model, splits.image_shape, splits.num_classes)
+    optimizer = make_optimizer(model, cfg)
+    outcome = trainer.fit(
+        model, Method(), splits, optimizer, make_scheduler(optimizer, cfg.schedule, 8), steps=8, batch_size=10,
+        eval_every=2, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "metrics.csv", progress=False,
+    )
+    assert (outcome.best.step, outcome.best.balanced_accuracy, outcome.best.val_balanced_accuracy) == (4, 0.4, 0.6)
+    assert outcome.evaluation.balanced_accuracy == 0.5  # "last"

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from l2rw import reweight
+from l2rw.config_schema import check_config
 from l2rw.data import LabeledImages
 from l2rw.errors import UserError
 from l2rw.registry import build
@@ -75,7 +76,7 @@ def test_k1_computes_every_step(make_cfg):
 @pytest.mark.parametrize("k", [0, 1.5])
 def test_update_every_must_be_a_positive_whole_number(make_cfg, k):
     with pytest.raises(UserError, match=r"method\.update_every"):
-        build(make_cfg("method=l2rw", f"method.update_every={k}").method)
+        check_config(make_cfg("method=l2rw", f"method.update_every={k}"))
 
 
 def test_weight_memory_and_step_count_survive_a_checkpoint(make_cfg):

@@ -37,8 +37,8 @@ def test_metrics_csv_carries_the_weight_columns(make_cfg, tmp_path):
 class SkipsEveryOtherStep(Method):
     """Plain SGD, but every other step gives every example weight 0 (a skipped step)."""
 
-    def setup(self, *args):
-        super().setup(*args)
+    def setup(self, *args, **run):
+        super().setup(*args, **run)
         self.steps_taken = 0
 
     def step_loss(self, model, x, y, index, lr):

@@ -18,6 +18,30 @@ from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError
 
 IMAGE_SHAPE = (3, 32, 32)  # each row holds the red, then green, then blue 32x32 plane
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's ndarray rebuilder, wherever this numpy keeps it
+
+
+class ForeignObject(pickle.UnpicklingError):
+    """A pickle names a class or function that no official file holds."""
+
+
+def _latin1(text: str, encoding: str) -> bytes:
+    """Python 3 pickles bytes for protocol 2 as _codecs.encode(text, "latin1"): that, no other codec."""
+    if encoding != "latin1":
+        raise ForeignObject(f"_codecs.encode(..., {encoding!r})")
+    return text.encode("latin1")
+
+
+# All that the official files name besides builtins (which need no lookup): the numpy array of
+# pixels, as Python 2's numpy named it and as today's does; and the bytes of copies that Python 3
+# wrote with protocol 2, as the tests' miniatures are.
+PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1,
+}
 
 
 @dataclass(frozen=True)
@@ -69,8 +93,7 @@ def load_cifar(fmt: CifarFormat, root: str, download: bool) -> Source:
             f"L2RW_DATA environment variable) to the folder that holds {fmt.folder}/, or add "
             f"dataset.download=true to fetch it from {fmt.url}"
         )
-    names = read_pickle(fmt, folder / fmt.meta_file, [fmt.names_key])[fmt.names_key]
-    class_names = [name.decode() for name in names]
+    class_names = read_class_names(fmt, folder / fmt.meta_file)
     train = [read_batch(fmt, folder / name, len(class_names)) for name in fmt.train_files]
     return Source(
         pool=LabeledImages(torch.cat([b.images for b in train]), torch.cat([b.labels for b in train])),
@@ -96,11 +119,26 @@ def fetch_archive(fmt: CifarFormat, root: Path) -> None:
         ) from error
 
 
+class OfficialUnpickler(pickle.Unpickler):
+    """Builds only what the official files hold: anything else is refused unbuilt, since
+    unpickling a hostile file's objects can run any code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in PICKLE_GLOBALS:
+            raise ForeignObject(f"{module}.{name}")
+        return PICKLE_GLOBALS[module, name]
+
+
 def read_pickle(fmt: CifarFormat, path: Path, keys: list[bytes]) -> dict:
     """One official file: a pickled dict with bytes keys (written by Python 2)."""
     try:
         with open(path, "rb") as file:
-            content = pickle.load(file, encoding="bytes")
+            content = OfficialUnpickler(file, encoding="bytes").load()
+    except ForeignObject as error:
+        raise UserError(
+            f"{path} holds {error}, which no {fmt.title} file holds; it was not loaded, as that could run code "
+            f"from it: {replace_advice(path)}"
+        ) from None
     except Exception as error:  # a damaged pickle can fail with almost any exception type
         raise UserError(
             f"{path} is not a readable {fmt.title} pickle ({type(error).__name__}: {error}); {replace_advice(path)}"
@@ -113,6 +151,17 @@ def read_pickle(fmt: CifarFormat, path: Path, keys: list[bytes]) -> dict:
     return content
 
 
+def read_class_names(fmt: CifarFormat, path: Path) -> list[str]:
+    """The meta file's class names: a non-empty list of bytes."""
+    names = read_pickle(fmt, path, [fmt.names_key])[fmt.names_key]
+    if not (isinstance(names, list) and names and all(isinstance(name, bytes) for name in names)):
+        raise UserError(
+            f"{path} is not a {fmt.title} meta file: expected {fmt.names_key.decode()} to be a non-empty list of "
+            f"class names (bytes); {replace_advice(path)}"
+        )
+    return [name.decode(errors="replace") for name in names]
+
+
 def replace_advice(path: Path) -> str:
     return f"replace it with the official file (delete {path.parent} and rerun with dataset.download=true)"
 
@@ -120,11 +169,15 @@ def replace_advice(path: Path) -> str:
 def read_batch(fmt: CifarFormat, path: Path, num_classes: int) -> LabeledImages:
     """A batch file's uint8 rows of 3,072 pixels as (N, 3, 32, 32) images, with their labels."""
     batch = read_pickle(fmt, path, [b"data", fmt.labels_key])
-    data, labels = batch[b"data"], np.asarray(batch[fmt.labels_key])
+    data = batch[b"data"]
+    try:
+        labels = np.asarray(batch[fmt.labels_key])
+    except ValueError:  # ragged lists make no array
+        labels = None
     pixels = int(np.prod(IMAGE_SHAPE))
     well_formed = (
         isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.shape[1:] == (pixels,)
-        and labels.shape == (len(data),) and np.issubdtype(labels.dtype, np.integer)
+        and labels is not None and labels.shape == (len(data),) and np.issubdtype(labels.dtype, np.integer)
         and (len(labels) == 0 or 0 <= labels.min() <= labels.max() < num_classes)
     )
     if not well_formed:

@@ -105,7 +105,7 @@ def read_isic_test(path: Path) -> pd.DataFrame:
     """The ISIC 2018 Task 3 ground truth: one-hot columns MEL, NV, ... -> image_id, label."""
     columns = [name.upper() for name in CLASSES]
     table = read_csv(path, ["image", *columns])
-    one_hot = table[columns].astype(float).to_numpy()
+    one_hot = table[columns].apply(pd.to_numeric, errors="coerce").to_numpy()  # not a number: NaN, not one-hot
     not_one_hot = np.flatnonzero((one_hot == 1).sum(1) != 1)
     if len(not_one_hot):
         raise UserError(f"{path}: row of image {table.image.iloc[not_one_hot[0]]} is not one-hot over {columns}")
@@ -120,6 +120,8 @@ def read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     missing = [name for name in required if name not in table.columns]
     if missing:
         raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; is it the file from the download?")
+    if table.empty:
+        raise UserError(f"{path} has a header but no rows; is it the file from the download?")
     return table
 
 
@@ -139,10 +141,8 @@ def cached_images(paths: list[Path], tables: list[Path], size: int, cache_dir: P
     """uint8 (N, 3, size, size) images of `paths`, from the cache when its key still matches."""
     key = cache_key([*tables, *paths], size)
     cache = cache_dir / f"ham10000_{size}px.pt"
-    if cache.exists():
-        cached = torch.load(cache, weights_only=True)
-        if cached["key"] == key:
-            return cached["images"]
+    if (cached := read_cache(cache, key, (len(paths), 3, size, size))) is not None:
+        return cached
     images = torch.from_numpy(decode_all(paths, size, workers)).permute(0, 3, 1, 2).contiguous()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -151,6 +151,18 @@ def cached_images(paths: list[Path], tables: list[Path], size: int, cache_dir: P
     except OSError as error:
         raise UserError(f"cannot write the image cache to dataset.cache_dir={cache_dir}: {error}") from None
     return images
+
+
+def read_cache(cache: Path, key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The images cached under `key`; None when the cache is missing, stale or damaged: it is our
+    own file, so it is rebuilt rather than refused."""
+    try:
+        cached = torch.load(cache, weights_only=True)
+    except Exception:  # noqa: BLE001  missing, or damaged in any of zip's, pickle's or torch's ways
+        return None
+    images = cached.get("images") if isinstance(cached, dict) and cached.get("key") == key else None
+    fits = isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.shape == shape
+    return images if fits else None
 
 
 def cache_key(paths: list[Path], size: int) -> str:

@@ -8,6 +8,7 @@ torchvision is used only to download. Decompressing and `np.frombuffer` keep Fas
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,8 @@ def read_pair(images_path: Path, labels_path: Path, num_classes: int) -> Labeled
     """An images file and its labels file as (N, 1, 28, 28) uint8 images and int64 labels."""
     images = read_idx(images_path, ndim=3)
     labels = read_idx(labels_path, ndim=1)
+    if not len(images):  # nothing to train on, or to evaluate on
+        raise damaged(images_path, "holds no images")
     if images.shape[1:] != IMAGE_SIZE:
         raise damaged(images_path, f"holds {dims(images.shape[1:])} images, expected {dims(IMAGE_SIZE)}")
     if len(images) != len(labels):
@@ -155,7 +158,9 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if magic != expected_magic:
         raise damaged(path, f"has magic number 0x{magic:08x}, expected 0x{expected_magic:08x}")
     shape = tuple(int(size) for size in np.frombuffer(content, ">i4", count=ndim, offset=4))
-    size = int(np.prod(shape))
+    if min(shape) < 0:
+        raise damaged(path, f"announces a negative size: {dims(shape)}")
+    size = math.prod(shape)  # exact: np.prod would wrap around past int64 and could match the length
     values = len(content) - header
     if values != size:
         problem = "is truncated" if values < size else "has extra bytes"

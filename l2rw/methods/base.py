@@ -2,10 +2,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from l2rw.data import LabeledImages
+from l2rw.reweight import LossFunction, cross_entropy
 
 
 @dataclass
@@ -14,19 +14,35 @@ class StepLoss:
     weights: torch.Tensor  # (batch,), sums to 1, or all zeros when the step must be skipped
 
 
+def draw_meta_batch(meta: LabeledImages, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole meta set when it fits in one meta batch of `size`, else a fresh sample of that size."""
+    images, labels = meta.images, meta.labels
+    if len(meta) > size:
+        pick = torch.randperm(len(meta), generator=generator)[:size].to(labels.device)
+        images, labels = images[pick], labels[pick]
+    return images, labels
+
+
 class Method:
     """Plain SGD: uniformly shuffled epochs, every example of a batch weighted 1/batch.
 
     Other methods override `batches` (which examples a step sees) or `step_loss`
-    (how they are weighted). `setup` hands over what only the data knows.
+    (how they are weighted). `setup` hands over what only the data and the run know: the
+    per-example `loss_fn` every method weighs (`l2rw.losses`) and the run's length in `steps`
+    (kept as `run_steps`).
     """
 
     # steps after which every kind of step the method takes has run once (and compiled, with
     # hardware.compile): the trainer keeps each process's first ones out of seconds_per_step
     warmup_steps = 1
 
-    def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator):
+    def setup(
+        self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator,
+        loss_fn: LossFunction = cross_entropy, steps: int = 0,
+    ):
         self.num_train = len(train)
+        self.loss_fn = loss_fn
+        self.run_steps = steps
         self.generator = generator
         self.epoch_rest = torch.empty(0, dtype=torch.long)  # this epoch's examples not served yet
 
@@ -53,6 +69,6 @@ class Method:
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, lr: float
     ) -> StepLoss:
         """`index`: positions of the batch in the training set; `lr`: the optimizer's current rate."""
-        losses = F.cross_entropy(model(x), y, reduction="none")
+        losses = self.loss_fn(model(x), y)
         weights = torch.full_like(losses, 1.0 / len(losses)).detach()
         return StepLoss((weights * losses).sum(), weights)

@@ -11,8 +11,8 @@ class WeightedSampler(Method):
     """Batches drawn with replacement, example probability 1/count(its class): every class is
     equally likely in expectation; the loss is the plain batch mean."""
 
-    def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator):
-        super().setup(train, meta, num_classes, generator)
+    def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator, **run):
+        super().setup(train, meta, num_classes, generator, **run)
         labels = train.labels.cpu()
         counts = torch.bincount(labels, minlength=num_classes).double()
         self.example_weights = (1.0 / counts)[labels]

@@ -1,16 +1,20 @@
 import torch
 from torch import nn
 
+from l2rw.models.heads import make_head
+from l2rw.options import FLAG
+
 
 class LeNet(nn.Module):
     """LeNet-5 layout (conv 6 -> pool -> conv 16 -> pool -> 120 -> 84 -> classes).
 
     Convolutions are padded so that 8x8 digits and 32x32 CIFAR images both fit;
     the flattened size is measured from the actual image shape. `penultimate` gives the 84
-    features that `head`, the last linear layer, maps to class scores.
+    features that `head`, the last linear layer, maps to class scores; `normed_head`: cosine
+    scores (LDAM's layer, `l2rw.models.heads.NormedLinear`) instead.
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int):
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, normed_head: FLAG = False):
         super().__init__()
         channels = image_shape[0]
         self.features = nn.Sequential(
@@ -21,7 +25,7 @@ class LeNet(nn.Module):
         with torch.no_grad():
             flat = self.features(torch.zeros(1, *image_shape)).shape[1]
         self.classifier = nn.Sequential(
-            nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes)
+            nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), make_head(84, num_classes, normed_head)
         )
 
     @property

@@ -3,12 +3,17 @@ import math
 import torch
 from torch import nn
 
+from l2rw.options import list_of, whole
+
 
 class MLP(nn.Module):
     """Flattened pixels through ReLU hidden layers of the given widths; `penultimate` gives the
     last hidden layer's output (the pixels when there is none), `head` the final linear layer."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, hidden: list[int]):
+    def __init__(
+        self, image_shape: tuple[int, int, int], num_classes: int,
+        hidden: list_of(whole(1), "a list of hidden layer widths, each a whole number >= 1, e.g. [256,256]"),
+    ):
         super().__init__()
         widths = [math.prod(image_shape), *hidden]
         layers: list[nn.Module] = [nn.Flatten()]

@@ -2,6 +2,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from l2rw.models.heads import make_head
+from l2rw.options import FLAG, whole
+
 
 class BasicBlock(nn.Module):
     def __init__(self, channels_in: int, channels_out: int, stride: int):
@@ -26,9 +29,12 @@ class BasicBlock(nn.Module):
 class ResNet32(nn.Module):
     """The CIFAR ResNet-32 of He et al. 2016: 3 stages x 5 basic blocks, 16/32/64 channels,
     about 0.46M parameters, BatchNorm. `penultimate` gives the 64 globally pooled channels that
-    `head` maps to class scores."""
+    `head` maps to class scores (`normed_head`: cosine scores, LDAM's layer)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, blocks_per_stage: int = 5):
+    def __init__(
+        self, image_shape: tuple[int, int, int], num_classes: int,
+        blocks_per_stage: whole(1, note=" (6n+2 layers: 5 gives ResNet-32)") = 5, normed_head: FLAG = False,
+    ):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(image_shape[0], 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
         layers, channels = [], 16
@@ -38,9 +44,9 @@ class ResNet32(nn.Module):
                 layers.append(BasicBlock(channels, width, stride))
                 channels = width
         self.stages = nn.Sequential(*layers)
-        self.head = nn.Linear(64, num_classes)
+        self.head = make_head(64, num_classes, normed_head)
         for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if isinstance(module, nn.Conv2d) or type(module) is nn.Linear:  # NormedLinear keeps its own init
                 nn.init.kaiming_normal_(module.weight)
 
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,20 @@
+"""Per-example losses: one file per loss, selected by `conf/loss/<name>.yaml` (`_target_`).
+
+A loss is built with `class_counts` (training images per class after the imbalance profile and
+label noise, as the model sees them) plus its own options, and called as
+`loss(outputs, targets) -> one loss per example`: the function every method weighs, and the one
+L2RW's and Meta-Weight-Net's look-ahead step is taken on (their meta loss stays cross-entropy).
+"""
+import torch
+
+
+def class_prior(class_counts: torch.Tensor) -> torch.Tensor:
+    """Class frequencies; a class without training images counts as one, so its log stays finite."""
+    counts = class_counts.double().clamp(min=1)
+    return (counts / counts.sum()).float()
+
+
+def true_class_probability(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p_y, p_y): the softmax probability each example gives its label."""
+    log_p = torch.log_softmax(outputs, dim=1).gather(1, targets[:, None]).squeeze(1)
+    return log_p, log_p.exp()

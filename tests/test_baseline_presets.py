@@ -1,0 +1,59 @@
+"""The baselines presets: every recipe composes to the method and loss it names, and runs two
+steps on a miniature of its dataset."""
+import pytest
+
+from l2rw.data import idx
+from l2rw.train import train
+from tests.conftest import FAST, config_options
+from tests.test_cifar10 import write_mini_cifar
+from tests.test_cifar100 import write_mini_cifar100
+from tests.test_idx import write_mini_idx
+from tests.test_presets import compose_preset, swept
+
+BASELINE_PRESETS = ["fashion_mnist_baselines", "cifar10_lt_baselines", "cifar100_lt_baselines"]
+# recipe -> (method, loss, its own settings)
+RECIPES = {
+    "ldam_drw": ("class_balanced", "ldam", {"method.beta": 0.9999, "method.defer": 0.8, "model.normed_head": True}),
+    "cb_focal": ("class_balanced", "focal", {"method.beta": 0.9999}),
+    "l2rw_logit_adjusted": ("l2rw", "logit_adjusted", {}),
+    "mwnet_posthoc": ("mwnet", "ce", {}),
+}
+
+
+@pytest.mark.parametrize("preset", BASELINE_PRESETS)
+def test_each_preset_sweeps_every_recipe(preset):
+    assert sorted(swept(preset)["+recipe"]) == config_options("recipe")
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_a_recipe_sets_its_method_loss_and_options(recipe):
+    method, loss, settings = RECIPES[recipe]
+    cfg = compose_preset("cifar10_lt_baselines", f"+recipe={recipe}")
+    assert (cfg.method.name, cfg.loss.name) == (method, loss)
+    for key, value in settings.items():
+        assert cfg[key.split(".")[0]][key.split(".")[1]] == value
+    assert cfg.posthoc_tau == (1.0 if recipe.endswith("posthoc") else 0.0)
+
+
+@pytest.fixture
+def miniature(tmp_path, monkeypatch):
+    """dataset -> overrides that point it at a miniature copy."""
+    monkeypatch.setattr(idx, "SYSTEM_FOLDERS", {})
+    return {
+        "fashion_mnist_baselines": [f"dataset.root={write_mini_idx(tmp_path / 'idx', train_per_class=12)}",
+                                    "dataset.val_per_class=1", "meta.per_class=2"],
+        "cifar10_lt_baselines": [f"dataset.root={write_mini_cifar(tmp_path / 'c10')}", "dataset.val_per_class=1",
+                                 "meta.per_class=2", "imbalance_ratio=4", "batch_size=8"],
+        "cifar100_lt_baselines": [f"dataset.root={write_mini_cifar100(tmp_path / 'c100', train_per_class=6)}",
+                                  "dataset.val_per_class=1", "meta.per_class=1", "imbalance_ratio=2", "batch_size=8"],
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", BASELINE_PRESETS)
+def test_every_recipe_of_a_preset_trains_two_steps_on_a_miniature(preset, miniature, tmp_path):
+    for recipe in swept(preset)["+recipe"]:
+        cfg = compose_preset(preset, *FAST, f"+recipe={recipe}", "steps=2", "eval_every=2", *miniature[preset],
+                             "hardware.channels_last=false", f"results_csv={tmp_path / 'r.csv'}")
+        row = train(cfg, tmp_path / recipe)
+        assert row["status"] == "ok" and row["loss"] == cfg.loss.name and row["best_step"] == 2, recipe

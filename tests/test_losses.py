@@ -1,0 +1,97 @@
+"""Each loss against values computed by hand on a tiny batch; the class prior from the training
+labels; `ce` equal to the cross-entropy every method used before losses were a choice."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from l2rw.config_schema import check_config
+from l2rw.data import build_splits
+from l2rw.errors import UserError
+from l2rw.registry import build
+from tests.conftest import config_options
+
+# Two examples, three classes; probabilities of the labels: softmax([2, 0, 0])[0] and softmax([0, 1, 0])[2]
+OUTPUTS = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+TARGETS = torch.tensor([0, 2])
+COUNTS = torch.tensor([80, 16, 4])
+P = [math.exp(2) / (math.exp(2) + 2), 1 / (math.e + 2)]
+
+
+def built(make_cfg, loss: str, *overrides: str):
+    return build(make_cfg(f"loss={loss}", *overrides).loss, class_counts=COUNTS)
+
+
+def test_ce_is_pytorchs_cross_entropy(make_cfg):
+    expected = torch.tensor([-math.log(P[0]), -math.log(P[1])])
+    torch.testing.assert_close(built(make_cfg, "ce")(OUTPUTS, TARGETS), expected)
+    assert torch.equal(built(make_cfg, "ce")(OUTPUTS, TARGETS), F.cross_entropy(OUTPUTS, TARGETS, reduction="none"))
+
+
+def test_focal(make_cfg):
+    expected = torch.tensor([-(1 - p) ** 2 * math.log(p) for p in P])
+    torch.testing.assert_close(built(make_cfg, "focal", "loss.gamma=2")(OUTPUTS, TARGETS), expected)
+    torch.testing.assert_close(built(make_cfg, "focal", "loss.gamma=0")(OUTPUTS, TARGETS), built(make_cfg, "ce")(OUTPUTS, TARGETS))
+
+
+def test_logit_adjusted_shifts_by_tau_log_prior(make_cfg):
+    prior = [0.8, 0.16, 0.04]
+    adjusted = [[2 + math.log(prior[0]), math.log(prior[1]), math.log(prior[2])],
+                [math.log(prior[0]), 1 + math.log(prior[1]), math.log(prior[2])]]
+    expected = [math.log(sum(math.exp(v) for v in row)) - row[label] for row, label in zip(adjusted, (0, 2))]
+    torch.testing.assert_close(built(make_cfg, "logit_adjusted", "loss.tau=1")(OUTPUTS, TARGETS), torch.tensor(expected))
+
+
+def test_ldam_subtracts_the_labels_margin_before_scaling(make_cfg):
+    loss = built(make_cfg, "ldam", "loss.max_margin=0.5", "loss.scale=2")
+    margins = [n ** -0.25 for n in (80, 16, 4)]
+    margins = [m * 0.5 / max(margins) for m in margins]  # the rarest class (4 images) gets 0.5
+    assert margins[2] == 0.5
+    shifted = [[2 * (2 - margins[0]), 0, 0], [0, 2, 2 * (0 - margins[2])]]
+    expected = [math.log(sum(math.exp(v) for v in row)) - row[label] for row, label in zip(shifted, (0, 2))]
+    torch.testing.assert_close(loss(OUTPUTS, TARGETS), torch.tensor(expected))
+
+
+def test_gce(make_cfg):
+    expected = torch.tensor([(1 - p**0.5) / 0.5 for p in P])
+    torch.testing.assert_close(built(make_cfg, "gce", "loss.q=0.5")(OUTPUTS, TARGETS), expected)
+
+
+def test_the_prior_is_the_training_labels_after_imbalance_and_noise(make_cfg, monkeypatch):
+    """logit_adjusted is built from the labels the model trains on: counted after the imbalance
+    profile and the label noise, not from the pool or the clean labels."""
+    from l2rw import train as train_module
+
+    seen = {}
+    real_build = train_module.build
+
+    def spy(node, **runtime):
+        if "class_counts" in runtime:
+            seen["counts"] = runtime["class_counts"]
+        return real_build(node, **runtime)
+
+    monkeypatch.setattr(train_module, "build", spy)
+    cfg = make_cfg("loss=logit_adjusted", "imbalance=0.8", "noise.kind=uniform", "noise.rate=0.3", "steps=1")
+    train_module.train(cfg, cfg.results_csv.rsplit("/", 1)[0] + "/run")
+    splits = build_splits(cfg)
+    assert torch.equal(seen["counts"], torch.bincount(splits.train.labels, minlength=splits.num_classes))
+    assert seen["counts"][0] > 0.5 * seen["counts"].sum()  # the imbalance shows
+
+
+@pytest.mark.parametrize("loss", config_options("loss"))
+def test_every_loss_builds_and_returns_one_loss_per_example(make_cfg, loss):
+    values = built(make_cfg, loss)(OUTPUTS, TARGETS)
+    assert values.shape == (2,) and torch.isfinite(values).all() and (values >= 0).all()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loss=focal loss.gamma=-1", r"^loss\.gamma=-1 must be a finite number >= 0"),
+    ("loss=gce loss.q=0", r"^loss\.q=0 must be a finite number > 0 and <= 1"),
+    ("loss=ldam loss.scale=abc", r"^loss\.scale='?abc'? must be a finite number > 0"),
+    ("loss=logit_adjusted +loss.tua=1", r"^loss\.tua is not an option of loss=logit_adjusted; check its spelling \(options: tau\)"),
+    ("loss=ce +loss.gamma=2", r"^loss\.gamma is not an option of loss=ce"),
+])
+def test_a_bad_loss_option_is_one_line_naming_it(make_cfg, override, message):
+    with pytest.raises(UserError, match=message):
+        check_config(make_cfg(*override.split()))

@@ -1,0 +1,131 @@
+"""Files a run reads may come from anyone: loading one never runs code from it, and a crafted one
+is refused with one line naming it, never a traceback."""
+import pathlib
+import pickle
+import random
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from l2rw.checkpoint import Checkpoint
+from l2rw.data.cifar10 import CIFAR10, load_cifar10
+from l2rw.errors import UserError
+from l2rw.trainer import LoopState
+from tests.test_cifar10 import dump, write_mini_cifar
+from tests.test_integrity import run_objects
+
+
+class Payload:
+    """What a hostile file holds: unpickling it creates `marker`."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+def saved(run_dir, loop: dict | None = None, steps: int | None = None) -> Checkpoint:
+    checkpoint = Checkpoint(run_dir, 0, "this", steps=steps)
+    checkpoint.save(*run_objects(), asdict(LoopState(step=3)) if loop is None else loop)
+    return checkpoint
+
+
+def rewrite(path, change) -> None:
+    """Apply `change` to the saved state (our own file: loaded in full)."""
+    state = torch.load(path, weights_only=False)
+    change(state)
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("write", [torch.save, lambda state, path: path.write_bytes(pickle.dumps(state, protocol=2))],
+                         ids=["torch.save", "pickle"])
+def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path, write):
+    marker = tmp_path / "ran"
+    checkpoint = saved(tmp_path)
+    state = torch.load(checkpoint.path, weights_only=False)
+    write(state | {"model": Payload(marker)}, checkpoint.path)
+    for use in (checkpoint.check_compatible, lambda: checkpoint.restore(*run_objects())):
+        with pytest.raises(UserError, match=f"^{checkpoint.path} holds .*getattr.*it was not loaded") as error:
+            use()
+        assert one_line(error).endswith("delete it to start the run over")
+    assert not marker.exists()
+
+
+def test_a_saved_run_round_trips_with_its_random_states(tmp_path):
+    loop = asdict(LoopState(step=3, seconds=1.5, metrics=[{"step": 2, "accuracy": 0.5}], collapse_step=2))
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    checkpoint = saved(tmp_path, loop, steps=20)
+    expected = random.random(), np.random.rand(), torch.rand(1)
+    random.seed(2), np.random.seed(2), torch.manual_seed(2)
+    checkpoint.check_compatible()
+    assert checkpoint.restore(*run_objects()) == loop
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
+@pytest.mark.parametrize("loop, problem", [
+    ({"step": 20}, "step 20 is not below this run's steps=20"),
+    ({"step": 25}, "step 25 is not below this run's steps=20"),
+    ({"step": -1}, "step -1 is negative"),
+    ({"step": 3, "extra": 1}, "unknown key 'extra'"),
+    ({"skipped": 0}, "no loop step"),
+    ([3], "no loop step"),
+    ({"step": "3"}, "step is a str"),
+    ({"step": 3.0}, "step is a float"),
+    ({"step": True}, "step is a bool"),
+    ({"step": 3, "metrics": {}}, "metrics is a dict"),
+    ({"step": 3, "collapse_step": "2"}, "collapse_step is a str"),
+])
+def test_a_crafted_loop_state_is_refused_in_one_line(tmp_path, loop, problem):
+    checkpoint = saved(tmp_path, loop, steps=20)
+    with pytest.raises(UserError) as error:
+        checkpoint.check_compatible()
+    assert one_line(error) == f"{checkpoint.path} holds a loop state no run saves ({problem}); delete it to start the run over"
+
+
+@pytest.mark.parametrize("change", [
+    lambda state: state.pop("rng"),
+    lambda state: state.update(extra=1),
+    lambda state: state.update(config_hash=torch.zeros(2)),
+], ids=["missing-key", "extra-key", "hash-not-text"])
+def test_a_state_of_other_keys_is_not_a_checkpoint(tmp_path, change):
+    checkpoint = saved(tmp_path)
+    rewrite(checkpoint.path, change)
+    with pytest.raises(UserError, match=f"^{checkpoint.path} is not an l2rw checkpoint; delete it"):
+        checkpoint.check_compatible()
+
+
+@pytest.mark.parametrize("change", [
+    lambda state: state["rng"].update(numpy=("MT19937", [1, 2])),
+    lambda state: state.update(optimizer=1),
+    lambda state: state["optimizer"].update(state=None),
+], ids=["numpy-rng", "optimizer", "optimizer-state"])
+def test_parts_of_the_wrong_shape_are_refused_in_one_line(tmp_path, change):
+    checkpoint = saved(tmp_path)
+    rewrite(checkpoint.path, change)
+    with pytest.raises(UserError, match=f"^{checkpoint.path} does not fit this run's model or method") as error:
+        checkpoint.restore(*run_objects())
+    one_line(error)
+
+
+# --- CIFAR pickles ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["data_batch_2", "batches.meta"])
+def test_a_cifar_pickle_that_would_run_code_is_refused_unread(tmp_path, name):
+    root = write_mini_cifar(tmp_path / "data")
+    path, marker = root / CIFAR10.folder / name, tmp_path / "ran"
+    dump(path, {b"labels": [0], b"data": Payload(marker), b"label_names": [b"a"]})
+    with pytest.raises(UserError, match=f"^{path} holds __builtin__.getattr, which no CIFAR-10 file holds") as error:
+        load_cifar10(str(root))
+    assert "dataset.download=true" in one_line(error)
+    assert not marker.exists()
