@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from l2rw.data.noise import NOISE_KINDS
 from l2rw.errors import UserError
-from l2rw.options import CLASS, FLAG, PATH, choice, description, list_of, number, optional, text, whole
+from l2rw.options import CLASS, FLAG, FLOAT32_MAX, PATH, choice, description, list_of, number, optional, text, whole
 from l2rw.sweeps import read_values
 
 SCHEDULES = ("constant", "cosine", "step")
@@ -68,7 +68,7 @@ class TopLevel(Options):
     results_csv: PATH
     skip_done: FLAG
     checkpoint_every: whole(0, note=" (0: only when interrupted)")
-    threads: optional(whole(1), "for this job's share of the cores")
+    threads: optional(whole(1, 4096), "for this job's share of the cores")
 
 
 class Dataset(Options):
@@ -180,6 +180,8 @@ def _message(schema: type[Options], error: dict, values: dict, prefix: str, of_c
         return f"{key} is not an option{of_choice}; check its spelling (options: {', '.join(schema.model_fields) or 'none'})"
     field = prefix + ".".join(fields)
     what = info.description or description(info.annotation)
+    if error["type"] in ("less_than_equal", "greater_than_equal") and abs(error["ctx"].get("le", error["ctx"].get("ge"))) == FLOAT32_MAX:
+        return f"{field}={_as_typed(value)} is too large: it must fit a float32 (magnitude at most 3.4e38)"
     if error["type"] == "missing":
         return f"{field} is missing; set it to {what}"
     if error["type"] == "literal_error":

@@ -12,11 +12,20 @@ def whole(minimum: int, maximum: int | None = None, note: str = "") -> Any:
     return Annotated[int, Field(strict=True, ge=minimum, le=maximum, description=f"a whole number {bounds}{note}")]
 
 
+# Every number ends up in a float32 tensor or multiplies one: a larger one would become inf there
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def number(*, gt: float | None = None, ge: float | None = None, lt: float | None = None, le: float | None = None,
            note: str = "") -> Any:
-    """A finite int or float within the given bounds (YAML's true and false are not numbers)."""
+    """A finite int or float within the given bounds (YAML's true and false are not numbers) that
+    float32 can hold."""
     bounds = [f"{sign} {bound}" for sign, bound in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if bound is not None]
     description = " ".join(["a finite number", " and ".join(bounds)]).rstrip() + note
+    if lt is None and le is None:
+        le = FLOAT32_MAX
+    if gt is None and ge is None:
+        ge = -FLOAT32_MAX
     return Annotated[float, Field(strict=True, allow_inf_nan=False, gt=gt, ge=ge, lt=lt, le=le, description=description)]
 
 

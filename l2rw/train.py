@@ -179,8 +179,12 @@ def resolve_device(name: str) -> torch.device:
         device = None
     if device is None or device.type not in ("cpu", "cuda"):  # the two the code is tested on
         raise UserError(f"hardware.device={name!r} is unknown; use hardware=cpu or hardware=cuda (or hardware.device=cuda:N)")
+    if device.type == "cpu" and device.index is not None:
+        raise UserError(f"hardware.device={name} names a CPU by number; there is one CPU device: use hardware.device=cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("hardware=cuda was asked for, but this machine has no usable CUDA GPU; use hardware=cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"hardware.device={name}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
     return device
 
 

@@ -42,6 +42,7 @@ class Evaluation:
     balanced_accuracy: float
     per_class_recall: list[float]
     confusion: torch.Tensor  # (true class, predicted class) counts
+    mean_confidence: float = 1.0  # mean over images of the highest softmax probability: 1/K for uniform outputs
 
     @property
     def top_class(self) -> tuple[int, float]:
@@ -52,20 +53,23 @@ class Evaluation:
 
 
 # A model that gives one class this share of its test predictions has collapsed (a healthy model on
-# a balanced test set gives each class about 1/K), as has one whose meta loss is within
-# COLLAPSE_LOSS_TOLERANCE of ln K: uniform outputs, whatever its argmax says.
+# a balanced test set gives each class about 1/K), as has one whose outputs are uniform, whatever
+# its argmax says: its mean top softmax probability is within COLLAPSE_UNIFORM_MARGIN of 1/K. The
+# outputs themselves are tested, not the loss: a model confidently right on some classes and wrong
+# on others can have a loss near ln K too.
 COLLAPSE_TOP_SHARE = 0.9
-COLLAPSE_LOSS_TOLERANCE = 0.01
+COLLAPSE_UNIFORM_MARGIN = 0.05
 
 
-def collapse_symptom(evaluation: Evaluation, meta_loss: float, class_names: list[str]) -> str | None:
+def collapse_symptom(evaluation: Evaluation, class_names: list[str]) -> str | None:
     """Why this evaluation looks collapsed, in words; None when it does not."""
     top, share = evaluation.top_class
-    uniform_loss = math.log(len(class_names))
+    uniform = 1 / len(class_names)
     if share >= COLLAPSE_TOP_SHARE and len(class_names) > 1:
         return f"{share:.0%} of test images are predicted as class {class_names[top]!r}"
-    if abs(meta_loss - uniform_loss) <= COLLAPSE_LOSS_TOLERANCE * uniform_loss:
-        return f"the meta loss is {meta_loss:.3f}, ln K = {uniform_loss:.3f}: the outputs are uniform"
+    if evaluation.mean_confidence <= uniform * (1 + COLLAPSE_UNIFORM_MARGIN):
+        return (f"the mean top probability is {evaluation.mean_confidence:.3f}, 1/K = {uniform:.3f}: "
+                "the outputs are uniform")
     return None
 
 
@@ -78,9 +82,12 @@ def evaluate(
     was_training = model.training
     model.eval()
     shift = 0 if adjustment is None else adjustment
-    predictions = torch.cat(
-        [(model(normalize(data.images[i : i + 1000])) + shift).argmax(1) for i in range(0, len(data), 1000)]
-    )
+    predictions, confidence = [], 0.0
+    for i in range(0, len(data), 1000):
+        logits = model(normalize(data.images[i : i + 1000])).float()
+        predictions.append((logits + shift).argmax(1))
+        confidence += logits.softmax(1).amax(1).sum()
+    predictions = torch.cat(predictions)
     model.train(was_training)
     confusion = torch.bincount(
         data.labels * num_classes + predictions, minlength=num_classes * num_classes
@@ -93,6 +100,7 @@ def evaluate(
         balanced_accuracy=recall[present].mean().item(),
         per_class_recall=recall.tolist(),
         confusion=confusion,
+        mean_confidence=float(confidence) / max(len(data), 1),
     )
 
 
@@ -280,7 +288,7 @@ def fit(
                         step, val_evaluation.balanced_accuracy, evaluation.accuracy, evaluation.balanced_accuracy,
                         evaluation.confusion.tolist(),
                     ))
-                symptom = collapse_symptom(evaluation, meta_loss, splits.class_names)
+                symptom = collapse_symptom(evaluation, splits.class_names)
                 if symptom is None:
                     loop.collapse_step = None
                 elif loop.collapse_step is None:

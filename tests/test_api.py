@@ -93,6 +93,7 @@ def test_importing_the_library_does_not_import_hydra():
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_own_training_loop_example_runs_and_reports_both_losses():
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "own_training_loop.py")],

@@ -18,6 +18,7 @@ def tiny_args(with_compiled: bool, methods: list[str]) -> argparse.Namespace:
     )
 
 
+@pytest.mark.slow
 def test_bench_rows_cover_every_method_with_sgd_as_the_unit(bench, tmp_path):
     rows = bench.bench_model("lenet", tiny_args(False, list(bench.METHODS)), tmp_path)
     assert [row["method"] for row in rows] == list(bench.METHODS) and "l2rw last_layer" in bench.METHODS
@@ -29,6 +30,7 @@ def test_methods_picks_the_rows_and_sgd_stays_as_the_unit(bench, tmp_path):
     assert [row["method"] for row in rows] == ["sgd", "l2rw last_layer"] and rows[0]["x_sgd"] == 1.0
 
 
+@pytest.mark.slow
 def test_with_compiled_times_each_method_twice_with_its_own_sgd_as_the_unit(bench, tmp_path):
     args = tiny_args(True, list(bench.METHODS))
     torch.compiler.reset()

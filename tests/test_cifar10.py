@@ -185,6 +185,7 @@ def test_random_crop_and_flip_follow_the_generator():
     assert torch.equal(first, again) and not torch.equal(first, other) and first.dtype == torch.uint8
 
 
+@pytest.mark.slow
 def test_augmentation_is_switchable_and_reproducible(make_cfg, mini_root, tmp_path):
     def metrics(name, *overrides):
         cfg = make_cfg(*cifar(mini_root, "meta.per_class=2", "steps=4", "eval_every=2", "batch_size=16", *overrides))
@@ -197,6 +198,7 @@ def test_augmentation_is_switchable_and_reproducible(make_cfg, mini_root, tmp_pa
     assert make_cfg().dataset.augment is False  # digits: shifting or mirroring 8x8 digits changes them
 
 
+@pytest.mark.slow
 def test_resnet32_l2rw_end_to_end_through_the_cli(mini_root, tmp_path):
     results = tmp_path / "results.csv"
     done = run_cli(
@@ -217,6 +219,7 @@ def batchnorm_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: b.clone() for name, b in model.named_buffers() if "running" in name or "num_batches" in name}
 
 
+@pytest.mark.slow
 def test_one_l2rw_step_moves_batchnorm_stats_exactly_like_one_sgd_step(make_cfg, mini_root, tmp_path):
     cfg = make_cfg(*cifar(mini_root, "model=resnet32", "meta.per_class=2", "dataset.augment=false"))
     splits = build_splits(cfg)
@@ -245,6 +248,7 @@ def test_one_l2rw_step_moves_batchnorm_stats_exactly_like_one_sgd_step(make_cfg,
             assert not torch.equal(l2rw[name], before[name]), name
 
 
+@pytest.mark.slow
 def test_meta_computation_uses_batch_statistics_not_running_ones(make_cfg):
     torch.manual_seed(0)
     model = build_model(make_cfg("model=resnet32").model, (3, 32, 32), 10)
@@ -257,6 +261,7 @@ def test_meta_computation_uses_batch_statistics_not_running_ones(make_cfg):
 
 
 @pytest.mark.parametrize("preset", ["cifar10_imbalance", "cifar10_lt"])
+@pytest.mark.slow
 def test_preset_composes_and_runs_a_few_steps(make_cfg, tmp_path, preset):
     root = write_mini_cifar(tmp_path / "data", train_per_class=110)  # LT at ratio 100 needs >= 100 per class
     cfg = make_cfg(f"+experiment={preset}", f"dataset.root={root}", "steps=2", "eval_every=2", "batch_size=16")

@@ -10,6 +10,7 @@ from l2rw.train import train
 from tests.conftest import FAST, run_cli
 
 
+@pytest.mark.slow
 def test_one_run_writes_run_dir_files_and_one_row(tmp_path):
     results = tmp_path / "results.csv"
     done = run_cli("method=l2rw", *FAST, f"results_csv={results}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
@@ -27,6 +28,7 @@ def test_one_run_writes_run_dir_files_and_one_row(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["balanced_accuracy"] == row.balanced_accuracy
 
 
+@pytest.mark.slow
 def test_multirun_writes_one_row_per_job(tmp_path):
     results = tmp_path / "results.csv"
     done = run_cli(
@@ -39,6 +41,7 @@ def test_multirun_writes_one_row_per_job(tmp_path):
     assert rows.run_dir.nunique() == 4
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_with_the_message_and_no_row(tmp_path):
     results = tmp_path / "results.csv"
     for args, message in [
@@ -91,11 +94,13 @@ def test_an_unusable_results_csv_is_named_before_training(make_cfg, tmp_path):
         assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_unknown_option_fails_with_hydra_listing_the_choices(tmp_path):
     done = run_cli("method=adam", cwd=tmp_path)
     assert done.returncode != 0 and "l2rw" in done.stderr and "sgd" in done.stderr
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(make_cfg, tmp_path):
     def metrics(seed, name):
         train(make_cfg("method=l2rw", f"seed={seed}"), tmp_path / name)
@@ -106,6 +111,7 @@ def test_same_seed_gives_identical_metrics(make_cfg, tmp_path):
     assert not first.equals(other)
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_status_and_step(make_cfg, tmp_path):
     with pytest.raises(DivergedError, match="lower `lr`"):
         train(make_cfg("lr=1e30", "momentum=0.9", "schedule=constant"), tmp_path / "run")
@@ -113,6 +119,7 @@ def test_divergence_stops_with_status_and_step(make_cfg, tmp_path):
     assert row.status == "diverged" and 1 <= row.diverged_step <= 20
 
 
+@pytest.mark.slow
 def test_help_names_the_command_its_examples_and_the_option_groups(tmp_path):
     done = run_cli("--help", cwd=tmp_path)
     assert done.returncode == 0

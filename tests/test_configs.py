@@ -63,3 +63,9 @@ def test_bad_scalars_name_their_field(make_cfg, tmp_path, override, field):
 def test_resnet32_has_the_papers_parameter_count(make_cfg):
     net = build_model(make_cfg("model=resnet32").model, (3, 32, 32), num_classes=10)
     assert sum(p.numel() for p in net.parameters()) == 464154  # He et al. 2016: 0.46M
+
+
+@pytest.mark.parametrize("device, message", [("cpu:99", "names a CPU by number"), ("tpu", "is unknown")])
+def test_a_device_that_does_not_exist_is_refused(device, message):
+    with pytest.raises(UserError, match=message):
+        resolve_device(device)

@@ -20,6 +20,7 @@ def report_rows(text: str) -> dict[str, str]:
     return {name.removeprefix("| "): status for name, status, _ in rows}
 
 
+@pytest.mark.slow
 def test_quick_cpu_run_passes_every_check_and_writes_one_report(device_check, tmp_path):
     out = tmp_path / "report.md"
     with pytest.raises(SystemExit) as exit_:

@@ -212,6 +212,7 @@ def test_bad_input_is_a_user_error_that_names_it(make_cfg, mini_ham, name, messa
         assert "ISIC_0000003.jpg" in str(error.value)
 
 
+@pytest.mark.slow
 def test_bad_input_through_the_cli_is_one_line_and_exit_code_2(mini_ham, tmp_path):
     corrupt(mini_ham, "unreadable JPEG")
     done = run_cli("dataset=ham10000", f"dataset.root={mini_ham}", "dataset.workers=1", *FAST, cwd=tmp_path)
@@ -219,6 +220,7 @@ def test_bad_input_through_the_cli_is_one_line_and_exit_code_2(mini_ham, tmp_pat
     assert done.stderr.strip().splitlines()[-1].startswith("error: cannot decode image ")
 
 
+@pytest.mark.slow
 def test_preset_sweeps_three_methods_end_to_end(mini_ham, tmp_path):
     """+experiment=ham10000 through the CLI, a few steps of each method on the miniature."""
     results = tmp_path / "results.csv"

@@ -25,6 +25,7 @@ def test_unknown_amp_names_the_field(make_cfg, tmp_path):
         train(make_cfg("hardware.amp=fp8"), tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_compiled_model_trains_and_gives_the_eager_weights():
     """torch.compile on CPU takes seconds even for a tiny MLP, so one model serves every check."""
     torch.manual_seed(0)
@@ -40,6 +41,7 @@ def test_compiled_model_trains_and_gives_the_eager_weights():
         assert all(p.grad is not None for p in eager.parameters()), impl
 
 
+@pytest.mark.slow
 def test_compiled_fwd_weights_under_bf16_autocast():
     """hardware.amp=bf16 with hardware.compile=true: both passes compile (BatchNorm's tangents are
     cast to bf16, else tracing stops at the next convolution) and the weights are the eager bf16

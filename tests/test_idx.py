@@ -205,6 +205,7 @@ def test_trains_through_the_real_configs(make_cfg, tmp_path, name, model):
     assert len(pd.read_csv(tmp_path / "results.csv")) == 1
 
 
+@pytest.mark.slow
 def test_missing_data_through_the_cli_is_one_line_and_exit_code_2(tmp_path):
     done = run_cli("dataset=mnist", f"dataset.root={tmp_path / 'nowhere'}", *FAST, cwd=tmp_path)
     assert done.returncode == 2
@@ -216,6 +217,7 @@ def test_missing_data_through_the_cli_is_one_line_and_exit_code_2(tmp_path):
 @pytest.mark.skipif(
     not (DEBIAN_FOLDER / f"{TRAIN_IMAGES}.gz").is_file(), reason="apt-get install dataset-fashion-mnist"
 )
+@pytest.mark.slow
 def test_debian_fashion_mnist_trains_well_above_chance(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(idx, "SYSTEM_FOLDERS", {"FashionMNIST": [DEBIAN_FOLDER]})
     cfg = make_cfg(

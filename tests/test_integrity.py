@@ -33,6 +33,7 @@ def cli_refuses(tmp_path, *args: str) -> str:
 
 # --- the results table ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_refuses_a_results_csv_that_is_not_a_results_table_and_leaves_it_as_it_was(tmp_path):
     notes = tmp_path / "notes.csv"
     notes.write_bytes(b"method,lr,accuracy\r\nsgd,0.1,0.9\r\n")
@@ -105,6 +106,7 @@ def test_a_checkpoint_of_another_configuration_is_refused_before_anything_is_wri
     Checkpoint(tmp_path / "new", 0, "this").check_compatible()  # no checkpoint: nothing to refuse
 
 
+@pytest.mark.slow
 def test_cli_names_a_damaged_checkpoint_instead_of_a_traceback(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"\x80\x04garbage")
@@ -143,8 +145,9 @@ def compose_config(*overrides: str):
 
 
 @pytest.mark.parametrize("override", [
-    *[f"{group}={option}" for group in ("dataset", "model", "method", "hardware") for option in config_options(group)],
+    *[f"{group}={option}" for group in ("dataset", "model", "method", "loss", "hardware") for option in config_options(group)],
     *[f"+experiment={preset}" for preset in config_options("experiment")],
+    *[f"+recipe={recipe}" for recipe in config_options("recipe")],
 ])
 def test_every_option_of_every_group_passes_the_check(override):
     check_config(compose_config(override))
@@ -162,7 +165,7 @@ def test_every_option_of_every_group_passes_the_check(override):
     (["weight_decay=-1"], "weight_decay=-1 must be a finite number >= 0 (0: none)"),
     (["schedule=linear"], "schedule=linear is unknown; use one of constant, cosine, step"),
     (["clip_grad_norm=0"], "clip_grad_norm=0 must be a finite number > 0, or null for no clipping"),
-    (["threads=0"], "threads=0 must be a whole number >= 1, or null for this job's share of the cores"),
+    (["threads=0"], "threads=0 must be a whole number in [1, 4096], or null for this job's share of the cores"),
     (["checkpoint_every=-1"], "checkpoint_every=-1 must be a whole number >= 0 (0: only when interrupted)"),
     (["progress=abc"], "progress=abc must be true or false"),
     (["results_csv=[1]"], "results_csv=[1] must be a path"),
@@ -201,6 +204,13 @@ def test_every_option_of_every_group_passes_the_check(override):
      "method.beta=abc must be a finite number >= 0 and < 1 (Cui et al. use 0.9-0.9999), or null for 1/n_c"),
     (["hardware.amp=fp16"], "hardware.amp=fp16 is unknown; use one of bf16, or null for full precision"),
     (["hardware.channels_last=null"], "hardware.channels_last=null must be true or false"),
+    (["lr=1e39"], "lr=1e+39 is too large: it must fit a float32 (magnitude at most 3.4e38)"),
+    (["weight_decay=1e308"], "weight_decay=1e+308 is too large: it must fit a float32 (magnitude at most 3.4e38)"),
+    (["imbalance='0.9'"], "imbalance='0.9' must be a finite number (the majority class's share of the training set)"),
+    (["method.name=weighted_sampler"], "method.name=weighted_sampler does not name what this run builds (l2rw.methods.base.Method, "
+                                       "which is method=sgd); choose it with method=<name> rather than setting method.name"),
+    (["dataset.name=mnist"], "dataset.name=mnist does not name what this run builds (l2rw.data.digits.load_digits, "
+                             "which is dataset=digits); choose it with dataset=<name> rather than setting dataset.name"),
 ])
 def test_a_bad_value_is_named_in_one_line_with_what_it_must_be(overrides, message):
     with pytest.raises(UserError) as raised:
@@ -222,6 +232,7 @@ def test_a_key_the_run_does_not_read_is_neither_checked_nor_hashed(overrides):
     assert config_hash(cfg) == config_hash(compose_config(*without))
 
 
+@pytest.mark.slow
 def test_cli_names_a_bad_value_in_one_line_and_writes_nothing(tmp_path):
     message = cli_refuses(tmp_path, "momentum=-1")
     assert message.startswith("error: momentum=-1 must be")
@@ -234,11 +245,13 @@ def test_cli_names_a_bad_value_in_one_line_and_writes_nothing(tmp_path):
     (["model=mlp", "model.hidden=[0]"], "error: model.hidden=[0] must be a list of hidden layer widths"),
     (["method=l2rw", "method.mix=1.5"], "error: method.mix=1.5 must be a finite number >= 0 and <= 1"),
 ])
+@pytest.mark.slow
 def test_cli_names_a_new_check_in_one_line_and_writes_nothing(tmp_path, args, message):
     assert cli_refuses(tmp_path, *args).startswith(message)
     assert not (tmp_path / "results.csv").exists() and not (tmp_path / "run" / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_checkpoint_of_another_configuration_before_overwriting_its_config(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -247,3 +260,8 @@ def test_cli_refuses_a_checkpoint_of_another_configuration_before_overwriting_it
     message = cli_refuses(tmp_path)
     assert "belongs to another configuration (config_hash other" in message
     assert (run_dir / "config.yaml").read_text() == "lr: 0.5\n"
+
+
+def test_a_thread_count_too_large_for_torch_is_named(make_cfg):
+    with pytest.raises(UserError, match=r"^threads=1099511627776 must be a whole number in \[1, 4096\]"):
+        check_config(make_cfg("threads=1099511627776"))

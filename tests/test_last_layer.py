@@ -113,6 +113,7 @@ def test_a_model_without_a_last_layer_is_named():
         reweight.weights_last_layer(Pooled(), x, y, meta_x, meta_y)
 
 
+@pytest.mark.slow
 def test_runs_end_to_end_from_the_command_line(tmp_path):
     results = tmp_path / "results.csv"
     done = run_cli(

@@ -22,6 +22,7 @@ def test_the_documented_presets_exist():
 
 
 @pytest.mark.parametrize("name", config_options("experiment"))
+@pytest.mark.slow
 def test_every_swept_value_of_every_preset_composes(name):
     params = swept(name)
     assert params, "a preset should sweep something"

@@ -52,6 +52,7 @@ def test_profile_reports_every_phase_in_sgd_steps(profiler):
     )
 
 
+@pytest.mark.slow
 def test_compiled_split_keeps_the_tangent_convolutions(profiler):
     """Compiled, the split pass must still run the tangent's convolutions, whose results nothing
     reads: a compiled graph drops work whose result is not kept."""

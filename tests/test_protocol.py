@@ -1,6 +1,5 @@
 """The fair protocol's pieces: a validation split, a capped training set, baselines that also train
 on the meta images, long-tail columns, and collapse that is never silent."""
-import math
 
 import pandas as pd
 import pytest
@@ -109,9 +108,18 @@ def test_a_forced_collapse_is_flagged_with_its_step(make_cfg, tmp_path, capsys):
 
 
 def test_uniform_outputs_count_as_collapse_whatever_the_argmax():
-    evaluation = trainer.Evaluation(0.3, 0.3, [0.3] * 3, torch.eye(3, dtype=torch.long) * 3 + 2)
-    assert trainer.collapse_symptom(evaluation, 0.9, ["a", "b", "c"]) is None
-    assert "ln K" in trainer.collapse_symptom(evaluation, math.log(3) + 0.001, ["a", "b", "c"])
+    confusion = torch.eye(3, dtype=torch.long) * 3 + 2  # predictions spread over every class
+    assert trainer.collapse_symptom(trainer.Evaluation(0.3, 0.3, [0.3] * 3, confusion, 0.9), ["a", "b", "c"]) is None
+    uniform = trainer.Evaluation(0.3, 0.3, [0.3] * 3, confusion, 1 / 3 + 0.001)
+    assert "the outputs are uniform" in trainer.collapse_symptom(uniform, ["a", "b", "c"])
+
+
+def test_a_model_right_on_some_classes_and_wrong_on_others_is_not_collapsed():
+    """Confident outputs score a loss near ln K when half of them are right and half badly wrong;
+    the outputs are not uniform, so it is no collapse (the flag once read the loss)."""
+    confusion = torch.tensor([[5, 0, 0, 0], [0, 5, 0, 0], [0, 0, 0, 5], [0, 0, 5, 0]])
+    evaluation = trainer.Evaluation(0.5, 0.5, [1, 1, 0, 0], confusion, 0.95)
+    assert trainer.collapse_symptom(evaluation, list("abcd")) is None
 
 
 def test_a_healthy_run_is_not_flagged(make_cfg, tmp_path, capsys):

@@ -38,6 +38,7 @@ def test_fashion_mnist_preset_sweeps_every_method_bias_and_seed():
     assert (params["imbalance"], params["seed"]) == (["0.5", "0.7", "0.9"], ["0", "1", "2"])
 
 
+@pytest.mark.slow
 def test_command_line_values_override_the_presets_sweep(mini_root, tmp_path):
     results = tmp_path / "results.csv"
     done = run_cli(

@@ -78,6 +78,7 @@ def test_table_means_and_stds_over_seeds(tmp_path, capsys):
     assert "dataset=digits" in text and "1 diverged" in text
 
 
+@pytest.mark.slow
 def test_validation_scores_and_collapsed_runs_get_columns_where_the_runs_have_them(tmp_path):
     path = results_csv(tmp_path)
     table = pd.read_csv(path)
@@ -113,6 +114,7 @@ def test_every_plot_is_written_and_is_a_png(tmp_path, capsys):
     assert "note:" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_sweep_without_noise_still_reports_and_says_what_it_skipped(tmp_path, capsys):
     path = results_csv(tmp_path)
     report(tmp_path, path)  # an earlier report, with every plot, in the same folder

@@ -37,7 +37,7 @@ def both_impls(
 
 @pytest.mark.parametrize(
     "architecture, shape, compile_fwd",
-    [(*model, False) for model in MODELS] + [(ResNet32, (3, 8, 8), True)],
+    [(*model, False) for model in MODELS] + [pytest.param(ResNet32, (3, 8, 8), True, marks=pytest.mark.slow)],
     ids=lambda m: getattr(m, "__name__", {True: "compiled", False: "eager"}.get(m, "")),
 )
 def test_fwd_weights_and_losses_equal_double_backprop_in_float64(architecture, shape, compile_fwd):

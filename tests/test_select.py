@@ -92,6 +92,7 @@ def test_ties_go_to_lower_std_then_to_the_first_in_numeric_order(tmp_path, capsy
     assert "warning: sgd, imbalance=0.9: candidates have unequal numbers of seeds" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_missing_validation_column_exits_2_naming_the_fix(results, tmp_path):
     pd.read_csv(results).drop(columns="val_balanced_accuracy").to_csv(results, index=False)
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -47,6 +47,7 @@ def test_a_damaged_results_file_is_named_not_a_traceback(tmp_path):
 
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
+@pytest.mark.slow
 def test_a_multirun_ends_with_the_table_of_its_own_rows(tmp_path, launcher):
     csv, sweep = tmp_path / "results.csv", tmp_path / "sweep"
     # a row an earlier sweep wrote into the same file and sweep dir: not this sweep's

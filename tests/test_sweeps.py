@@ -27,6 +27,7 @@ from tests.conftest import FAST, config_options, run_cli
 RESUMABLE = ["method=l2rw", "steps=60", "eval_every=10", "checkpoint_every=7", "progress=false", "threads=1"]
 
 
+@pytest.mark.slow
 def test_joblib_sweep_writes_one_row_per_job_and_a_relaunch_trains_nothing(tmp_path):
     results = tmp_path / "results.csv"
     sweep = [
@@ -48,6 +49,7 @@ def test_joblib_sweep_writes_one_row_per_job_and_a_relaunch_trains_nothing(tmp_p
     assert {path: path.stat().st_mtime_ns for path in trained} == trained
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_writes_one_row_per_job(tmp_path):
     submitit = pytest.importorskip("submitit")
     try:  # the launcher needs to start and watch processes of its own
@@ -119,6 +121,7 @@ def test_a_longtail_run_differing_only_in_the_imbalance_it_does_not_read_is_skip
 
 
 @pytest.mark.parametrize("method", config_options("method"))
+@pytest.mark.slow
 def test_a_method_restored_from_its_state_draws_the_same_batches(make_cfg, method):
     cfg = make_cfg(f"method={method}")
     splits = build_splits(cfg)
@@ -194,6 +197,7 @@ def resume_matches_uninterrupted(tmp_path: Path, uninterrupted) -> None:
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # finished: nothing left to resume
 
 
+@pytest.mark.slow
 def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_metrics(tmp_path, uninterrupted):
     run = start_run(tmp_path)
     wait_for_checkpoint(run, tmp_path / "run" / "checkpoint.pt")
@@ -203,6 +207,7 @@ def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_metrics(tmp_
     resume_matches_uninterrupted(tmp_path, uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped_and_the_rerun_resumes(tmp_path, uninterrupted):
     # no checkpoint falls due: the one on disk can only be the one SIGTERM asked for
     run = start_run(tmp_path, "checkpoint_every=1000")
@@ -218,6 +223,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped_and_the_rerun_resumes
     resume_matches_uninterrupted(tmp_path, uninterrupted)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_of_a_whole_step_and_writes_no_row(tmp_path):
     run = start_run(tmp_path)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
@@ -241,6 +247,7 @@ def append_rows(results: Path, writer: int, count: int) -> None:
         append_row(results, identity | {"writer": writer, "index": index, "text": "a, \"quoted\"\nvalue", **extra})
 
 
+@pytest.mark.slow
 def test_concurrent_appends_neither_interleave_nor_lose_rows(tmp_path):
     results = tmp_path / "results.csv"
     context = multiprocessing.get_context("fork")  # no re-import of torch in each writer
@@ -256,6 +263,7 @@ def test_concurrent_appends_neither_interleave_nor_lose_rows(tmp_path):
     assert set(rows.text) == {"a, \"quoted\"\nvalue"}
 
 
+@pytest.mark.slow
 def test_forced_nan_stops_with_status_diverged_a_message_and_exit_1(tmp_path):
     results = tmp_path / "results.csv"
     done = run_cli(
