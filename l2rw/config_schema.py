@@ -105,6 +105,7 @@ def check_config(cfg: DictConfig) -> None:
     values = read_values(cfg)
     groups = {group: values.pop(group) for group in ("dataset", "model", "method", "loss", "hardware")}
     _check(TopLevel, values, "")
+    check_dataset_keys(groups["dataset"])
     _check(Dataset, groups["dataset"], "dataset.")
     for group in BUILT_GROUPS:
         check_name(group, groups[group])
@@ -115,6 +116,17 @@ def check_config(cfg: DictConfig) -> None:
     _check(constructor_options(source["_target_"], "dataset.source"), {k: v for k, v in source.items() if k != "_target_"},
            "dataset.source.", f" of dataset={groups['dataset']['name']}")
     _check(Hardware, groups["hardware"], "hardware.")
+
+
+def check_dataset_keys(dataset: dict) -> None:
+    """A dataset's keys are the ones every dataset has (`Dataset`) and its loader's parameters
+    (passed on through `source`); any other key is a misspelling."""
+    loader = constructor_options(dataset["source"]["_target_"], "dataset.source")
+    known = {"source", *Dataset.model_fields, *loader.model_fields}
+    for key in dataset:
+        if key not in known:
+            raise UserError(f"dataset.{key} is not an option of dataset={dataset['name']}; check its spelling "
+                            f"(options: {', '.join(sorted(known - {'source'}))})")
 
 
 @cache

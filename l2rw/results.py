@@ -55,7 +55,10 @@ class Table:
 def check_results_csv(results_csv: str | Path) -> None:
     """Refuse, before training, a results_csv the run's row could not be appended to: a folder, a
     path whose folder cannot be made, anything but a regular file, a file that cannot be written
-    or locked, or one that is not an l2rw results table."""
+    or locked, one that is not an l2rw results table, or a path too long to make."""
+    if len(str(results_csv)) >= 4096 or any(len(part.encode()) > 255 for part in Path(results_csv).parts):
+        raise UserError(f"results_csv={str(results_csv)[:60]}...: the path is too long (at most 255 bytes a name, "
+                        "4,095 in all); choose a shorter one")
     results_csv = _table_path(results_csv)
     if results_csv.is_dir():
         raise UserError(f"results_csv={results_csv} is a directory; give a file path, e.g. {results_csv / 'results.csv'}")

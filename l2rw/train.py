@@ -55,11 +55,11 @@ def place_model(model: torch.nn.Module, hardware: DictConfig, device: torch.devi
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Run one configuration; write the run dir files and append one results row. Returns the row
     (with `skip_done`, the finished row already in `results_csv` instead of running again)."""
-    validate(cfg)
+    results_csv = validate(cfg, Path(run_dir))
     device = resolve_device(cfg.hardware.device)  # an unusable device stops the run before anything is written
     row = config_columns(cfg) | {"run_dir": str(run_dir)}
-    if cfg.skip_done and (done := finished_row(cfg.results_csv, row["config_hash"])):
-        print(f"skipped: config_hash {row['config_hash']} already finished in {cfg.results_csv} "
+    if cfg.skip_done and (done := finished_row(results_csv, row["config_hash"])):
+        print(f"skipped: config_hash {row['config_hash']} already finished in {results_csv} "
               f"(run dir {done['run_dir']}); skip_done=false runs it again")
         return done
     run_dir = Path(run_dir)
@@ -94,7 +94,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             posthoc_tau=cfg.posthoc_tau,
         )
     except DivergedError as diverged:
-        append_row(cfg.results_csv, row | {"status": "diverged", "diverged_step": diverged.step})
+        append_row(results_csv, row | {"status": "diverged", "diverged_step": diverged.step})
         checkpoint.path.unlink(missing_ok=True)  # resuming would only diverge again
         raise
 
@@ -124,14 +124,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     title = f"{row['dataset']} {row['model']} {row['method']}: balanced accuracy {evaluation.balanced_accuracy:.2%}"
     save_confusion_png(run_dir / "confusion.png", evaluation.confusion, splits.class_names, title)
     (run_dir / "summary.json").write_text(json.dumps(row | {"class_names": splits.class_names}, indent=2))
-    append_row(cfg.results_csv, row)
+    append_row(results_csv, row)
     checkpoint.path.unlink(missing_ok=True)  # the row says the run is done; nothing to resume
     if outcome.collapse_step:
         print(f"warning: this run ended collapsed (since step {outcome.collapse_step}): its model predicts "
               f"(nearly) one class or uniform outputs; see {run_dir / 'metrics.csv'}. Collapsed after learning: "
               "lower lr or momentum; never learned: train longer", file=sys.stderr)
     print(f"done: balanced accuracy {row['balanced_accuracy']:.4f}, accuracy {row['accuracy']:.4f}; "
-          f"run dir {run_dir}; row appended to {cfg.results_csv}")
+          f"run dir {run_dir}; row appended to {results_csv}")
     return row
 
 
@@ -165,11 +165,24 @@ def best_columns(best: BestEvaluation | None, train_counts: torch.Tensor) -> dic
     }
 
 
-def validate(cfg: DictConfig) -> None:
+# What a run writes into its run dir: no results_csv may be one of them
+RUN_FILES = ("config.yaml", "metrics.csv", "example_weights.csv", "confusion.csv", "confusion.png",
+             "per_class_recall.csv", "summary.json", "checkpoint.pt")
+
+
+def validate(cfg: DictConfig, run_dir: Path) -> Path:
     """Reject mistyped or out-of-range values (l2rw.config_schema), and a results_csv that cannot
-    take the run's row, before anything is loaded or written."""
+    take the run's row or is a file the run itself writes, before anything is loaded or written.
+    Returns results_csv with `~` expanded."""
     check_config(cfg)
-    check_results_csv(cfg.results_csv)
+    results_csv = Path(cfg.results_csv).expanduser()
+    if not cfg.results_csv:
+        raise UserError("results_csv is empty; give the path of a file, e.g. results_csv=outputs/results.csv")
+    if results_csv.resolve().parent == run_dir.resolve() and results_csv.name in RUN_FILES:
+        raise UserError(f"results_csv={cfg.results_csv} is the run's own {results_csv.name}; choose a path outside "
+                        "the run dir, e.g. results_csv=outputs/results.csv")
+    check_results_csv(results_csv)
+    return results_csv
 
 
 def resolve_device(name: str) -> torch.device:
@@ -295,5 +308,15 @@ def main(cfg: DictConfig) -> float | None:
         return None
 
 
+def cli() -> None:
+    """`l2rw-train`: `main`, with Ctrl-C before training started (while Hydra composes, or while
+    the data loads) as one line and the shell's exit code instead of a traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted before training started; nothing was written", file=sys.stderr)
+        sys.exit(130)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,8 @@ def load_idx_dataset(dataset: IdxDataset, root: str, download: bool) -> Source:
         folder = first_complete(folders)
     if folder is None:
         raise not_found(dataset, root_path, folders)
+    if not folder.is_relative_to(root_path):  # a user who set dataset.root must see that another copy was read
+        print(f"dataset.root={root} holds no {dataset.title} files; reading the copy in {folder}", file=sys.stderr)
     files = {name: file_in(folder, name) for name in FILES}
     num_classes = len(dataset.class_names)
     return Source(

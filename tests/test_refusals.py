@@ -1,0 +1,74 @@
+"""Every mistake a user can make on the command line ends in one line on stderr and exit code 2,
+before anything is trained or any file of theirs changes: one row per case.
+
+Extend it by adding a row: (arguments, expected exit code, a fragment of the message, files that
+must stay as they were). `{tmp}` in an argument is the test's folder. The command runs in this
+process (as `l2rw-train` would, Hydra included), so a row costs about a second.
+"""
+import contextlib
+import io
+import sys
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from l2rw import train as train_module
+
+A_FILE = "notes.txt"
+NOT_A_TABLE = b"method,lr\nsgd,0.1\n"
+
+CASES = [
+    (["lr=1e39"], 2, "lr=1e+39 is too large: it must fit a float32", []),
+    (["lr=1e308"], 2, "lr=1e+308 is too large", []),
+    (["weight_decay=1e39"], 2, "weight_decay=1e+39 is too large", []),
+    (["threads=1099511627776"], 2, "threads=1099511627776 must be a whole number in [1, 4096]", []),
+    (["hardware.device=cpu:99"], 2, "hardware.device=cpu:99 names a CPU by number", []),
+    (["imbalance='0.9'"], 2, "imbalance='0.9' must be a finite number", []),
+    (["method.name=weighted_sampler"], 2, "method.name=weighted_sampler does not name what this run builds", []),
+    (["dataset.name=mnist"], 2, "dataset.name=mnist does not name what this run builds", []),
+    (["+dataset.bogus=1"], 2, "dataset.bogus is not an option of dataset=digits", []),
+    (["loss=focal", "loss.gamma=-1"], 2, "loss.gamma=-1 must be a finite number >= 0", []),
+    (["method=mwnet", "method.meta_lr=0"], 2, "method.meta_lr=0 must be a finite number > 0", []),
+    (["method=class_balanced", "method.defer=1"], 2, "method.defer=1 must be a finite number >= 0 and < 1", []),
+    (["results_csv="], 2, "results_csv is empty", []),
+    (["results_csv={tmp}/" + "x" * 300 + ".csv"], 2, "the path is too long", []),
+    (["results_csv={tmp}/run/metrics.csv"], 2, "is the run's own metrics.csv", []),
+    (["results_csv={tmp}/run/summary.json"], 2, "is the run's own summary.json", []),
+    ([f"results_csv={{tmp}}/{A_FILE}"], 2, "is not an l2rw results table", [A_FILE]),
+    ([f"hydra.run.dir={{tmp}}/{A_FILE}/run"], 2, f"{A_FILE}/run: cannot make this folder", [A_FILE]),
+    ([f"hydra.run.dir={{tmp}}/{A_FILE}"], 2, "cannot make this folder (it exists and is not a folder)", [A_FILE]),
+    (["hydra.run.dir=/proc/self/l2rw"], 2, "hydra.run.dir=/proc/self/l2rw: cannot make this folder", []),
+    (["--multirun", f"hydra.sweep.dir={{tmp}}/{A_FILE}/sweep", "seed=0,1"], 2, "hydra.sweep.dir=", [A_FILE]),
+]
+
+
+def l2rw_train(*args: str) -> tuple[int, str]:
+    sys_argv = sys.argv
+    sys.argv = ["l2rw-train", *args]
+    stderr = io.StringIO()
+    code = 0
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            train_module.cli()
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = sys_argv
+        GlobalHydra.instance().clear()
+    return code, stderr.getvalue()
+
+
+@pytest.mark.parametrize("args, code, fragment, unchanged", CASES, ids=[" ".join(case[0])[:60] for case in CASES])
+def test_a_mistake_is_one_line_and_exit_code_2_before_anything_is_written(tmp_path, args, code, fragment, unchanged):
+    (tmp_path / A_FILE).write_bytes(NOT_A_TABLE)
+    results = tmp_path / "results.csv"
+    defaults = ["progress=false", "steps=2", f"results_csv={results}", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    flags = [arg for arg in args if arg.startswith("--")]  # Hydra's flags come before the overrides
+    exit_code, stderr = l2rw_train(*flags, *defaults, *[arg for arg in args if arg not in flags])
+    assert exit_code == code, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], stderr
+    assert not results.exists() and not (tmp_path / "run" / "metrics.csv").exists()
+    for name in unchanged:
+        assert (tmp_path / name).read_bytes() == NOT_A_TABLE
