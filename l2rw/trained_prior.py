@@ -1,17 +1,15 @@
-"""The class prior a run trains on, for post-hoc logit adjustment at evaluation.
+"""The class prior a run trained on, for post-hoc logit adjustment at evaluation.
 
 A model trained on a class distribution pi scores log p(y|x) ~ log p_balanced(y|x) + log pi(y);
 Menon et al. (2021) predict argmax_y logits_y - tau * log pi(y) to undo it. Which pi a run trains
 on depends on its method: plain SGD sees the training labels' frequencies, a class-balanced loss
-about a uniform prior, L2RW and Meta-Weight-Net whatever their weights give each class. So the
-prior is measured, not assumed: each class's share of the example weights, an exponential moving
-average over the steps (the model's bias follows its recent updates).
+about a uniform prior, L2RW and Meta-Weight-Net whatever their weights give each class, which
+changes as they train. So the prior is measured, not assumed: each class's share of the example
+weights summed over the run, each step counted by its learning rate, as the step moved the model
+by that much (with a cosine schedule the last steps barely move it, whatever their weights).
 """
 import torch
 
-# Per-step decay of the average: its horizon is about 1 / (1 - DECAY) = 100 steps, 10,000 examples
-# at batch 100, enough to estimate a share of 1% within about a tenth
-DECAY = 0.99
 # Shares below this are raised to it, so a class the weights ignored shifts by at most tau * ln 1000
 SMALLEST_SHARE = 1e-3
 
@@ -20,9 +18,9 @@ class TrainedPrior:
     def __init__(self, num_classes: int, device: torch.device, mass: list[float] | None = None):
         self.mass = torch.tensor(mass or [0.0] * num_classes, dtype=torch.float64, device=device)
 
-    def add(self, labels: torch.Tensor, weights: torch.Tensor) -> None:
-        """One step's weights (no host sync)."""
-        self.mass.mul_(DECAY).index_add_(0, labels, weights.detach().double())
+    def add(self, labels: torch.Tensor, weights: torch.Tensor, lr: float) -> None:
+        """One step's weights at its learning rate (no host sync)."""
+        self.mass.index_add_(0, labels, weights.detach().double(), alpha=lr)
 
     def shares(self) -> torch.Tensor:
         return self.mass / self.mass.sum().clamp(min=torch.finfo(torch.float64).tiny)

@@ -160,7 +160,7 @@ class FitResult:
     best: BestEvaluation | None          # test at the best validation evaluation (None: no validation split)
     collapse_step: int | None            # where the collapse the run ends in began (None: it ends healthy)
     skipped_steps: int
-    trained_prior: list[float]           # each class's share of the example weights, recent steps first
+    trained_prior: list[float]           # each class's share of the example weights, steps counted by their lr
     seconds_per_step: float
     warmup_seconds: float
 
@@ -265,7 +265,7 @@ def fit(
                     nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
                 optimizer.step()
                 weight_stats.add(index, result.weights)
-                trained_prior.add(y, result.weights)
+                trained_prior.add(y, result.weights, lr)
             else:  # every example got weight 0: the meta gradient agrees with none of them
                 loop.skipped += 1
             advance_schedule(scheduler, skipped=not any_weight)

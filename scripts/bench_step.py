@@ -47,6 +47,8 @@ METHODS = {  # table label -> config overrides
     "l2rw double_backprop": ["method=l2rw", "method.impl=double_backprop", "method.meta_batch_size={meta_batch}"],
     "l2rw fwd": ["method=l2rw", "method.impl=fwd", "method.meta_batch_size={meta_batch}"],
     "l2rw last_layer": ["method=l2rw", "method.impl=last_layer", "method.meta_batch_size={meta_batch}"],
+    "mwnet double_backprop": ["method=mwnet", "method.impl=double_backprop", "method.meta_batch_size={meta_batch}"],
+    "mwnet fwd": ["method=mwnet", "method.impl=fwd", "method.meta_batch_size={meta_batch}"],
 }
 IMAGE_SHAPES = {"resnet32": (3, 32, 32)}  # CIFAR-10's images; other models get digits' shape
 DIGITS_SHAPE = (1, 8, 8)

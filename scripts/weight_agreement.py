@@ -26,7 +26,6 @@ from bench_step import compose_config
 
 from l2rw import example_weights, reweight
 from l2rw.data import LabeledImages, build_splits
-from l2rw.methods.base import draw_meta_batch
 from l2rw.models import build_model
 from l2rw.registry import build
 from l2rw.train import make_optimizer, make_scheduler
@@ -74,7 +73,7 @@ def measure(overrides: list[str], steps: int, skip: int, update_every: int) -> d
     for step in range(1, steps + 1):
         index = next(batches)
         x, y = normalize(splits.train.images[index]), splits.train.labels[index]
-        meta_x, meta_y = draw_meta_batch(meta, method.meta_batch_size, generator)
+        meta_x, meta_y = method.meta_batch()
         cheap = example_weights(model, x, y, meta_x, meta_y, impl="last_layer").weights
         stale = reweight.normalize(memory[index])
         exact, losses = example_weights(model, x, y, meta_x, meta_y)

@@ -16,8 +16,8 @@ def test_uniform_weights_give_the_label_frequencies_and_class_weights_a_uniform_
     labels = torch.tensor([0, 0, 0, 1])
     sgd, balanced = TrainedPrior(3, torch.device("cpu")), TrainedPrior(3, torch.device("cpu"))
     for _ in range(50):
-        sgd.add(labels, torch.full((4,), 0.25))
-        balanced.add(labels, torch.tensor([1 / 6, 1 / 6, 1 / 6, 0.5]))
+        sgd.add(labels, torch.full((4,), 0.25), lr=0.1)
+        balanced.add(labels, torch.tensor([1 / 6, 1 / 6, 1 / 6, 0.5]), lr=0.1)
     torch.testing.assert_close(sgd.shares(), torch.tensor([0.75, 0.25, 0.0], dtype=torch.float64))
     torch.testing.assert_close(balanced.shares(), torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64))
     # tau * -log(share); a class never weighted is raised to SMALLEST_SHARE, so it stays finite
@@ -26,13 +26,15 @@ def test_uniform_weights_give_the_label_frequencies_and_class_weights_a_uniform_
     assert sgd.adjustment(0.0) is None and TrainedPrior(3, torch.device("cpu")).adjustment(1.0) is None
 
 
-def test_recent_steps_count_more():
+def test_each_step_counts_by_its_learning_rate():
+    """Weights on class 0 at lr 0.3, then as many steps on class 1 at lr 0.1: the model moved three
+    times as far towards class 0."""
     prior = TrainedPrior(2, torch.device("cpu"))
-    for _ in range(500):
-        prior.add(torch.tensor([0]), torch.tensor([1.0]))
-    for _ in range(500):
-        prior.add(torch.tensor([1]), torch.tensor([1.0]))
-    assert prior.shares()[1] > 0.99  # 500 steps later the first class's mass has decayed away
+    for _ in range(10):
+        prior.add(torch.tensor([0]), torch.tensor([1.0]), lr=0.3)
+    for _ in range(10):
+        prior.add(torch.tensor([1]), torch.tensor([1.0]), lr=0.1)
+    torch.testing.assert_close(prior.shares(), torch.tensor([0.75, 0.25], dtype=torch.float64))
 
 
 def test_evaluation_takes_the_argmax_of_the_shifted_logits():

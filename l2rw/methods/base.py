@@ -14,15 +14,6 @@ class StepLoss:
     weights: torch.Tensor  # (batch,), sums to 1, or all zeros when the step must be skipped
 
 
-def draw_meta_batch(meta: LabeledImages, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole meta set when it fits in one meta batch of `size`, else a fresh sample of that size."""
-    images, labels = meta.images, meta.labels
-    if len(meta) > size:
-        pick = torch.randperm(len(meta), generator=generator)[:size].to(labels.device)
-        images, labels = images[pick], labels[pick]
-    return images, labels
-
-
 class Method:
     """Plain SGD: uniformly shuffled epochs, every example of a batch weighted 1/batch.
 
@@ -72,3 +63,22 @@ class Method:
         losses = self.loss_fn(model(x), y)
         weights = torch.full_like(losses, 1.0 / len(losses)).detach()
         return StepLoss((weights * losses).sum(), weights)
+
+
+class MetaMethod(Method):
+    """A method that learns from the clean meta set each step (L2RW, Meta-Weight-Net): it keeps the
+    meta images the trainer hands over (normalised to float) and draws a meta batch per step."""
+
+    meta_batch_size: int
+
+    def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator, **run):
+        super().setup(train, meta, num_classes, generator, **run)
+        self.meta = meta
+
+    def meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole meta set when it fits in one meta batch, else a fresh sample of that size."""
+        images, labels = self.meta.images, self.meta.labels
+        if len(self.meta) > self.meta_batch_size:
+            pick = torch.randperm(len(self.meta), generator=self.generator)[: self.meta_batch_size].to(labels.device)
+            images, labels = images[pick], labels[pick]
+        return images, labels

@@ -3,11 +3,11 @@ from torch import nn
 
 from l2rw import reweight
 from l2rw.data import LabeledImages
-from l2rw.methods.base import Method, StepLoss, draw_meta_batch
+from l2rw.methods.base import MetaMethod, StepLoss
 from l2rw.options import choice, number, whole
 
 
-class L2RW(Method):
+class L2RW(MetaMethod):
     """Online meta-reweighting: each step's example weights come from `l2rw.reweight`.
 
     `impl` picks how they are computed: "fwd", one forward-mode pass, and "double_backprop", the
@@ -41,7 +41,6 @@ class L2RW(Method):
 
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator, **run):
         super().setup(train, meta, num_classes, generator, **run)
-        self.meta = meta  # images already normalised to float by the trainer
         # weight x batch size, so never-computed examples (1 = uniform) share the scale of computed ones
         self.memory = torch.ones(len(train), device=train.labels.device)
         self.steps_taken = 0
@@ -59,7 +58,7 @@ class L2RW(Method):
     ) -> StepLoss:
         self.steps_taken += 1
         if self.steps_taken % self.update_every == 0:
-            meta_x, meta_y = draw_meta_batch(self.meta, self.meta_batch_size, self.generator)
+            meta_x, meta_y = self.meta_batch()
             # the step's real forward; the meta loss is cross-entropy whatever the training loss: it
             # scores the clean, balanced meta set as the test scores the test set
             weights, losses = reweight.IMPLEMENTATIONS[self.impl](

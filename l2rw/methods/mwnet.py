@@ -19,7 +19,7 @@ from torch import nn
 
 from l2rw import reweight
 from l2rw.data import LabeledImages
-from l2rw.methods.base import Method, StepLoss, draw_meta_batch
+from l2rw.methods.base import MetaMethod, StepLoss
 from l2rw.options import choice, number, whole
 from l2rw.reweight import LossFunction, cross_entropy, forward_on_scratch_buffers, trainable_parameters
 
@@ -85,7 +85,7 @@ def mwnet_gradient_double_backprop(
 IMPLEMENTATIONS = {"fwd": mwnet_gradient_fwd, "double_backprop": mwnet_gradient_double_backprop}
 
 
-class MetaWeightNet(Method):
+class MetaWeightNet(MetaMethod):
     """Uniformly shuffled batches; each step the weight net is updated on a meta batch through a
     look-ahead step, then weighs the batch (`impl`: how its meta gradient is computed, same value)."""
 
@@ -103,7 +103,6 @@ class MetaWeightNet(Method):
 
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator, **run):
         super().setup(train, meta, num_classes, generator, **run)
-        self.meta = meta  # images already normalised to float by the trainer
         with torch.random.fork_rng(devices=[]):  # the net's init must not shift the model's random stream
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
             self.weight_net = WeightNet(self.hidden).to(train.labels.device)
@@ -120,7 +119,7 @@ class MetaWeightNet(Method):
     def step_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, lr: float
     ) -> StepLoss:
-        meta_x, meta_y = draw_meta_batch(self.meta, self.meta_batch_size, self.generator)
+        meta_x, meta_y = self.meta_batch()
         gradient, losses = IMPLEMENTATIONS[self.impl](
             model, self.weight_net, x, y, meta_x, meta_y, lr, loss_fn=self.loss_fn, meta_loss_fn=cross_entropy
         )
