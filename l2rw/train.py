@@ -74,7 +74,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     splits = build_splits(cfg).to(device)
     model = place_model(build_model(cfg.model, splits.image_shape, splits.num_classes), cfg.hardware, device)
     method = build(cfg.method)
-    loss_fn = build(cfg.loss, class_counts=torch.bincount(splits.train.labels, minlength=splits.num_classes))
+    class_counts = torch.bincount(splits.train.labels, minlength=splits.num_classes)  # as the model sees them
+    loss_fn = build(cfg.loss, class_counts=class_counts)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.steps)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -99,7 +100,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         raise
 
     evaluation, val_evaluation, best = outcome.evaluation, outcome.val_evaluation, outcome.best
-    train_counts = torch.bincount(splits.train.labels.cpu(), minlength=splits.num_classes)
+    train_counts = class_counts.cpu()
     row |= {
         "status": "ok",
         "diverged_step": "",

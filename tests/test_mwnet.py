@@ -45,7 +45,7 @@ def test_the_meta_gradient_depends_on_the_look_ahead_point():
     assert not torch.allclose(at[2.0], 2 * at[1.0], rtol=1e-3)
 
 
-def test_mwnet_trains_and_its_weights_follow_the_weight_net(make_cfg):
+def test_mwnet_trains_end_to_end_without_skipping_a_step(make_cfg):
     from l2rw.train import train
 
     cfg = make_cfg("method=mwnet", "steps=30")

@@ -58,7 +58,7 @@ def mwnet_gradient_fwd(
     grads = torch.autograd.grad((weights.detach() * first_losses).sum(), list(params.values()))
     lookahead = {name: (p - lr * g).detach().requires_grad_() for (name, p), g in zip(params.items(), grads)}
     meta_direction = dict(zip(lookahead, torch.autograd.grad(
-        meta_loss_fn(forward_on_scratch_buffers(network, lookahead, meta_x), meta_y).mean(), list(lookahead.values())
+        reweight.meta_loss(network, lookahead, meta_x, meta_y, meta_loss_fn), list(lookahead.values())
     )))
     losses, alignment = reweight.losses_along(network, x, y, meta_direction, loss_fn)
     gradient = torch.autograd.grad(-lr * (alignment * weights).sum(), list(weight_net.parameters()))
@@ -77,7 +77,7 @@ def mwnet_gradient_double_backprop(
     weights = normalized_weights(weight_net, losses)
     grads = torch.autograd.grad((weights * losses).sum(), list(params.values()), create_graph=True)
     lookahead = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
-    meta_loss = meta_loss_fn(forward_on_scratch_buffers(network, lookahead, meta_x), meta_y).mean()
+    meta_loss = reweight.meta_loss(network, lookahead, meta_x, meta_y, meta_loss_fn)
     gradient = torch.autograd.grad(meta_loss, list(weight_net.parameters()))
     return list(gradient), loss_fn(model(x), y)
 
