@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from l2rw.errors import Interrupted, UserError
+from l2rw.file_io import atomic_path
 from l2rw.methods.base import Method
-from l2rw.results import atomic_path
 
 FILENAME = "checkpoint.pt"
 STATE_KEYS = {"config_hash", "model", "optimizer", "scheduler", "method", "loop", "rng"}
@@ -135,7 +135,7 @@ class Checkpoint:
 def _loop_problem(loop: object, steps: int | None) -> str | None:
     """Why `loop` cannot be the trainer's LoopState of a run of `steps` steps; None when it can.
     Keys left out take LoopState's defaults."""
-    from l2rw.trainer import LoopState  # imported here: the trainer imports this module
+    from l2rw.training_loop import LoopState  # imported here: the trainer imports this module
 
     if not isinstance(loop, dict) or "step" not in loop:
         return "no loop step"

@@ -2,7 +2,7 @@
 
 `check_config(cfg)` raises one UserError, one line naming the field, its value and what it must
 be, for the first option that breaks its declaration. Keys the run does not read
-(`l2rw.sweeps.unread_keys`) are not checked. What needs the data (a class index against the
+(`l2rw.run_identity.unread_keys`) are not checked. What needs the data (a class index against the
 number of classes, a count against the images a class has) is checked where the data is.
 """
 import inspect
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from l2rw.data.noise import NOISE_KINDS
 from l2rw.errors import UserError
 from l2rw.options import CLASS, FLAG, FLOAT32_MAX, PATH, choice, description, list_of, number, optional, text, whole
-from l2rw.sweeps import read_values
+from l2rw.run_identity import read_values
 
 SCHEDULES = ("constant", "cosine", "step")
 PROFILES = ("step", "longtail", "natural")

@@ -369,7 +369,7 @@ def plot_weight_curves(curves: dict[str, pd.DataFrame], path: Path) -> bool:
     return plot_step_panels(curves, draw, "mean weight (1 = uniform)", path)
 
 
-def example_weights(runs: pd.DataFrame, settings: list[str]) -> dict[str, pd.DataFrame]:
+def mean_example_weights(runs: pd.DataFrame, settings: list[str]) -> dict[str, pd.DataFrame]:
     """Per setting of the l2rw runs: each training example's mean weight over its run, pooled over
     seeds (examples that were in no update have none and are left out)."""
     if "run_dir" not in runs.columns:
@@ -459,7 +459,7 @@ def write_report(results: Path, out: Path) -> list[Path]:
     plots = [
         (LEARNING_CURVES, plot_learning_curves, learning_curves, "no run with a readable run_dir/metrics.csv"),
         (WEIGHT_CURVES, plot_weight_curves, weight_curves, "no noisy run with a readable run_dir/metrics.csv"),
-        (HISTOGRAM, plot_example_weights, example_weights, f"no l2rw run with a readable run_dir/{EXAMPLE_WEIGHTS}"),
+        (HISTOGRAM, plot_example_weights, mean_example_weights, f"no l2rw run with a readable run_dir/{EXAMPLE_WEIGHTS}"),
     ]
     for name, plot, read, reason in plots:
         path = out / name

@@ -22,6 +22,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from l2rw.errors import UserError
+from l2rw.file_io import atomic_path
 
 # Columns measured or assigned per run; every other column is a config choice (l2rw-report
 # groups runs by those, seed aside).
@@ -103,26 +104,6 @@ def finished_row(path: str | Path, config_hash: str) -> dict[str, str] | None:
         table = _read_table(path)
     done = [row for row in (table.rows if table else []) if row["config_hash"] == config_hash and row["status"] == "ok"]
     return done[-1] if done else None
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path to write instead of `path`; afterwards it is fsynced and renamed over
-    `path`, so a reader (or a crash) sees the old file or the whole new one, never a part.
-    The temporary name carries the process id: concurrent writers never share one."""
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        yield temporary
-        with open(temporary, "rb") as file:
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _table_path(results_csv: str | Path) -> Path:

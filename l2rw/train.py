@@ -30,11 +30,12 @@ from l2rw.confusion_plot import save_confusion_png
 from l2rw.data import build_splits
 from l2rw.data.augment import random_crop_and_flip
 from l2rw.errors import DivergedError, Interrupted, UserError
+from l2rw.instantiation import build
+from l2rw.machine import threads_per_job
 from l2rw.models import build_model
-from l2rw.registry import build
 from l2rw.results import append_row, check_results_csv, finished_row
-from l2rw.sweeps import config_hash, threads_per_job, unread_keys
-from l2rw.trainer import BestEvaluation, Evaluation, fit
+from l2rw.run_identity import config_hash, unread_keys
+from l2rw.training_loop import BestEvaluation, Evaluation, fit
 
 AMP_DTYPES = {None: None, "bf16": torch.bfloat16}
 # An absolute path, so the configs are found whatever folder l2rw-train is started from.

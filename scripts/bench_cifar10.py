@@ -19,7 +19,7 @@ from l2rw.methods.base import Method
 from l2rw.methods.l2rw import L2RW
 from l2rw.models.resnet32 import ResNet32
 from l2rw.train import CONFIG_DIR, place_model
-from l2rw.trainer import Normalizer
+from l2rw.training_loop import PixelStandardizer
 
 
 def timed(function, repeats: int, device: torch.device) -> tuple[float, float]:
@@ -50,8 +50,8 @@ def main() -> None:
         torch.randint(0, 256, (10_000, 3, 32, 32), dtype=torch.uint8, generator=generator),
         torch.randint(0, 10, (10_000,), generator=generator),
     ).to(device)
-    normalize = Normalizer(train.images)
-    meta = LabeledImages(normalize(train.images[:100]), train.labels[:100])
+    standardize = PixelStandardizer(train.images)
+    meta = LabeledImages(standardize(train.images[:100]), train.labels[:100])
 
     methods = {"sgd": Method(), "l2rw": L2RW(meta_batch_size=100)}
     for method in methods.values():
@@ -61,7 +61,7 @@ def main() -> None:
     def next_batch(name: str):
         """What the trainer does before the model sees a batch."""
         index = next(batches[name]).to(device)
-        return normalize(random_crop_and_flip(train.images[index], generator)), train.labels[index], index
+        return standardize(random_crop_and_flip(train.images[index], generator)), train.labels[index], index
 
     wall, cpu = timed(lambda: next_batch("sgd"), 200, device)
     print(f"input pipeline (index, crop+flip, normalise): {args.batch_size / wall:,.0f} images/s "

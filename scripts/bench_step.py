@@ -6,7 +6,7 @@
     python scripts/bench_step.py --hardware cuda --overrides hardware.amp=bf16 hardware.compile=true
 
 Each configuration is composed from conf/ like a real run (model=..., method=..., method.impl=...,
-hardware=...) and timed through `l2rw.trainer.fit`, the loop `l2rw-train` runs: batch slicing,
+hardware=...) and timed through `l2rw.training_loop.fit`, the loop `l2rw-train` runs: batch slicing,
 normalisation, the method's step loss, backward, optimizer step. Methods take turns: one `fit`
 call each per round, round-robin, of fit's warm-up steps and then --steps timed steps; the first
 round is discarded as warm-up. So load from other processes hits them alike. The table shows
@@ -36,10 +36,10 @@ from omegaconf import DictConfig
 from torch.profiler import ProfilerActivity, profile
 
 from l2rw.data import LabeledImages, Splits
+from l2rw.instantiation import build
 from l2rw.models import build_model
-from l2rw.registry import build
 from l2rw.train import AMP_DTYPES, CONFIG_DIR, make_optimizer, make_scheduler, place_model, resolve_device
-from l2rw.trainer import fit
+from l2rw.training_loop import fit
 
 METHODS = {  # table label -> config overrides
     "sgd": ["method=sgd"],

@@ -48,10 +48,10 @@ from l2rw import example_weights, reweight
 from l2rw.checkpoint import Checkpoint
 from l2rw.data import build_splits
 from l2rw.errors import UserError
+from l2rw.instantiation import build
 from l2rw.models import build_model
-from l2rw.registry import build
 from l2rw.train import AMP_DTYPES, CONFIG_DIR, make_scheduler, train
-from l2rw.trainer import fit
+from l2rw.training_loop import fit
 
 METHODS = {  # row label -> config overrides
     "sgd": ["method=sgd"],

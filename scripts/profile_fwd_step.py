@@ -5,7 +5,7 @@
     python scripts/profile_fwd_step.py --overrides hardware.channels_last=false
     python scripts/profile_fwd_step.py --hardware cuda
 
-The two steps are taken apart into the calls `l2rw.trainer.fit` makes (sgd: forward, backward,
+The two steps are taken apart into the calls `l2rw.training_loop.fit` makes (sgd: forward, backward,
 optimizer step; l2rw fwd: `reweight.meta_gradient`, the dual forward, the update's
 backward, optimizer step) and timed phase by phase, the steps taking turns on one model (first
 round discarded as warm-up); the table shows medians in seconds and in sgd steps.
@@ -46,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from l2rw import reweight
 from l2rw.train import AMP_DTYPES
-from l2rw.trainer import Normalizer
+from l2rw.training_loop import PixelStandardizer
 
 SGD_PHASES = ["forward", "backward", "optimizer step"]
 FWD_PHASES = ["meta forward+backward", "forward with tangent", "update backward", "optimizer step"]
@@ -61,9 +61,9 @@ class StepPhases:
         cfg, self.device, splits, self.model, self.optimizer = build_for_timing(
             run_overrides(args.model, args), shape, args.batch, args.meta_batch
         )
-        normalize = Normalizer(splits.train.images)
-        self.x, self.y = normalize(splits.train.images), splits.train.labels
-        self.meta_x, self.meta_y = normalize(splits.meta.images), splits.meta.labels
+        standardize = PixelStandardizer(splits.train.images)
+        self.x, self.y = standardize(splits.train.images), splits.train.labels
+        self.meta_x, self.meta_y = standardize(splits.meta.images), splits.meta.labels
         self.network = reweight.eager(self.model)
         self.lr = cfg.lr
         self.amp = AMP_DTYPES[cfg.hardware.amp]

@@ -26,10 +26,10 @@ from bench_step import compose_config
 
 from l2rw import example_weights, reweight
 from l2rw.data import LabeledImages, build_splits
+from l2rw.instantiation import build
 from l2rw.models import build_model
-from l2rw.registry import build
 from l2rw.train import make_optimizer, make_scheduler
-from l2rw.trainer import Normalizer
+from l2rw.training_loop import PixelStandardizer
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -62,8 +62,8 @@ def measure(overrides: list[str], steps: int, skip: int, update_every: int) -> d
     model = build_model(cfg.model, splits.image_shape, splits.num_classes)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg.schedule, steps)
-    normalize = Normalizer(splits.train.images)
-    meta = LabeledImages(normalize(splits.meta.images), splits.meta.labels)
+    standardize = PixelStandardizer(splits.train.images)
+    meta = LabeledImages(standardize(splits.meta.images), splits.meta.labels)
     generator = torch.Generator().manual_seed(cfg.seed)
     method = build(cfg.method)
     method.setup(splits.train, meta, splits.num_classes, generator)
@@ -72,7 +72,7 @@ def measure(overrides: list[str], steps: int, skip: int, update_every: int) -> d
     scores = {"last_layer": [], f"update_every={update_every}": []}
     for step in range(1, steps + 1):
         index = next(batches)
-        x, y = normalize(splits.train.images[index]), splits.train.labels[index]
+        x, y = standardize(splits.train.images[index]), splits.train.labels[index]
         meta_x, meta_y = method.meta_batch()
         cheap = example_weights(model, x, y, meta_x, meta_y, impl="last_layer").weights
         stale = reweight.normalize(memory[index])

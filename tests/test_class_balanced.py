@@ -5,8 +5,8 @@ import torch
 from l2rw.config_schema import check_config
 from l2rw.data import LabeledImages
 from l2rw.errors import UserError
+from l2rw.instantiation import build
 from l2rw.methods.class_balanced import class_weights
-from l2rw.registry import build
 
 COUNTS = torch.tensor([100, 10, 1])
 

@@ -4,9 +4,9 @@ import torch
 
 from l2rw.data import build_splits
 from l2rw.errors import UserError
+from l2rw.instantiation import build
 from l2rw.methods.base import Method
 from l2rw.models import build_model
-from l2rw.registry import build
 from l2rw.train import resolve_device, train
 from tests.conftest import config_options
 

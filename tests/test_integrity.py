@@ -14,7 +14,7 @@ from l2rw.config_schema import check_config
 from l2rw.data import LabeledImages
 from l2rw.errors import Interrupted, UserError
 from l2rw.methods.base import Method
-from l2rw.sweeps import config_hash
+from l2rw.run_identity import config_hash
 from l2rw.train import CONFIG_DIR
 from tests.conftest import FAST, config_options, run_cli
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from l2rw.config_schema import check_config
 from l2rw.data import build_splits
 from l2rw.errors import UserError
-from l2rw.registry import build
+from l2rw.instantiation import build
 from tests.conftest import config_options
 
 # Two examples, three classes; probabilities of the labels: softmax([2, 0, 0])[0] and softmax([0, 1, 0])[2]

@@ -6,7 +6,7 @@ from torch import nn
 
 from l2rw import reweight
 from l2rw.data import LabeledImages
-from l2rw.registry import build
+from l2rw.instantiation import build
 
 
 def test_weighted_sampler_draws_classes_near_uniformly(make_cfg):

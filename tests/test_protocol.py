@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from l2rw import trainer
+from l2rw import training_loop
 from l2rw.data import build_splits
 from l2rw.errors import UserError
 from l2rw.methods.base import Method
@@ -96,7 +96,7 @@ def test_a_forced_collapse_is_flagged_with_its_step(make_cfg, tmp_path, capsys):
     splits = build_splits(cfg)
     model = build_model(cfg.model, splits.image_shape, splits.num_classes)
     optimizer = make_optimizer(model, cfg)
-    outcome = trainer.fit(
+    outcome = training_loop.fit(
         model, TurnsToOneClass(100), splits, optimizer, make_scheduler(optimizer, "constant", 200), steps=200,
         batch_size=50, eval_every=50, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "metrics.csv",
         progress=False,
@@ -109,17 +109,17 @@ def test_a_forced_collapse_is_flagged_with_its_step(make_cfg, tmp_path, capsys):
 
 def test_uniform_outputs_count_as_collapse_whatever_the_argmax():
     confusion = torch.eye(3, dtype=torch.long) * 3 + 2  # predictions spread over every class
-    assert trainer.collapse_symptom(trainer.Evaluation(0.3, 0.3, [0.3] * 3, confusion, 0.9), ["a", "b", "c"]) is None
-    uniform = trainer.Evaluation(0.3, 0.3, [0.3] * 3, confusion, 1 / 3 + 0.001)
-    assert "the outputs are uniform" in trainer.collapse_symptom(uniform, ["a", "b", "c"])
+    assert training_loop.collapse_symptom(training_loop.Evaluation(0.3, 0.3, [0.3] * 3, confusion, 0.9), ["a", "b", "c"]) is None
+    uniform = training_loop.Evaluation(0.3, 0.3, [0.3] * 3, confusion, 1 / 3 + 0.001)
+    assert "the outputs are uniform" in training_loop.collapse_symptom(uniform, ["a", "b", "c"])
 
 
 def test_a_model_right_on_some_classes_and_wrong_on_others_is_not_collapsed():
     """Confident outputs score a loss near ln K when half of them are right and half badly wrong;
     the outputs are not uniform, so it is no collapse (the flag once read the loss)."""
     confusion = torch.tensor([[5, 0, 0, 0], [0, 5, 0, 0], [0, 0, 0, 5], [0, 0, 5, 0]])
-    evaluation = trainer.Evaluation(0.5, 0.5, [1, 1, 0, 0], confusion, 0.95)
-    assert trainer.collapse_symptom(evaluation, list("abcd")) is None
+    evaluation = training_loop.Evaluation(0.5, 0.5, [1, 1, 0, 0], confusion, 0.95)
+    assert training_loop.collapse_symptom(evaluation, list("abcd")) is None
 
 
 def test_a_healthy_run_is_not_flagged(make_cfg, tmp_path, capsys):
@@ -144,7 +144,7 @@ def test_clip_grad_norm_bounds_each_update(make_cfg, tmp_path):
     model = build_model(cfg.model, splits.image_shape, splits.num_classes)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     optimizer = make_optimizer(model, cfg)
-    trainer.fit(model, Method(), splits, optimizer, make_scheduler(optimizer, "constant", 1), steps=1, batch_size=50,
+    training_loop.fit(model, Method(), splits, optimizer, make_scheduler(optimizer, "constant", 1), steps=1, batch_size=50,
                 eval_every=1, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "m.csv",
                 progress=False, clip_grad_norm=cfg.clip_grad_norm)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])

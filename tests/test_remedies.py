@@ -8,7 +8,7 @@ from l2rw import reweight
 from l2rw.config_schema import check_config
 from l2rw.data import LabeledImages
 from l2rw.errors import UserError
-from l2rw.registry import build
+from l2rw.instantiation import build
 from l2rw.train import train
 
 LR = 0.1

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from l2rw.report import example_weights, learning_curves, load_results, main, summarise, weight_curves, weight_groups
+from l2rw.report import learning_curves, load_results, main, mean_example_weights, summarise, weight_curves, weight_groups
 
 COLUMNS = ["run_id", "dataset", "method", "imbalance", "noise_kind", "noise_rate", "meta_per_class", "seed",
            "method.meta_batch_size", "run_dir", "status", "accuracy", "balanced_accuracy", "seconds_per_step"]
@@ -215,7 +215,7 @@ def test_l2rw_report_skips_the_plot_of_a_damaged_metrics_csv(tmp_path, capsys):
 def test_example_weights_are_pooled_over_seeds_per_setting(tmp_path):
     runs = load_results(results_csv(tmp_path))
     runs = runs[runs.status == "ok"]
-    panels = example_weights(runs, ["method", "imbalance", "noise_rate"])
+    panels = mean_example_weights(runs, ["method", "imbalance", "noise_rate"])
     assert list(panels) == [
         "l2rw, imbalance=0.5, noise_rate=0\n2 seed(s), 5 examples",  # the example in no update left out
         "l2rw, imbalance=0.9, noise_rate=0\n1 seed(s), 2 examples",

@@ -9,12 +9,12 @@ from torch import nn
 from l2rw import reweight
 from l2rw.config_schema import check_config
 from l2rw.data import build_splits
+from l2rw.instantiation import build
 from l2rw.models import build_model
 from l2rw.models.lenet import LeNet
 from l2rw.models.resnet32 import ResNet32
-from l2rw.registry import build
 from l2rw.train import make_scheduler
-from l2rw.trainer import fit
+from l2rw.training_loop import fit
 
 # (model, image shape): small images keep ResNet-32's 31 BatchNorm layers quick on CPU
 MODELS = [(LeNet, (1, 8, 8)), (ResNet32, (3, 8, 8))]

@@ -16,9 +16,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from l2rw.data import build_splits
-from l2rw.registry import build
+from l2rw.instantiation import build
+from l2rw.machine import threads_per_job
 from l2rw.results import append_row
-from l2rw.sweeps import config_hash, threads_per_job
+from l2rw.run_identity import config_hash
 from l2rw.train import CONFIG_DIR, train
 from tests.conftest import FAST, config_options, run_cli
 

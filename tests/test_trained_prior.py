@@ -9,7 +9,7 @@ from torch import nn
 from l2rw.data import LabeledImages, build_splits
 from l2rw.train import train
 from l2rw.trained_prior import SMALLEST_SHARE, TrainedPrior
-from l2rw.trainer import Normalizer, evaluate
+from l2rw.training_loop import PixelStandardizer, evaluate
 
 
 def test_uniform_weights_give_the_label_frequencies_and_class_weights_a_uniform_prior():
@@ -40,15 +40,15 @@ def test_each_step_counts_by_its_learning_rate():
 def test_evaluation_takes_the_argmax_of_the_shifted_logits():
     images = torch.arange(8, dtype=torch.uint8).view(8, 1, 1, 1) * 30
     data = LabeledImages(images, torch.tensor([0, 1, 0, 1, 0, 1, 0, 1]))
-    normalize = Normalizer(images)
+    standardize = PixelStandardizer(images)
     model = nn.Sequential(nn.Flatten(), nn.Linear(1, 2))
     with torch.no_grad():
         model[1].weight.copy_(torch.tensor([[1.0], [-1.0]]))
         model[1].bias.zero_()
-    logits = model(normalize(images))
+    logits = model(standardize(images))
     shift = torch.tensor([0.0, 1.5])
     expected = (logits + shift).argmax(1)
-    evaluation = evaluate(model, data, normalize, 2, shift)
+    evaluation = evaluate(model, data, standardize, 2, shift)
     assert evaluation.confusion.diag().sum().item() == (expected == data.labels).sum().item()
     assert not torch.equal(expected, logits.argmax(1))  # the shift changed some predictions
 

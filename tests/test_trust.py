@@ -12,7 +12,7 @@ import torch
 from l2rw.checkpoint import Checkpoint
 from l2rw.data.cifar10 import CIFAR10, load_cifar10
 from l2rw.errors import UserError
-from l2rw.trainer import LoopState
+from l2rw.training_loop import LoopState
 from tests.test_cifar10 import dump, write_mini_cifar
 from tests.test_integrity import run_objects
 

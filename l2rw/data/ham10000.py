@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError, is_whole
-from l2rw.results import atomic_path
-from l2rw.sweeps import usable_cores
+from l2rw.file_io import atomic_path
+from l2rw.machine import usable_cores
 
 # The dx codes in a fixed order: class indices, confusion matrices and recalls follow it.
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]

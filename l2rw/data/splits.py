@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from l2rw.data.noise import apply_label_noise
 from l2rw.errors import UserError, is_number, is_whole
-from l2rw.registry import build
+from l2rw.instantiation import build
 
 
 @dataclass

@@ -8,7 +8,7 @@ computes its weights from h and the head alone (`l2rw.reweight.weights_last_laye
 from omegaconf import DictConfig
 from torch import nn
 
-from l2rw.registry import build
+from l2rw.instantiation import build
 
 
 def build_model(model_cfg: DictConfig, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:

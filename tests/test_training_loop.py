@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from l2rw import trainer
+from l2rw import training_loop
 from l2rw.data import build_splits
 from l2rw.methods.base import Method
 from l2rw.models import build_model
@@ -36,21 +36,21 @@ class TimedSGD(Method):
         return super().step_loss(*args, **kwargs)
 
 
-def timed_fit(make_cfg, tmp_path, monkeypatch, steps: int, warmup_steps: int) -> "trainer.FitResult":
+def timed_fit(make_cfg, tmp_path, monkeypatch, steps: int, warmup_steps: int) -> "training_loop.FitResult":
     cfg = make_cfg()
     splits = build_splits(cfg)
     model = build_model(cfg.model, splits.image_shape, splits.num_classes)
     optimizer = make_optimizer(model, cfg)
     clock = Clock()
-    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(training_loop, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
 
     def slow_evaluate(*args):
         clock.now += 100.0
         return evaluate(*args)
 
-    evaluate = trainer.evaluate
-    monkeypatch.setattr(trainer, "evaluate", slow_evaluate)
-    return trainer.fit(
+    evaluate = training_loop.evaluate
+    monkeypatch.setattr(training_loop, "evaluate", slow_evaluate)
+    return training_loop.fit(
         model, TimedSGD(clock, warmup_steps), splits, optimizer, make_scheduler(optimizer, cfg.schedule, steps),
         steps=steps, batch_size=cfg.batch_size, eval_every=2, generator=torch.Generator().manual_seed(0),
         metrics_csv=tmp_path / "metrics.csv", progress=False,
@@ -92,7 +92,7 @@ def test_skipped_steps_move_the_schedule_on_without_torchs_warning(make_cfg, tmp
     scheduler = make_scheduler(optimizer, "cosine", 4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch's "lr_scheduler.step() before optimizer.step()" would raise
-        outcome = trainer.fit(
+        outcome = training_loop.fit(
             model, SkipsFirstSteps(2), splits, optimizer, scheduler, steps=4, batch_size=cfg.batch_size,
             eval_every=4, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "metrics.csv", progress=False,
         )
@@ -107,17 +107,17 @@ def test_best_is_chosen_on_validation_only(make_cfg, tmp_path, monkeypatch):
     splits = build_splits(cfg)
     val_scores = iter([0.2, 0.6, 0.6, 0.3])   # peaks at the 2nd evaluation (tied with the 3rd)
     test_scores = iter([0.1, 0.4, 0.9, 0.5])  # peaks at the 3rd
-    real_evaluate = trainer.evaluate
+    real_evaluate = training_loop.evaluate
 
     def scripted(model, data, normalize, num_classes, adjustment):
         evaluation = real_evaluate(model, data, normalize, num_classes, adjustment)
         evaluation.balanced_accuracy = next(val_scores if data is splits.val else test_scores)
         return evaluation
 
-    monkeypatch.setattr(trainer, "evaluate", scripted)
+    monkeypatch.setattr(training_loop, "evaluate", scripted)
     model = build_model(cfg.model, splits.image_shape, splits.num_classes)
     optimizer = make_optimizer(model, cfg)
-    outcome = trainer.fit(
+    outcome = training_loop.fit(
         model, Method(), splits, optimizer, make_scheduler(optimizer, cfg.schedule, 8), steps=8, batch_size=10,
         eval_every=2, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "metrics.csv", progress=False,
     )

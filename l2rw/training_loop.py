@@ -24,7 +24,7 @@ from l2rw.trained_prior import TrainedPrior
 from l2rw.weight_stats import WeightStats
 
 
-class Normalizer:
+class PixelStandardizer:
     """uint8 images -> float, standardised per channel with the training set's statistics."""
 
     def __init__(self, train_images: torch.Tensor):
@@ -75,7 +75,7 @@ def collapse_symptom(evaluation: Evaluation, class_names: list[str]) -> str | No
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: LabeledImages, normalize: Normalizer, num_classes: int, adjustment: torch.Tensor | None = None
+    model: nn.Module, data: LabeledImages, standardize: PixelStandardizer, num_classes: int, adjustment: torch.Tensor | None = None
 ) -> Evaluation:
     """Accuracy, balanced accuracy (mean per-class recall, ISIC 2018's metric) and the confusion
     matrix; `adjustment` (one value per class) is added to the logits before the argmax."""
@@ -84,7 +84,7 @@ def evaluate(
     shift = 0 if adjustment is None else adjustment
     predictions, confidence = [], 0.0
     for i in range(0, len(data), 1000):
-        logits = model(normalize(data.images[i : i + 1000])).float()
+        logits = model(standardize(data.images[i : i + 1000])).float()
         predictions.append((logits + shift).argmax(1))
         confidence += logits.softmax(1).amax(1).sum()
     predictions = torch.cat(predictions)
@@ -221,8 +221,8 @@ def fit(
     process's first `method.warmup_steps` steps (their sum: `warmup_seconds`), unless no other
     steps ran. Raises DivergedError on a NaN/inf loss.
     """
-    normalize = Normalizer(splits.train.images)
-    meta = LabeledImages(normalize(splits.meta.images), splits.meta.labels)
+    standardize = PixelStandardizer(splits.train.images)
+    meta = LabeledImages(standardize(splits.meta.images), splits.meta.labels)
     method.setup(splits.train, meta, splits.num_classes, generator, loss_fn=loss_fn, steps=steps)
     saved = checkpoint.restore(model, optimizer, scheduler, method) if checkpoint else None
     loop = LoopState(**(saved or {}))
@@ -248,7 +248,7 @@ def fit(
             images = splits.train.images[index]
             if augment is not None:
                 images = augment(images, generator)
-            x, y = normalize(images), splits.train.labels[index]
+            x, y = standardize(images), splits.train.labels[index]
             lr = optimizer.param_groups[0]["lr"]
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 result = method.step_loss(model, x, y, index, lr)
@@ -280,8 +280,8 @@ def fit(
             if step % eval_every == 0 or step == steps:
                 eval_started = time.perf_counter()
                 adjustment = trained_prior.adjustment(posthoc_tau)
-                evaluation = evaluate(model, splits.test, normalize, splits.num_classes, adjustment)
-                val_evaluation = None if splits.val is None else evaluate(model, splits.val, normalize, splits.num_classes, adjustment)
+                evaluation = evaluate(model, splits.test, standardize, splits.num_classes, adjustment)
+                val_evaluation = None if splits.val is None else evaluate(model, splits.val, standardize, splits.num_classes, adjustment)
                 meta_loss = mean_loss(model, meta.images, meta.labels)
                 if val_evaluation and (loop.best is None or val_evaluation.balanced_accuracy > loop.best["val_balanced_accuracy"]):
                     loop.best = asdict(BestEvaluation(
