@@ -292,11 +292,12 @@ def write_per_class_recall(path: Path, evaluation: Evaluation, class_names: list
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> dict | None:
+    """One job: its results row is Hydra's return value (a sweeper reads its validation score there)."""
     if cfg.threads is None:
         cfg.threads = threads_per_job(HydraConfig.get().launcher)
     try:
-        return float(train(cfg, HydraConfig.get().runtime.output_dir)["balanced_accuracy"])  # a skipped run's row is text
+        return train(cfg, HydraConfig.get().runtime.output_dir)
     except Interrupted as interrupted:
         print(interrupted, file=sys.stderr)
         sys.exit(interrupted.exit_code)  # the shell's code for the signal: 130 Ctrl-C, 143 SIGTERM, 140 SIGUSR2
