@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from omegaconf import DictConfig
@@ -33,7 +33,9 @@ class Source:
 
     `groups` (optional, int64, one id per pool image) keeps related images in one split: several
     photos of one skin lesion must not land in both training and test. `unit` names a group in
-    messages. Without groups every image is its own group.
+    messages. Without groups every image is its own group. `provenance` says what was read
+    (`l2rw.row.PROVENANCE_COLUMNS`: the folder, the cache key, the count of images left out);
+    `skipped_files` lists the images left out because they could not be read.
     """
 
     pool: LabeledImages
@@ -41,6 +43,8 @@ class Source:
     class_names: list[str]
     groups: torch.Tensor | None = None
     unit: str = "image"
+    provenance: dict[str, str | int] = field(default_factory=dict)
+    skipped_files: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +55,8 @@ class Splits:
     class_names: list[str]
     train_corrupted: torch.Tensor  # bool, (len(train),): the label noise changed this training label
     val: LabeledImages | None = None  # balanced, clean, disjoint from the rest: for choosing hyper-parameters
+    provenance: dict[str, str | int] = field(default_factory=dict)  # the Source's
+    skipped_files: list[str] = field(default_factory=list)          # the Source's
 
     @property
     def num_classes(self) -> int:
@@ -61,9 +67,9 @@ class Splits:
         return tuple(self.train.images.shape[1:])
 
     def to(self, device) -> Splits:
-        return Splits(
-            self.train.to(device), self.meta.to(device), self.test.to(device), self.class_names,
-            self.train_corrupted.to(device), None if self.val is None else self.val.to(device),
+        return replace(
+            self, train=self.train.to(device), meta=self.meta.to(device), test=self.test.to(device),
+            train_corrupted=self.train_corrupted.to(device), val=None if self.val is None else self.val.to(device),
         )
 
 
@@ -134,8 +140,8 @@ def _select_classes(source: Source, classes) -> Source:
         return LabeledImages(part.images[mask], new[mask])
 
     groups = None if source.groups is None else source.groups[relabel[source.pool.labels] >= 0]
-    return Source(
-        keep(source.pool), keep(source.test), [source.class_names[c] for c in classes], groups, source.unit
+    return replace(
+        source, pool=keep(source.pool), test=keep(source.test), class_names=[source.class_names[c] for c in classes], groups=groups
     )
 
 
@@ -256,6 +262,8 @@ def build_splits(cfg: DictConfig) -> Splits:
         class_names=source.class_names,
         train_corrupted=corrupted,
         val=source.pool.subset(torch.cat(val_index)) if val_per_class else None,
+        provenance=source.provenance,
+        skipped_files=source.skipped_files,
     )
 
 
