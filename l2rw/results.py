@@ -24,16 +24,6 @@ from filelock import FileLock, Timeout
 from l2rw.errors import UserError
 from l2rw.file_io import atomic_path
 
-# Columns measured or assigned per run; every other column is a config choice (l2rw-report
-# groups runs by those, seed aside).
-OUTCOME_COLUMNS = (
-    "run_id", "time", "config_hash", "run_dir", "status", "diverged_step", "collapsed_step", "train_size",
-    "train_corrupted", "accuracy", "balanced_accuracy", "val_balanced_accuracy", "many_shot_accuracy",
-    "medium_shot_accuracy", "few_shot_accuracy", "best_step", "best_accuracy", "best_balanced_accuracy",
-    "best_many_shot_accuracy", "best_medium_shot_accuracy", "best_few_shot_accuracy", "per_class_recall",
-    "trained_prior", "skipped_steps", "wall_seconds",
-    "seconds_per_step", "warmup_seconds", "peak_memory_mb",
-)
 # Every table this tool writes has these columns; a file without them is not one of its tables.
 IDENTITY_COLUMNS = ("run_id", "config_hash", "status")
 # A results header is a few hundred bytes: reading no further bounds the look at any file.

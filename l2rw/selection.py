@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from l2rw.errors import UserError
-from l2rw.report import (
+from l2rw.results import HEADER_BYTES
+from l2rw.tables import (
     config_columns,
     finished_runs,
     load_results,
@@ -32,7 +33,6 @@ from l2rw.report import (
     setting_label,
     summarise,
 )
-from l2rw.results import HEADER_BYTES
 
 DEFAULT_TUNED = ("lr", "momentum", "weight_decay")
 DEFAULT_METRIC = "val_balanced_accuracy"
@@ -107,7 +107,7 @@ def select(results: Path, tuned: list[str] | None, metric: str) -> pd.DataFrame:
         raise UserError(f"{results} has no run with status ok; nothing to select from")
     runs[metric] = validation_scores(runs, metric, results)
     tuned = tuned_columns(runs, tuned)
-    # the metric is an outcome even when it is not (yet) one of OUTCOME_COLUMNS
+    # the metric is an outcome even when it is not (yet) an outcome column of l2rw.results_row
     settings = [c for c in setting_columns(runs) if c not in tuned and c != metric]
     chosen = []
     for key, candidates in score_candidates(runs, settings, tuned, metric).groupby(settings, sort=False):

@@ -50,7 +50,9 @@ from l2rw.data import build_splits
 from l2rw.errors import UserError
 from l2rw.instantiation import build
 from l2rw.models import build_model
-from l2rw.train import AMP_DTYPES, CONFIG_DIR, make_scheduler, train
+from l2rw.train import CONFIG_DIR, train
+from l2rw.hardware import AMP_DTYPES
+from l2rw.optimization import make_scheduler
 from l2rw.training_loop import fit
 
 METHODS = {  # row label -> config overrides

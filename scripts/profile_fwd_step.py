@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from l2rw import reweight
-from l2rw.train import AMP_DTYPES
+from l2rw.hardware import AMP_DTYPES
 from l2rw.training_loop import PixelStandardizer
 
 SGD_PHASES = ["forward", "backward", "optimizer step"]

@@ -28,7 +28,7 @@ from l2rw import example_weights, reweight
 from l2rw.data import LabeledImages, build_splits
 from l2rw.instantiation import build
 from l2rw.models import build_model
-from l2rw.train import make_optimizer, make_scheduler
+from l2rw.optimization import make_optimizer, make_scheduler
 from l2rw.training_loop import PixelStandardizer
 
 

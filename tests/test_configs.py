@@ -7,7 +7,8 @@ from l2rw.errors import UserError
 from l2rw.instantiation import build
 from l2rw.methods.base import Method
 from l2rw.models import build_model
-from l2rw.train import resolve_device, train
+from l2rw.train import train
+from l2rw.hardware import resolve_device
 from tests.conftest import config_options
 
 

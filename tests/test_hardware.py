@@ -71,7 +71,7 @@ def test_compiled_fwd_weights_under_bf16_autocast():
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_place_model_uses_the_configured_layout(make_cfg, channels_last):
     from l2rw.models.resnet32 import ResNet32
-    from l2rw.train import place_model
+    from l2rw.hardware import place_model
 
     hardware = make_cfg(f"hardware.channels_last={channels_last}").hardware
     model = place_model(ResNet32((3, 8, 8), num_classes=10, blocks_per_stage=1), hardware, torch.device("cpu"))

@@ -10,7 +10,9 @@ from l2rw.data import build_splits
 from l2rw.errors import UserError
 from l2rw.methods.base import Method
 from l2rw.models import build_model
-from l2rw.train import make_optimizer, make_scheduler, shot_accuracies, train
+from l2rw.train import train
+from l2rw.optimization import make_optimizer, make_scheduler
+from l2rw.results_row import shot_accuracies
 from tests.sources import image_ids
 
 INDEXED = ["dataset.source._target_=tests.sources.indexed_source", "dataset.test_per_class=10"]

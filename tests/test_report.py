@@ -2,7 +2,8 @@
 import pandas as pd
 import pytest
 
-from l2rw.report import learning_curves, load_results, main, mean_example_weights, summarise, weight_curves, weight_groups
+from l2rw.report import learning_curves, main, mean_example_weights, weight_curves, weight_groups
+from l2rw.tables import load_results, summarise
 
 COLUMNS = ["run_id", "dataset", "method", "imbalance", "noise_kind", "noise_rate", "meta_per_class", "seed",
            "method.meta_batch_size", "run_dir", "status", "accuracy", "balanced_accuracy", "seconds_per_step"]
@@ -135,17 +136,6 @@ def test_missing_column_exits_2_naming_it(tmp_path, capsys, drop, message):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and "Traceback" not in err
-
-
-def test_the_report_knows_every_per_run_column(make_cfg, tmp_path):
-    """A column train() writes is either a config choice or listed in OUTCOME_COLUMNS, or the
-    report would split seeds of one setting into groups by it."""
-    from l2rw.results import OUTCOME_COLUMNS
-    from l2rw.train import config_columns, train
-
-    cfg = make_cfg("steps=2", "eval_every=1")
-    row = train(cfg, tmp_path / "run")
-    assert set(row) - set(config_columns(cfg)) <= set(OUTCOME_COLUMNS)
 
 
 def test_an_out_path_that_is_a_file_exits_2_naming_it(tmp_path, capsys):

@@ -9,7 +9,7 @@ from l2rw import training_loop
 from l2rw.data import build_splits
 from l2rw.methods.base import Method
 from l2rw.models import build_model
-from l2rw.train import make_optimizer, make_scheduler
+from l2rw.optimization import make_optimizer, make_scheduler
 
 
 class Clock:

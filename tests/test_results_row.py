@@ -1,0 +1,77 @@
+"""The results row is declared once (l2rw.results_row): a run's row has exactly the declared
+columns, in the declared order, and every reader groups runs by the same configuration columns."""
+import pandas as pd
+import pytest
+import torch
+
+from l2rw import results_row
+from l2rw.results_row import CONFIG_COLUMNS, OUTCOME_COLUMNS, RUN_COLUMNS, is_config, shot_accuracies
+from l2rw.tables import config_columns
+from l2rw.train import train
+from l2rw.training_loop import BestEvaluation, Evaluation, FitResult
+
+
+def option_columns_of(cfg) -> list[str]:
+    """`<group>.<key>` of each option in the composed config, derived from the config itself."""
+    return [f"{group}.{key}" for group in ("model", "method", "loss", "hardware")
+            for key in cfg[group] if key not in ("name", "_target_", "device")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["sgd", "l2rw"])
+def test_a_finished_run_has_exactly_the_declared_columns_in_order(make_cfg, tmp_path, method):
+    cfg = make_cfg(f"method={method}", "steps=2", "eval_every=1")
+    row = train(cfg, tmp_path / "run")
+    expected = ["run_id", "time", *CONFIG_COLUMNS, *option_columns_of(cfg), "config_hash", "run_dir", *OUTCOME_COLUMNS]
+    assert list(row) == expected
+    assert row["status"] == "ok" and row["method"] == method
+
+
+def test_every_column_is_either_configuration_or_not():
+    assert not any(is_config(column) for column in (*RUN_COLUMNS, *OUTCOME_COLUMNS))
+    assert all(is_config(column) for column in (*CONFIG_COLUMNS, "method.impl", "loss.gamma", "hardware.amp"))
+    assert not set(CONFIG_COLUMNS) & set(OUTCOME_COLUMNS)
+
+
+def test_seeds_of_one_setting_differ_only_in_columns_the_report_does_not_group_by(make_cfg, tmp_path):
+    rows = [results_row.config_part(make_cfg(f"seed={seed}"), tmp_path / str(seed)) for seed in (0, 1)]
+    differing = [column for column in rows[0] if rows[0][column] != rows[1][column]]
+    assert set(differing) >= {"seed", "config_hash", "run_dir"}
+    assert config_columns(pd.DataFrame(rows, dtype=str)) and not set(differing) & set(config_columns(pd.DataFrame(rows, dtype=str)))
+
+
+def fit_result(best: BestEvaluation | None) -> FitResult:
+    confusion = torch.tensor([[8, 2], [1, 9]])
+    last = Evaluation(0.85, 0.85, [0.8, 0.9], confusion)
+    return FitResult(last, last if best else None, best, None, 3, [0.25, 0.75], 0.5, 1.0)
+
+
+def test_the_outcome_is_built_from_the_fit_result_and_the_data():
+    best = BestEvaluation(step=40, val_balanced_accuracy=0.9, accuracy=0.7, balanced_accuracy=0.65, confusion=[[5, 5], [2, 8]])
+    counts = torch.tensor([150, 30])
+    outcome = results_row.outcome_part(fit_result(best), counts, train_size=180, train_corrupted=7,
+                                       provenance={"data_source": "/data/x"}, wall_seconds=12.3456, peak_memory_mb=99.94)
+    assert list(outcome) == list(OUTCOME_COLUMNS)
+    # class 0 (150 images) is many-shot: 8 of its 10 test images right; class 1 (30) is medium-shot: 9 of 10
+    assert (outcome["many_shot_accuracy"], outcome["medium_shot_accuracy"], outcome["few_shot_accuracy"]) == (0.8, 0.9, "")
+    assert (outcome["best_step"], outcome["best_many_shot_accuracy"], outcome["best_medium_shot_accuracy"]) == (40, 0.5, 0.8)
+    assert outcome["trained_prior"] == "0.2500 0.7500" and outcome["skipped_steps"] == 3
+    assert (outcome["data_source"], outcome["data_cache_key"], outcome["wall_seconds"], outcome["peak_memory_mb"]) == ("/data/x", "", 12.346, 99.9)
+
+
+def test_without_validation_the_best_columns_are_empty():
+    outcome = results_row.outcome_part(fit_result(None), torch.tensor([150, 30]), train_size=180, train_corrupted=0,
+                                       provenance={}, wall_seconds=1, peak_memory_mb=1)
+    assert all(outcome[column] == "" for column in results_row.BEST_COLUMNS) and outcome["val_balanced_accuracy"] == ""
+
+
+def test_a_loader_reporting_an_undeclared_column_is_a_programming_error():
+    with pytest.raises(AssertionError, match="PROVENANCE_COLUMNS"):
+        results_row.provenance_columns({"where_from": "x"})
+
+
+def test_shot_groups_follow_the_training_counts():
+    confusion = torch.diag(torch.tensor([10, 10, 10]))
+    confusion[2, 0] = 10  # the few-shot class: half its test images wrong
+    counts = torch.tensor([500, 50, 5])
+    assert shot_accuracies(confusion, counts) == {"many_shot_accuracy": 1.0, "medium_shot_accuracy": 1.0, "few_shot_accuracy": 0.5}
