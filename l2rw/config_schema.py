@@ -72,8 +72,8 @@ class TopLevel(Options):
 
 
 class Dataset(Options):
-    """The keys every dataset has; a dataset's own keys are checked when declared here, and
-    extra ones are its loader's to check."""
+    """The keys `build_splits` reads; a dataset's other keys are its loader's parameters, declared
+    in the loader's signature and checked from it."""
     model_config = ConfigDict(extra="allow")
     name: str
     profile: choice(*PROFILES)
@@ -82,13 +82,8 @@ class Dataset(Options):
     val_per_class: whole(0, note=" (0: no validation split)")
     train_size: optional(whole(1), "for all the imbalance profile allows")
     augment: FLAG
-    download: FLAG = None
-    root: PATH = None
-    cache_dir: PATH = None
     test_per_class: whole(1, note=" (test images per class)") = None
     test_fraction: number(gt=0, lt=1) = None
-    image_size: whole(1, note=" (pixels)") = None
-    workers: whole(0, note=" (0: every available core)") = None
 
 
 class Hardware(Options):
@@ -113,8 +108,11 @@ def check_config(cfg: DictConfig) -> None:
         options = {key: value for key, value in groups[group].items() if key not in ("name", "_target_")}
         _check(constructor_options(groups[group]["_target_"], group), options, f"{group}.", f" of {group}={groups[group]['name']}")
     source = groups["dataset"]["source"]
-    _check(constructor_options(source["_target_"], "dataset.source"), {k: v for k, v in source.items() if k != "_target_"},
-           "dataset.source.", f" of dataset={groups['dataset']['name']}")
+    options = {key: value for key, value in source.items() if key != "_target_"}
+    # a YAML's source node passes on the dataset's keys of the same names: name those, as the user sets them
+    prefix = "dataset." if options.keys() <= groups["dataset"].keys() else "dataset.source."
+    _check(constructor_options(source["_target_"], "dataset.source"), options, prefix,
+           f" of dataset={groups['dataset']['name']}")
     _check(Hardware, groups["hardware"], "hardware.")
 
 

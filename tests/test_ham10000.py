@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from l2rw.data import build_splits, ham10000
+from l2rw.data import build_splits, images
 from l2rw.data.ham10000 import CLASSES, load_ham10000
 from l2rw.errors import UserError
 from tests.conftest import FAST, run_cli
@@ -80,7 +80,7 @@ def test_decoding_crops_the_centre_square(tmp_path):
     image = np.zeros((20, 40, 3), dtype=np.uint8)
     image[:, 10:30] = 200  # the centre 20x20 square is bright, the sides dark
     Image.fromarray(image).save(tmp_path / "wide.png")
-    decoded = ham10000.decode_image(tmp_path / "wide.png", 10)
+    decoded = images.decode_image(tmp_path / "wide.png", 10)
     assert decoded.shape == (10, 10, 3)
     assert decoded[:, 1:-1].min() == 200 and decoded.min() > 150  # squashing would darken whole columns
 
@@ -109,8 +109,8 @@ def test_no_lesion_crosses_splits_and_meta_has_the_requested_lesions(make_cfg, m
 
 def test_cache_is_reused_and_rebuilt_after_a_file_changes(mini_ham, monkeypatch):
     decoded = []
-    real_decode = ham10000.decode_image
-    monkeypatch.setattr(ham10000, "decode_image", lambda path, size: decoded.append(path) or real_decode(path, size))
+    real_decode = images.decode_image
+    monkeypatch.setattr(images, "decode_image", lambda path, *args: decoded.append(path) or real_decode(path, *args))
 
     def load():
         return load_ham10000(str(mini_ham), SIZE, str(mini_ham / "cache"), workers=1).pool.images
@@ -144,7 +144,10 @@ def test_a_damaged_cache_is_rebuilt(mini_ham, write):
 
 def test_process_pool_decodes_like_one_process(mini_ham, tmp_path):
     paths = sorted(p for folder in FOLDERS for p in (mini_ham / folder).iterdir())
-    assert np.array_equal(ham10000.decode_all(paths, SIZE, 2), ham10000.decode_all(paths, SIZE, 1))
+    def decode(workers):
+        return images.decode_all(paths, images.Decoding(SIZE, "rgb", tmp_path, "ham10000", "HAM10000", workers))["images"]
+
+    assert torch.equal(decode(2), decode(1))
 
 
 def test_isic_test_set_becomes_the_test_split(make_cfg, mini_ham):

@@ -16,6 +16,7 @@ import torch
 
 from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError
+from l2rw.options import FLAG, PATH
 
 IMAGE_SHAPE = (3, 32, 32)  # each row holds the red, then green, then blue 32x32 plane
 _RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's ndarray rebuilder, wherever this numpy keeps it
@@ -76,7 +77,7 @@ CIFAR10 = CifarFormat(
 )
 
 
-def load_cifar10(root: str, download: bool = False) -> Source:
+def load_cifar10(root: PATH, download: FLAG = False) -> Source:
     """The 50,000 official training images as the pool to split, the 10,000 test images as `test`."""
     return load_cifar(CIFAR10, root, download)
 
@@ -99,6 +100,7 @@ def load_cifar(fmt: CifarFormat, root: str, download: bool) -> Source:
         pool=LabeledImages(torch.cat([b.images for b in train]), torch.cat([b.labels for b in train])),
         test=read_batch(fmt, folder / fmt.test_file, len(class_names)),
         class_names=class_names,
+        provenance={"data_source": str(folder.resolve())},
     )
 
 

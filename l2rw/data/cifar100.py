@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from l2rw.data.cifar10 import CifarFormat, load_cifar
 from l2rw.data.splits import Source
+from l2rw.options import FLAG, PATH
 
 CIFAR100 = CifarFormat(
     title="CIFAR-100",
@@ -19,7 +20,7 @@ CIFAR100 = CifarFormat(
 )
 
 
-def load_cifar100(root: str, download: bool = False) -> Source:
+def load_cifar100(root: PATH, download: FLAG = False) -> Source:
     """The 50,000 official training images (500 per class) as the pool to split, the 10,000 test
     images (100 per class) as `test`."""
     return load_cifar(CIFAR100, root, download)

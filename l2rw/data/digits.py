@@ -13,4 +13,5 @@ def load_digits() -> Source:
         pool=LabeledImages(images.unsqueeze(1), torch.from_numpy(bunch.target).long()),
         test=None,
         class_names=[str(c) for c in bunch.target_names],
+        provenance={"data_source": "sklearn.datasets.load_digits"},  # bundled with scikit-learn
     )

@@ -19,6 +19,7 @@ import torch
 
 from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError
+from l2rw.options import FLAG, PATH
 
 IMAGE_SIZE = (28, 28)
 UINT8 = 0x08  # the IDX type code of unsigned bytes, the only one these datasets use
@@ -47,12 +48,12 @@ FASHION_MNIST = IdxDataset(
 )
 
 
-def load_mnist(root: str, download: bool = False) -> Source:
+def load_mnist(root: PATH, download: FLAG = False) -> Source:
     """The 60,000 training digits as the pool to split, the 10,000 test digits as `test`."""
     return load_idx_dataset(MNIST, root, download)
 
 
-def load_fashion_mnist(root: str, download: bool = False) -> Source:
+def load_fashion_mnist(root: PATH, download: FLAG = False) -> Source:
     """The 60,000 training images as the pool to split, the 10,000 test images as `test`."""
     return load_idx_dataset(FASHION_MNIST, root, download)
 
@@ -67,13 +68,15 @@ def load_idx_dataset(dataset: IdxDataset, root: str, download: bool) -> Source:
     if folder is None:
         raise not_found(dataset, root_path, folders)
     if not folder.is_relative_to(root_path):  # a user who set dataset.root must see that another copy was read
-        print(f"dataset.root={root} holds no {dataset.title} files; reading the copy in {folder}", file=sys.stderr)
+        problem = "holds no" if root_path.is_dir() else "does not exist, so it holds no"
+        print(f"dataset.root={root} {problem} {dataset.title} files; reading the copy in {folder}", file=sys.stderr)
     files = {name: file_in(folder, name) for name in FILES}
     num_classes = len(dataset.class_names)
     return Source(
         pool=read_pair(files[TRAIN_IMAGES], files[TRAIN_LABELS], num_classes),
         test=read_pair(files[TEST_IMAGES], files[TEST_LABELS], num_classes),
         class_names=list(dataset.class_names),
+        provenance={"data_source": str(folder.resolve())},
     )
 
 

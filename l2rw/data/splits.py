@@ -33,7 +33,9 @@ class Source:
 
     `groups` (optional, int64, one id per pool image) keeps related images in one split: several
     photos of one skin lesion must not land in both training and test. `unit` names a group in
-    messages. Without groups every image is its own group. `provenance` says what was read
+    messages. Without groups every image is its own group. `meta` and `val`, when the dataset
+    brings them (a folder's trusted/ and val/), are used whole instead of being carved from the
+    pool, and are never trained on (but with meta.add_to_train). `provenance` says what was read
     (`l2rw.row.PROVENANCE_COLUMNS`: the folder, the cache key, the count of images left out);
     `skipped_files` lists the images left out because they could not be read.
     """
@@ -43,6 +45,8 @@ class Source:
     class_names: list[str]
     groups: torch.Tensor | None = None
     unit: str = "image"
+    meta: LabeledImages | None = None
+    val: LabeledImages | None = None
     provenance: dict[str, str | int] = field(default_factory=dict)
     skipped_files: list[str] = field(default_factory=list)
 
@@ -141,7 +145,8 @@ def _select_classes(source: Source, classes) -> Source:
 
     groups = None if source.groups is None else source.groups[relabel[source.pool.labels] >= 0]
     return replace(
-        source, pool=keep(source.pool), test=keep(source.test), class_names=[source.class_names[c] for c in classes], groups=groups
+        source, pool=keep(source.pool), test=keep(source.test), meta=keep(source.meta), val=keep(source.val),
+        class_names=[source.class_names[c] for c in classes], groups=groups,
     )
 
 
@@ -182,17 +187,18 @@ def _too_few_groups(
     def count(n: int) -> str:
         return f"{n} {source.unit}" + ("" if n == 1 else "s")
 
-    need, fix = f"meta.per_class={meta}", "meta.per_class"
+    needs = [(f"meta.per_class={meta}", "meta.per_class")] if meta else []  # none when the dataset brings its meta set
     if val:
-        need += f" + dataset.val_per_class={val}"
-        fix += " or dataset.val_per_class"
+        needs.append((f"dataset.val_per_class={val}", "dataset.val_per_class"))
     if test:
         field = _test_field(data_cfg)
-        need += f" + dataset.{field}={data_cfg[field]}" + (f" ({count(test)})" if field == "test_fraction" else "")
-        fix += f" or dataset.{field}"
+        needs.append((f"dataset.{field}={data_cfg[field]}" + (f" ({count(test)})" if field == "test_fraction" else ""),
+                      f"dataset.{field}"))
+    need = " + ".join(amount for amount, _ in needs)
+    fix = f"lower {' or '.join(key for _, key in needs)}" if needs else "add images of this class"
     return UserError(
-        f"class {source.class_names[c]!r} has {count(available)}, but {need} + 1 training {source.unit} "
-        f"need {meta + val + test + 1}; lower {fix}"
+        f"class {source.class_names[c]!r} has {count(available)}, but {need + ' + ' if need else ''}1 training "
+        f"{source.unit} need {meta + val + test + 1}; {fix}"
     )
 
 
@@ -200,7 +206,8 @@ def build_splits(cfg: DictConfig) -> Splits:
     """Meta, validation (`dataset.val_per_class`, 0 = none) and, when the dataset has no official
     one, test sets are balanced and taken first from each class, whole groups at a time (see
     `Source.groups`); the imbalance profile then subsamples the rest into the training set,
-    `dataset.train_size` caps it, and label noise, last, corrupts training labels only. With
+    `dataset.train_size` caps it, and label noise, last, corrupts training labels only. A meta or
+    validation set the dataset brings (`Source.meta`, `Source.val`) is used whole instead. With
     `meta.add_to_train` the (clean) meta images also join the training set: the control that gives
     the baselines the data L2RW sees."""
     data_cfg = cfg.dataset
@@ -213,6 +220,8 @@ def build_splits(cfg: DictConfig) -> Splits:
     val_per_class = data_cfg.val_per_class
     if not (is_whole(val_per_class) and val_per_class >= 0):
         raise UserError(f"dataset.val_per_class={val_per_class} must be a whole number >= 0 (0: no validation split)")
+    meta_per_class = 0 if source.meta is not None else meta_per_class
+    val_per_class = 0 if source.val is not None else val_per_class
 
     test_index, meta_index, val_index, rest = [], [], [], []
     for c in range(k):
@@ -249,7 +258,7 @@ def build_splits(cfg: DictConfig) -> Splits:
     train = source.pool.subset(train_index)
     noisy_labels, corrupted = _label_noise(cfg, train.labels, k, generator)
     train = LabeledImages(train.images, noisy_labels)
-    meta = source.pool.subset(torch.cat(meta_index))
+    meta = source.meta if source.meta is not None else source.pool.subset(torch.cat(meta_index))
     if cfg.meta.add_to_train:
         train = LabeledImages(torch.cat([train.images, meta.images]), torch.cat([train.labels, meta.labels]))
         corrupted = torch.cat([corrupted, torch.zeros(len(meta), dtype=torch.bool)])
@@ -261,7 +270,7 @@ def build_splits(cfg: DictConfig) -> Splits:
         test=test,
         class_names=source.class_names,
         train_corrupted=corrupted,
-        val=source.pool.subset(torch.cat(val_index)) if val_per_class else None,
+        val=source.val if source.val is not None else source.pool.subset(torch.cat(val_index)) if val_per_class else None,
         provenance=source.provenance,
         skipped_files=source.skipped_files,
     )

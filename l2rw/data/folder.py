@@ -1,0 +1,200 @@
+"""Your own images (`dataset=folder`): a skewed set of labelled images and, optionally, a few that
+someone checked by hand, in either layout a user already has:
+
+- torchvision's ImageFolder layout: `root/train/<class>/<image>`, and optionally
+  `root/trusted/<class>/` (the meta set, used whole and never trained on), `root/val/<class>/`
+  and `root/test/<class>/`;
+- a CSV manifest (`manifest`, relative to `root` unless absolute) with columns `path` and
+  `label`, optionally `split` (train, trusted, val or test; empty or absent: train) and a group
+  column (`group_column`: images of one group never land in two splits); paths are relative to
+  the CSV's folder and must stay below it.
+
+Classes are the trusted images' labels when there is a trusted split (every other label must be
+one of them), else the training images' labels, in sorted order. What is absent is carved from
+the training images as for every dataset: the meta set (`meta.per_class`), the test set
+(`dataset.test_per_class`) and the validation set (`dataset.val_per_class`).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from l2rw.data.images import SPLITS, Decoding, labelled_source, read_table
+from l2rw.data.splits import Source
+from l2rw.errors import UserError
+from l2rw.options import FLAG, PATH, choice, optional, text, whole
+
+EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")  # what PIL decodes, lower case
+LAYOUT_FIX = (
+    "arrange the images as train/<class>/<image> (optionally also trusted/, val/ and test/) or list them "
+    "in a CSV with columns path,label[,split] and set dataset.manifest to it"
+)
+
+
+def load_folder(
+    root: PATH,
+    manifest: optional(PATH, "for the class-folder layout") = None,
+    group_column: optional(text("a column of the manifest"), "for every image its own group") = None,
+    image_size: whole(1, note=" (pixels)") = 32,
+    channels: choice("rgb", "grey") = "rgb",
+    cache_dir: optional(PATH, "for root") = None,
+    workers: whole(0, note=" (0: every available core)") = 0,
+    skip_unreadable: FLAG = False,
+) -> Source:
+    """The training images as the pool to split; trusted, val and test images, when present,
+    as the meta, validation and test sets."""
+    root_path = Path(root).expanduser()
+    if manifest is None:
+        if group_column is not None:
+            raise UserError(f"dataset.group_column={group_column} needs a manifest: set dataset.manifest to a CSV "
+                            "with that column, or dataset.group_column=null")
+        listing, tables, base, where = class_folders(root_path), [], root_path, f"dataset.root={root_path}"
+    else:
+        manifest_path = root_path / Path(manifest).expanduser()  # an absolute manifest leaves root aside
+        listing, tables, base = read_manifest(manifest_path, group_column), [manifest_path], manifest_path.parent
+        where = f"dataset.manifest={manifest_path}"
+    class_names = classes_of(listing)
+    say_what_is_carved(listing, where)
+    decoding = Decoding(
+        image_size, channels, Path(cache_dir).expanduser() if cache_dir else root_path,
+        cache_name="folder" if manifest is None else Path(manifest).stem, title=where,
+        workers=workers, skip_unreadable=skip_unreadable,
+    )
+    listing = listing.assign(label=listing.label.map(class_names.index))
+    return labelled_source(
+        listing, class_names, decoding, base, tables, unit=group_column or "image",
+        provenance={"data_source": str((base if manifest is None else tables[0]).resolve())},
+    )
+
+
+def class_folders(root: Path) -> pd.DataFrame:
+    """path, label, split and group (none) of every image in root/<split>/<class>/, at any depth
+    below the class folder, in sorted order. Hidden files (.DS_Store, ._x.jpg) are left out."""
+    if not root.is_dir():
+        raise UserError(f"dataset.root={root} is not a folder; set dataset.root to the folder holding train/<class>/")
+    if not (root / "train").is_dir():
+        raise UserError(f"dataset.root={root} has no train/ folder; {LAYOUT_FIX}")
+    rows = []
+    for split in SPLITS:
+        split_folder = root / split
+        if not split_folder.is_dir():
+            continue
+        entries = [entry for entry in sorted(split_folder.iterdir()) if not entry.name.startswith(".")]
+        stray = next((entry for entry in entries if not entry.is_dir()), None)
+        if stray is not None:
+            raise UserError(f"{stray} is not in a class folder; move it into {split_folder}/<class>/")
+        if not entries:
+            raise UserError(f"{split_folder} holds no class folders; {LAYOUT_FIX}")
+        for class_folder in entries:
+            images = images_below(class_folder)
+            if not images:
+                raise UserError(f"{class_folder} holds no images; add images of class {class_folder.name!r} "
+                                "or remove the folder")
+            rows += [{"path": path, "label": class_folder.name, "split": split, "group": None} for path in images]
+    return pd.DataFrame(rows)
+
+
+def images_below(folder: Path) -> list[Path]:
+    paths = []
+    for parent, subfolders, names in os.walk(folder, followlinks=True):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        paths += [Path(parent) / name for name in sorted(names) if not name.startswith(".")]
+    for path in paths:
+        check_extension(path, "remove it or convert it")
+    return paths
+
+
+def check_extension(path: Path, fix: str) -> None:
+    if path.suffix.lower() not in EXTENSIONS:
+        raise UserError(f"{path} is not an image file l2rw reads (extensions: {', '.join(EXTENSIONS)}); {fix}")
+
+
+def read_manifest(path: Path, group_column: str | None) -> pd.DataFrame:
+    """path (resolved against the CSV's folder), label, split and group of each row."""
+    if not path.is_file():
+        raise UserError(f"dataset.manifest={path} is not a file; set it to the CSV listing the images "
+                        "(relative to dataset.root, or absolute)")
+    required = ["path", "label", *([group_column] if group_column else [])]
+    table = read_table(path, required, "the manifest needs the columns path,label and optionally split"
+                       + (f" and {group_column} (dataset.group_column)" if group_column else ""))
+    table = table.apply(lambda column: column.str.strip())
+    line = table.index.to_numpy() + 2  # the CSV line of each row, after the header
+    for column in required:
+        empty = (table[column] == "").to_numpy()
+        if empty.any():
+            raise UserError(f"{path} line {line[empty][0]}: the {column} is empty; fill it in or remove the line")
+    splits = table["split"].replace("", "train") if "split" in table.columns else pd.Series("train", table.index)
+    unknown = (~splits.isin(SPLITS)).to_numpy()
+    if unknown.any():
+        raise UserError(f"{path} line {line[unknown][0]}: split {splits[unknown].iloc[0]!r} is not one of "
+                        f"{', '.join(SPLITS)}; fix the split column")
+    files = [image_path(path, line_number, name) for line_number, name in zip(line, table.path)]
+    check_unique(path, files, line)
+    listing = pd.DataFrame({"path": files, "label": table.label, "split": splits,
+                            "group": table[group_column] if group_column else None})
+    if group_column:
+        check_groups_in_one_split(path, listing, group_column)
+    return listing
+
+
+def image_path(manifest: Path, line: int, name: str) -> Path:
+    """`name`, a path relative to the manifest's folder, as an existing image file below it."""
+    base = manifest.parent
+    path = Path(os.path.normpath(base / name))
+    if not path.is_relative_to(Path(os.path.normpath(base))):
+        raise UserError(f"{manifest} line {line}: path {name} leads outside the manifest's folder {base}; "
+                        "paths are relative to the CSV and must stay below it (move the CSV up, or the images in)")
+    check_extension(path, f"fix line {line} of {manifest}")
+    if not path.is_file():
+        raise UserError(f"{manifest} line {line}: {path} does not exist; fix the path (relative to the CSV's folder)")
+    return path
+
+
+def check_unique(manifest: Path, files: list[Path], line) -> None:
+    first_line: dict[Path, int] = {}
+    for number, path in zip(line, files):
+        if path in first_line:
+            raise UserError(f"{manifest} lists {path} twice (lines {first_line[path]} and {number}); list each image once")
+        first_line[path] = number
+
+
+def check_groups_in_one_split(manifest: Path, listing: pd.DataFrame, group_column: str) -> None:
+    splits_per_group = listing.groupby("group").split.nunique()
+    if splits_per_group.max() > 1:
+        group = splits_per_group.idxmax()
+        splits = sorted(listing.split[listing.group == group].unique())
+        raise UserError(f"{manifest}: {group_column} {group!r} has images in {' and '.join(splits)}; a group must "
+                        "stay in one split, so move them into one")
+
+
+def classes_of(listing: pd.DataFrame) -> list[str]:
+    """The trusted images' labels when there are trusted images, else the training images', sorted;
+    every other label must be one of them and every class needs a training image."""
+    defining = "trusted" if (listing.split == "trusted").any() else "train"
+    classes = sorted(listing.label[listing.split == defining].unique())
+    outside = ~listing.label.isin(classes)
+    if outside.any():
+        row = listing[outside].iloc[0]
+        raise UserError(f"{row.path}: label {row.label!r} ({row.split}) is not one of {defining}'s classes "
+                        f"({', '.join(classes)}); add {defining} images of {row.label!r} or correct the label")
+    untrained = sorted(set(classes) - set(listing.label[listing.split == "train"]))
+    if untrained:
+        raise UserError(f"class {untrained[0]!r} has trusted images but no training images; add training images "
+                        "of it or remove its trusted images")
+    if len(classes) < 2:
+        raise UserError(f"the images have one class ({classes[0]!r}); a classifier needs at least 2")
+    return classes
+
+
+def say_what_is_carved(listing: pd.DataFrame, where: str) -> None:
+    """One line per split the data does not bring, naming what replaces it."""
+    present = set(listing.split)
+    if "trusted" not in present:
+        print(f"{where} has no trusted images: the meta set is carved from train (meta.per_class per class)",
+              file=sys.stderr)
+    if "test" not in present:
+        print(f"{where} has no test images: a balanced test set is carved from train "
+              "(dataset.test_per_class per class)", file=sys.stderr)
