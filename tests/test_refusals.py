@@ -39,6 +39,11 @@ CASES = [
     ([f"hydra.run.dir={{tmp}}/{A_FILE}"], 2, "cannot make this folder (it exists and is not a folder)", [A_FILE]),
     (["hydra.run.dir=/proc/self/l2rw"], 2, "hydra.run.dir=/proc/self/l2rw: cannot make this folder", []),
     (["--multirun", f"hydra.sweep.dir={{tmp}}/{A_FILE}/sweep", "seed=0,1"], 2, "hydra.sweep.dir=", [A_FILE]),
+    (["dataset=folder", "dataset.root={tmp}"], 2, "has no train/ folder; arrange the images as train/<class>/", [A_FILE]),
+    (["dataset=folder", f"dataset.root={{tmp}}/{A_FILE}"], 2, f"{A_FILE} is not a folder; set dataset.root", [A_FILE]),
+    (["dataset=folder", "dataset.root={tmp}", f"dataset.manifest={A_FILE}"], 2, f"{A_FILE} lacks the column(s) path, label", [A_FILE]),
+    (["dataset=folder", "dataset.root={tmp}", "dataset.group_column=patient"], 2, "dataset.group_column=patient needs a manifest", []),
+    (["dataset=folder", "dataset.channels=cmyk"], 2, "dataset.channels=cmyk is unknown; use one of rgb, grey", []),
 ]
 
 
