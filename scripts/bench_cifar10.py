@@ -1,88 +1,59 @@
-"""Where CIFAR-10 time goes: the input pipeline alone, then one optimizer step of sgd and of
-l2rw on ResNet-32, through the same code the trainer runs. Random uint8 images stand in for
-CIFAR-10 (neither cost depends on the pixel values).
+"""Where CIFAR-10 time goes: the input pipeline alone, then a training step of sgd and of l2rw on
+ResNet-32, side by side in one process, and what one run of Ren et al.'s schedule takes at that pace.
 
-    python scripts/bench_cifar10.py                  # CPU, batch 100 (l2rw installed from this checkout)
-    python scripts/bench_cifar10.py --device cuda
+    python scripts/bench_cifar10.py                  # CPU, batch 100
+    python scripts/bench_cifar10.py --hardware cuda
+    OMP_NUM_THREADS=1 python scripts/bench_cifar10.py --steps 5   # the command behind docs/performance.md
 
-Measured (OMP_NUM_THREADS=1, --steps 5): docs/performance.md
+Both methods are composed as `l2rw-train +experiment=base/ren_cifar dataset=cifar10 method=...`
+(ResNet-32, batch 100, momentum 0.9, crop and flip) and timed through `fit` by `l2rw.bench`, on
+random uint8 CIFAR-shaped images (neither cost depends on the pixel values). The input pipeline
+is what `fit` does to a batch before the model sees it: index, crop and flip, normalise.
 """
+from __future__ import annotations
+
 import argparse
-import time
+import tempfile
+from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from l2rw.data import LabeledImages
-from l2rw.data.augment import random_crop_and_flip
-from l2rw.methods.base import Method
-from l2rw.methods.l2rw import L2RW
-from l2rw.models.resnet32 import ResNet32
-from l2rw.train import CONFIG_DIR, place_model
-from l2rw.training_loop import PixelStandardizer
+from l2rw.bench import CIFAR_SHAPE, Comparison, Run, compare_methods, input_images_per_second, machine
+
+CIFAR10 = ["+experiment=base/ren_cifar", "dataset=cifar10"]
+L2RW = "l2rw fwd"  # l2rw's default impl
 
 
-def timed(function, repeats: int, device: torch.device) -> tuple[float, float]:
-    """(wall, CPU) seconds per call, after one warm-up call. On a shared machine the wall time
-    includes waiting for a core; the CPU time of this process does not."""
-    function()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(repeats):
-        function()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hardware", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per method per round")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up round)")
+    parser.add_argument("--input-batches", type=int, default=200, help="batches the input pipeline is timed on")
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per method")
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        hardware = compose("config", overrides=[f"hardware={device.type}"]).hardware  # its layout too
-    generator = torch.Generator().manual_seed(0)
-    train = LabeledImages(
-        torch.randint(0, 256, (10_000, 3, 32, 32), dtype=torch.uint8, generator=generator),
-        torch.randint(0, 10, (10_000,), generator=generator),
-    ).to(device)
-    standardize = PixelStandardizer(train.images)
-    meta = LabeledImages(standardize(train.images[:100]), train.labels[:100])
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(argv)
+    overrides = [*CIFAR10, f"hardware={args.hardware}", f"batch_size={args.batch}"]
+    run = Run.on_random_data(overrides, CIFAR_SHAPE, 10 * args.batch, args.batch)
+    wall, cpu = input_images_per_second(run, args.input_batches)
+    print(f"{machine()}; input pipeline (index, crop+flip, normalise): {wall:,.0f} images/s ({cpu:,.0f} per CPU second)")
 
-    methods = {"sgd": Method(), "l2rw": L2RW(meta_batch_size=100)}
-    for method in methods.values():
-        method.setup(train, meta, 10, generator)
-    batches = {name: method.batches(args.batch_size) for name, method in methods.items()}
-
-    def next_batch(name: str):
-        """What the trainer does before the model sees a batch."""
-        index = next(batches[name]).to(device)
-        return standardize(random_crop_and_flip(train.images[index], generator)), train.labels[index], index
-
-    wall, cpu = timed(lambda: next_batch("sgd"), 200, device)
-    print(f"input pipeline (index, crop+flip, normalise): {args.batch_size / wall:,.0f} images/s "
-          f"({args.batch_size / cpu:,.0f} per CPU second)")
-
-    per_step = {}
-    for name, method in methods.items():
-        torch.manual_seed(0)
-        model = place_model(ResNet32((3, 32, 32), 10), hardware, device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-
-        def step():
-            x, y, index = next_batch(name)
-            loss = method.step_loss(model, x, y, index, lr=0.1).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        per_step[name], cpu = timed(step, args.steps, device)
-        print(f"{name}: {per_step[name]:.3f} s/step, {cpu:.3f} CPU s/step (ResNet-32, batch {args.batch_size}, {device})")
-    print(f"l2rw / sgd: {per_step['l2rw'] / per_step['sgd']:.2f}x  (torch threads: {torch.get_num_threads()})")
+    comparison = Comparison(
+        methods=[L2RW], batch=args.batch, meta_batch=100, hardware=args.hardware, overrides=CIFAR10,
+        rounds=args.repeats, steps=args.steps,
+    )
+    with tempfile.TemporaryDirectory() as workdir:
+        rows = {row["method"]: row for row in compare_methods("resnet32", comparison, Path(workdir))}
+    print(comparison.caption())
+    print(f"| | s/step | CPU s/step | one {run.cfg.steps:,}-step run |")
+    print("|---|---|---|---|")
+    for label, row in rows.items():
+        print(f"| {label} | {row['s_per_step']:.3f} | {row['cpu_s_per_step']:.3f} | {row['s_per_step'] * run.cfg.steps / 3600:.1f} h |")
+    print(f"{L2RW} / sgd, median of the per-round ratios: {rows[L2RW]['x_sgd']:.2f}x "
+          f"(range {rows[L2RW]['x_sgd_min']:.2f}-{rows[L2RW]['x_sgd_max']:.2f}; torch threads: {torch.get_num_threads()})")
 
 
 if __name__ == "__main__":

@@ -32,28 +32,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from bench_step import (
+
+from l2rw import example_weights, reweight
+from l2rw.bench import (
     DIGITS_SHAPE,
     NUM_CLASSES,
-    bench_model,
-    build_for_timing,
-    caption,
+    TABLE_COLUMNS,
+    Comparison,
+    Run,
+    compare_methods,
     compose_config,
     machine,
     markdown_table,
 )
-from bench_step import METHODS as BENCHED_METHODS  # the sibling script
-
-from l2rw import example_weights, reweight
+from l2rw.bench import METHODS as BENCHED_METHODS  # the step benchmark's methods, beside this check's own
 from l2rw.checkpoint import Checkpoint
 from l2rw.data import build_splits
 from l2rw.errors import UserError
 from l2rw.instantiation import build
 from l2rw.models import build_model
-from l2rw.train import CONFIG_DIR, train
-from l2rw.hardware import AMP_DTYPES
 from l2rw.optimization import make_scheduler
-from l2rw.training_loop import fit
+from l2rw.train import CONFIG_DIR, train
 
 METHODS = {  # row label -> config overrides
     "sgd": ["method=sgd"],
@@ -206,14 +205,11 @@ def weights_against_cpu(model_overrides: list[str], impl: str, device: torch.dev
 
 def train_to_the_end(overrides: list[str], sizes: Sizes, run_dir: Path, checkpoint: Checkpoint | None) -> dict:
     """Parameters and buffers after `fit` on random digits-shaped data, resuming from `checkpoint` when it exists."""
-    cfg, device, splits, model, optimizer = build_for_timing(overrides, DIGITS_SHAPE, 10 * sizes.batch, sizes.meta_batch)
+    run = Run.on_random_data(overrides, DIGITS_SHAPE, 10 * sizes.batch, sizes.meta_batch)
     run_dir.mkdir(parents=True, exist_ok=True)
-    fit(
-        model, build(cfg.method), splits, optimizer, make_scheduler(optimizer, cfg.schedule, cfg.steps),
-        steps=cfg.steps, batch_size=cfg.batch_size, eval_every=cfg.steps, generator=torch.Generator().manual_seed(cfg.seed),
-        metrics_csv=run_dir / "metrics.csv", checkpoint=checkpoint, progress=False, amp=AMP_DTYPES[cfg.hardware.amp],
-    )
-    return {name: value.detach().cpu() for name, value in model.state_dict().items()}
+    scheduler = make_scheduler(run.optimizer, run.cfg.schedule, run.cfg.steps)
+    run.fit(build(run.cfg.method), run.cfg.steps, scheduler, run_dir / "metrics.csv", checkpoint)
+    return {name: value.detach().cpu() for name, value in run.model.state_dict().items()}
 
 
 def checkpoint_resumes(common: list[str], sizes: Sizes, workdir: Path) -> str:
@@ -236,15 +232,15 @@ def checkpoint_resumes(common: list[str], sizes: Sizes, workdir: Path) -> str:
 
 
 def bench_table(report: Report, device: str, sizes: Sizes, workdir: Path) -> str:
-    args = argparse.Namespace(
-        batch=sizes.batch, meta_batch=sizes.meta_batch, hardware=device, repeats=sizes.bench_repeats,
-        steps=sizes.bench_steps, overrides=[], with_compiled=False, methods=list(BENCHED_METHODS),
+    comparison = Comparison(
+        methods=list(BENCHED_METHODS), batch=sizes.batch, meta_batch=sizes.meta_batch, hardware=device,
+        rounds=sizes.bench_repeats, steps=sizes.bench_steps,
     )
-    rows = [row for model in sizes.bench_models for row in bench_model(model, args, workdir)]
+    rows = [row for model in sizes.bench_models for row in compare_methods(model, comparison, workdir)]
     report.sections += [
         "", "## Seconds per step (scripts/bench_step.py)", "",
-        caption(args),
-        "", markdown_table(rows),
+        comparison.caption(),
+        "", markdown_table(rows, TABLE_COLUMNS),
     ]
     return f"{len(rows)} rows, table below"
 

@@ -40,11 +40,11 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from bench_step import DIGITS_SHAPE, IMAGE_SHAPES, build_for_timing, machine, run_overrides  # the sibling script
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from l2rw import reweight
+from l2rw.bench import Run, image_shape, machine, run_overrides, synchronize
 from l2rw.hardware import AMP_DTYPES
 from l2rw.training_loop import PixelStandardizer
 
@@ -57,16 +57,15 @@ class StepPhases:
     """The sgd step and the l2rw fwd step on one model, one phase per callable."""
 
     def __init__(self, args: argparse.Namespace):
-        shape = IMAGE_SHAPES.get(args.model, DIGITS_SHAPE)
-        cfg, self.device, splits, self.model, self.optimizer = build_for_timing(
-            run_overrides(args.model, args), shape, args.batch, args.meta_batch
-        )
-        standardize = PixelStandardizer(splits.train.images)
-        self.x, self.y = standardize(splits.train.images), splits.train.labels
-        self.meta_x, self.meta_y = standardize(splits.meta.images), splits.meta.labels
+        overrides = run_overrides(args.model, args.hardware, args.batch, args.overrides)
+        run = Run.on_random_data(overrides, image_shape(args.model), args.batch, args.meta_batch)  # the training set is one batch
+        self.device, self.model, self.optimizer = run.device, run.model, run.optimizer
+        standardize = PixelStandardizer(run.splits.train.images)
+        self.x, self.y = standardize(run.splits.train.images), run.splits.train.labels
+        self.meta_x, self.meta_y = standardize(run.splits.meta.images), run.splits.meta.labels
         self.network = reweight.eager(self.model)
-        self.lr = cfg.lr
-        self.amp = AMP_DTYPES[cfg.hardware.amp]
+        self.lr = run.cfg.lr
+        self.amp = AMP_DTYPES[run.cfg.hardware.amp]
 
     def sgd(self) -> list[Callable[[], None]]:
         state = {}
@@ -82,34 +81,34 @@ class StepPhases:
         return [forward, backward, self.optimizer.step]
 
     def l2rw_fwd(self) -> list[Callable[[], None]]:
-        state = {}
+        self.fwd_state = {}  # what one phase hands the next: direction, losses, weights
 
         # reweight.fwd_functions picks compiled or eager passes by hardware.compile and autocast,
         # so it is asked inside the autocast region, as weights_fwd asks it
         def meta_forward_backward():
             with self.autocast():
                 network, meta_loss, _ = reweight.fwd_functions(self.model)
-                state["direction"] = reweight.meta_gradient(network, self.meta_x, self.meta_y, meta_loss)
+                self.fwd_state["direction"] = reweight.meta_gradient(network, self.meta_x, self.meta_y, meta_loss)
 
         def forward_with_tangent():
             with self.autocast():
                 network, _, dual = reweight.fwd_functions(self.model)
-                state["losses"], alignment = dual(network, self.x, self.y, state["direction"])
-            state["weights"] = reweight.normalize(self.lr * alignment)
+                self.fwd_state["losses"], alignment = dual(network, self.x, self.y, self.fwd_state["direction"])
+            self.fwd_state["weights"] = reweight.normalize(self.lr * alignment)
 
         def update_backward():
             self.optimizer.zero_grad(set_to_none=True)
-            (state["weights"] * state["losses"]).sum().backward()
+            (self.fwd_state["weights"] * self.fwd_state["losses"]).sum().backward()
 
         return [meta_forward_backward, forward_with_tangent, update_backward, self.optimizer.step]
 
     def seconds(self, phases: list[Callable[[], None]]) -> list[float]:
         spent = []
         for phase in phases:
-            self.synchronize()
+            synchronize(self.device)
             started = time.perf_counter()
             phase()
-            self.synchronize()
+            synchronize(self.device)
             spent.append(time.perf_counter() - started)
         return spent
 
@@ -160,10 +159,6 @@ class StepPhases:
     def autocast(self):
         """As `fit` runs forward passes: in `hardware.amp`'s dtype when it is set."""
         return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
-
-    def synchronize(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
 
 def profile_steps(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -225,15 +220,15 @@ def weights_against_float32(steps: StepPhases) -> dict[str, float]:
     }
 
 
-def derived(result: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The ratios the speed analysis rests on, in units of this run's own sgd step or forward."""
+def split_ratios(result: dict[str, dict[str, float]]) -> dict[str, float]:
+    """What the split pass says about the forward with its tangent, in this run's own plain
+    forwards or sgd steps (the table already gives each phase in sgd steps)."""
     sgd_step = sum(result["sgd"].values())
     fwd_step = sum(result["l2rw fwd"].values())
     plain_forward = result["sgd"]["forward"]
     tangent_forward = result["l2rw fwd"]["forward with tangent"]
     convolutions_only = result["split"]["forward + tangent convolutions only"]
     return {
-        "l2rw fwd step, x sgd step": fwd_step / sgd_step,
         "forward with tangent, x plain forward": tangent_forward / plain_forward,
         "forward + tangent convolutions only, x plain forward": convolutions_only / plain_forward,
         "tangent's elementwise work, x sgd step": (tangent_forward - convolutions_only) / sgd_step,
@@ -241,7 +236,7 @@ def derived(result: dict[str, dict[str, float]]) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="resnet32")
     parser.add_argument("--batch", type=int, default=100)
@@ -250,7 +245,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=21, help="timed rounds (after one warm-up round)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--overrides", nargs="*", default=[], help="more config overrides, e.g. hardware.channels_last=false")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -265,7 +260,7 @@ def main() -> None:
         if kind != "split":
             total = sum(phases.values())
             print(f"| {kind} | **step** | {total:.4f} | {total / sgd_step:.2f} |")
-    for name, value in derived(result).items():
+    for name, value in split_ratios(result).items():
         print(f"{name}: {value:.2f}")
     steps = StepPhases(args)  # a fresh model: the timed rounds have trained the other one
     if steps.amp is not None:

@@ -1,17 +1,13 @@
 """scripts/device_check.py: its small CPU run passes every check, and a failing check is a row
 that fails the run."""
-import importlib
-from pathlib import Path
-
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from tests.conftest import load_script
 
 
-@pytest.fixture
-def device_check(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))  # the script imports its sibling bench_step
-    return importlib.import_module("device_check")
+@pytest.fixture(scope="module")
+def device_check():
+    return load_script("device_check")
 
 
 def report_rows(text: str) -> dict[str, str]:

@@ -1,21 +1,20 @@
 """scripts/profile_fwd_step.py: the phases of both steps, and the split of the forward with its
 tangent into the tangent's convolutions and the rest."""
 import argparse
-import importlib
-from pathlib import Path
+import copy
 
 import pytest
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from l2rw import reweight
+from tests.conftest import load_script
 
 
-@pytest.fixture
-def profiler(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))  # the script imports its sibling bench_step
-    return importlib.import_module("profile_fwd_step")
+@pytest.fixture(scope="module")
+def profiler():
+    return load_script("profile_fwd_step")
 
 
 def tiny_args(model: str) -> argparse.Namespace:
@@ -38,18 +37,36 @@ def test_tangent_convolutions_are_two_per_layer_and_one_at_the_image(profiler, m
     assert all(not m._forward_hooks for m in convolutions)  # the model is left as it was
 
 
-def test_profile_reports_every_phase_in_sgd_steps(profiler):
+def test_profile_reports_every_phase_of_both_steps(profiler):
     result = profiler.profile_steps(tiny_args("lenet"))
     assert list(result["sgd"]) == profiler.SGD_PHASES and list(result["l2rw fwd"]) == profiler.FWD_PHASES
-    assert all(seconds > 0 for phases in result.values() for seconds in phases.values())
-    ratios = profiler.derived(result)
-    sgd_step = sum(result["sgd"].values())
-    assert ratios["l2rw fwd step, x sgd step"] == pytest.approx(sum(result["l2rw fwd"].values()) / sgd_step)
-    # the floor swaps the forward with its tangent for the convolutions-only forward, nothing else
-    swapped = result["l2rw fwd"]["forward with tangent"] - result["split"]["forward + tangent convolutions only"]
-    assert ratios["l2rw fwd step with that work free (the floor), x sgd step"] == pytest.approx(
-        ratios["l2rw fwd step, x sgd step"] - swapped / sgd_step
-    )
+    assert list(result["split"]) == profiler.SPLIT_PHASES
+
+
+def test_the_fwd_phases_compute_the_weights_of_the_fwd_step(profiler):
+    """Timed apart, the phases still are `reweight.weights_fwd`: the same weights on the same model and batches."""
+    steps = profiler.StepPhases(tiny_args("resnet32"))
+    expected = reweight.weights_fwd(copy.deepcopy(steps.network), steps.x, steps.y, steps.meta_x, steps.meta_y, steps.lr)
+    meta_forward_backward, forward_with_tangent, *_ = steps.l2rw_fwd()
+    meta_forward_backward()
+    forward_with_tangent()
+    torch.testing.assert_close(steps.fwd_state["weights"], expected.weights)
+
+
+def test_split_ratios_on_a_hand_made_profile(profiler):
+    """sgd: forward 1 + backward 2 + step 1 = 4 s; fwd step: 3 + 3 + 2 + 1 = 9 s, its forward with
+    tangent 3 s; the convolutions-only forward 2 s, so the tangent's other work is 1 s."""
+    result = {
+        "sgd": {"forward": 1.0, "backward": 2.0, "optimizer step": 1.0},
+        "l2rw fwd": {"meta forward+backward": 3.0, "forward with tangent": 3.0, "update backward": 2.0, "optimizer step": 1.0},
+        "split": {"forward + tangent convolutions only": 2.0, "backward": 2.0},
+    }
+    assert profiler.split_ratios(result) == {
+        "forward with tangent, x plain forward": 3.0,
+        "forward + tangent convolutions only, x plain forward": 2.0,
+        "tangent's elementwise work, x sgd step": 0.25,
+        "l2rw fwd step with that work free (the floor), x sgd step": 2.0,
+    }
 
 
 @pytest.mark.slow
@@ -86,5 +103,5 @@ def test_bf16_weights_are_compared_with_float32_ones(profiler):
     args = tiny_args("resnet32")
     args.overrides = ["hardware.amp=bf16"]
     comparison = profiler.weights_against_float32(profiler.StepPhases(args))
-    assert 0 < comparison["largest difference"] < 0.05 * comparison["largest float32 weight"] + 0.02
-    assert 0 <= comparison["share of examples weighted zero in one and not the other"] <= 1
+    # bf16 keeps 8 bits of mantissa: a weight moves by a few hundredths of itself, and not at all in float32
+    assert 0 < comparison["largest difference"] < 0.05 * comparison["largest float32 weight"]

@@ -1,7 +1,12 @@
-"""scripts/weight_agreement.py: its two agreement measures on hand-made cases, and a short run."""
+"""scripts/weight_agreement.py: its two agreement measures on hand-made cases, and a probe that
+measures without changing how exact L2RW trains."""
 import pytest
 import torch
 
+from l2rw.bench import Run, compose_config
+from l2rw.data import build_splits
+from l2rw.methods.l2rw import L2RW
+from l2rw.optimization import make_scheduler
 from tests.conftest import load_script
 
 
@@ -23,8 +28,18 @@ def test_zero_overlap_is_the_jaccard_index_of_the_zero_sets(agreement):
     assert agreement.zero_overlap(torch.ones(3), torch.ones(3)) == 1.0
 
 
-def test_a_short_digits_run_gives_both_kinds_in_range(agreement):
-    scores = agreement.measure(["dataset=digits", "imbalance=0.5"], steps=6, skip=1, update_every=2)
-    assert set(scores) == {"last_layer", "update_every=2"}
-    for rank, overlap in scores.values():
-        assert -1.0 <= rank <= 1.0 and 0.0 <= overlap <= 1.0
+def trained_parameters(method, overrides: list[str], steps: int, tmp_path) -> list[torch.Tensor]:
+    cfg = compose_config(overrides)
+    run = Run.build(cfg, build_splits(cfg))
+    run.fit(method, steps, make_scheduler(run.optimizer, cfg.schedule, steps), tmp_path / "metrics.csv")
+    return [p.detach() for p in run.model.parameters()]
+
+
+def test_the_probe_scores_every_step_after_skip_and_trains_as_exact_l2rw(agreement, tmp_path):
+    overrides = ["dataset=digits", "imbalance=0.5", *agreement.EXACT, "method.meta_batch_size=10"]
+    probe = agreement.AgreementProbe(meta_batch_size=10, update_every=2, skip=2)
+    probed = trained_parameters(probe, overrides, 6, tmp_path)
+    assert {kind: len(scores) for kind, scores in probe.scores.items()} == {"last_layer": 4, "update_every=2": 4}
+    # the meta set (3 per class) is larger than the meta batch: exact and cheap weights share the step's sample
+    plain = trained_parameters(L2RW(meta_batch_size=10), overrides, 6, tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(probed, plain))
