@@ -99,6 +99,7 @@ def check_config(cfg: DictConfig) -> None:
     loss's options are the parameters of the constructor its `_target_` names."""
     values = read_values(cfg)
     groups = {group: values.pop(group) for group in ("dataset", "model", "method", "loss", "hardware")}
+    loggers = values.pop("logger", None) or {}  # logger=[a,b]: one entry per logger, each built by its _target_
     _check(TopLevel, values, "")
     check_dataset_keys(groups["dataset"])
     _check(Dataset, groups["dataset"], "dataset.")
@@ -114,6 +115,9 @@ def check_config(cfg: DictConfig) -> None:
     _check(constructor_options(source["_target_"], "dataset.source"), options, prefix,
            f" of dataset={groups['dataset']['name']}")
     _check(Hardware, groups["hardware"], "hardware.")
+    for name, options in loggers.items():
+        _check(constructor_options(options["_target_"], f"logger.{name}"), {k: v for k, v in options.items() if k != "_target_"},
+               f"logger.{name}.", f" of logger={name}")
 
 
 def check_dataset_keys(dataset: dict) -> None:

@@ -13,7 +13,7 @@ import json
 from omegaconf import DictConfig, OmegaConf
 
 # Keys that change where things are written or shown, or how fast, never what is learned.
-NOT_HASHED = ("results_csv", "progress", "threads", "checkpoint_every", "skip_done")
+NOT_HASHED = ("results_csv", "progress", "threads", "checkpoint_every", "skip_done", "logger")
 
 
 def unread_keys(cfg: DictConfig) -> set[str]:

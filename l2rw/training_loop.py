@@ -198,6 +198,7 @@ def fit(
     example_weights_csv: Path | None = None,
     loss_fn: LossFunction = cross_entropy,
     posthoc_tau: float = 0.0,
+    on_evaluation: Callable[[int, dict, torch.Tensor], None] | None = None,
 ) -> FitResult:
     """Train for `steps` optimizer steps; write one `metrics_csv` row per evaluation.
 
@@ -208,6 +209,9 @@ def fit(
     training example's mean weight over the run goes (None: not written). `loss_fn`: the
     per-example loss the method weighs (`l2rw.losses`). `posthoc_tau`: evaluations predict
     argmax(logits - tau * log(the class prior the run trained on), `l2rw.trained_prior`); 0: argmax.
+    `on_evaluation(step, values, example_weights)` is called after each evaluation (loggers,
+    `l2rw.tracking`) with the metrics.csv row plus `recall/<class>` per class, and each training
+    example's mean relative weight so far (NaN for examples no update has used yet).
 
     Every evaluation also checks for collapse (one class predicted for nearly all test images, or
     uniform outputs): it is a `collapsed` column in `metrics_csv` and shown on the progress bar;
@@ -310,6 +314,9 @@ def fit(
                 } | weight_stats.flush())
                 writer.writerow(loop.metrics[-1])
                 metrics_file.flush()
+                if on_evaluation is not None:
+                    recall = {f"recall/{name}": r for name, r in zip(splits.class_names, evaluation.per_class_recall)}
+                    on_evaluation(step, loop.metrics[-1] | recall, (weight_stats.example_sums / weight_stats.example_steps).cpu())
                 bar.set_postfix(
                     loss=f"{loop.window_loss / loop.window_steps:.3f}", bacc=f"{evaluation.balanced_accuracy:.3f}",
                     **({"COLLAPSED": f"since {loop.collapse_step}"} if loop.collapse_step else {}),

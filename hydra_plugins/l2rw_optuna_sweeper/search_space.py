@@ -1,0 +1,54 @@
+"""Hydra's sweep syntax as Optuna distributions, and a trial's values back as overrides.
+
+    lr=tag(log,interval(0.01,1))   -> FloatDistribution(0.01, 1, log=True)
+    method.smoothing=interval(0,0.97)
+    steps=tag(int,interval(500,2000))  -> IntDistribution(500, 2000)
+    momentum=choice(0,0.9)         -> CategoricalDistribution([0, 0.9])
+    seed=range(0,3)                -> CategoricalDistribution([0, 1, 2])
+
+Any other override is fixed: every trial gets it as written.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
+
+from l2rw.errors import UserError
+
+
+def parse(arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The search space (key -> distribution) and the fixed overrides of `arguments`."""
+    space, fixed = {}, []
+    for override in OverridesParser.create().parse_overrides(arguments):
+        if override.is_sweep_override():
+            space[override.get_key_element()] = distribution(override)
+        else:
+            fixed.append(override.input_line)
+    return space, fixed
+
+
+def distribution(override: Override):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    sweep, key = override.value(), override.get_key_element()
+    if isinstance(sweep, ChoiceSweep | RangeSweep):
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+    if isinstance(sweep, IntervalSweep):
+        unknown = set(sweep.tags) - {"log", "int"}
+        if unknown:
+            raise UserError(f"{key}: tag {', '.join(sorted(unknown))} is not a search option; use tag(log,...) and/or tag(int,...)")
+        if "int" in sweep.tags:
+            return IntDistribution(int(sweep.start), int(sweep.end), log="log" in sweep.tags)
+        return FloatDistribution(sweep.start, sweep.end, log="log" in sweep.tags)
+    raise UserError(f"{override.input_line}: not a search space; use interval(a,b), tag(log,interval(a,b)), choice(a,b) or range(a,b)")
+
+
+def as_override(key: str, value: Any) -> str:
+    """key=value as the command line writes it (choice() values are already encoded)."""
+    if value is None:
+        return f"{key}=null"
+    if isinstance(value, bool):
+        return f"{key}={str(value).lower()}"
+    return f"{key}={value}"

@@ -1,0 +1,203 @@
+"""OptunaSweeper: each batch of trials asked from an Optuna study, launched as ordinary l2rw runs
+by the configured launcher (in parallel with hydra/launcher=joblib), and told the score each
+run's results row holds (`l2rw.train.main` returns the row).
+
+The study lives in a database (SQLite beside results_csv by default), named after the command's
+search: rerunning a killed sweep's command loads it, counts the trials it finished, and asks
+again what was running when it was killed (those runs resume from their checkpoints, or are
+skipped by skip_done when they had finished).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+from hydra_plugins.l2rw_optuna_sweeper.search_space import as_override, parse
+from l2rw.errors import UserError
+from l2rw.machine import usable_cores
+from l2rw.tracking.optional import require
+from l2rw.tracking.trial_pruning import PRUNERS, STORAGE_ENV, STUDY_ENV, TRIAL_ENV, make_pruner
+
+SAMPLERS = ("tpe", "random")
+DIRECTIONS = ("maximize", "minimize")
+DEFAULT_TRIALS = 20
+INTERRUPTED = "interrupted"  # user attribute of a trial the previous, killed sweep left running
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, n_trials: int | None, n_jobs: int, metric: str, direction: str, sampler: str, seed: int, pruner: str,
+                 storage: str | None, study_name: str | None, params: dict | None, spaces: dict | None) -> None:
+        self.n_trials, self.metric, self.direction = n_trials, metric, direction
+        # joblib's n_jobs=-1 is every core, -2 all but one, ...
+        self.n_jobs = n_jobs if n_jobs > 0 else max(1, usable_cores() + 1 + n_jobs)
+        self.sampler, self.seed, self.pruner = sampler, seed, pruner
+        self.storage, self.study_name = storage, study_name
+        self.params = dict(params or {})
+        self.spaces = dict(spaces or {})
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> None:
+        try:
+            self.run_study(arguments)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    def run_study(self, arguments: list[str]) -> None:
+        self.check_options()
+        optuna = require("optuna", "optuna", "hydra/sweeper=optuna")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial's line is printed below, with its overrides
+        preset = self.preset_space()
+        n_trials = self.n_trials or preset.get("n_trials") or DEFAULT_TRIALS
+        searched = [f"{key}={value}" for key, value in (preset.get("params", {}) | self.params).items()] + list(arguments)
+        space, fixed = parse(searched)
+        if not space:
+            raise UserError("hydra/sweeper=optuna has nothing to search: give a space, e.g. lr=tag(log,interval(0.01,1)) "
+                            "momentum=choice(0,0.9), or a preset, e.g. +tune=fashion_mnist")
+        storage = self.storage or default_storage(self.config.results_csv)
+        name = self.study_name or study_name(searched)
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction=self.direction, load_if_exists=True,
+            sampler=make_sampler(optuna, self.sampler, self.seed), pruner=make_pruner(self.pruner),
+        )
+        requeued = requeue_interrupted(study)
+        done = finished_trials(study)
+        print(f"optuna: study {name!r} in {storage}: {done} of {n_trials} trial(s) finished"
+              + (f", {requeued} interrupted one(s) asked again" if requeued else "") + f"; {self.direction} {self.metric}")
+        while done < n_trials:
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, n_trials - done))]
+            pointers = (lambda trial: trial_env(storage, name, trial)) if self.pruner != "none" else (lambda trial: [])
+            overrides = [[*fixed, *(as_override(key, trial.params[key]) for key in space), *pointers(trial)] for trial in trials]
+            returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            self.job_idx += len(returns)
+            for trial, job in zip(trials, returns):
+                self.tell(study, trial, job, space)
+            done += len(trials)
+        print(best_trial_text(study, self.metric))
+
+    def preset_space(self) -> dict:
+        """The preset's {n_trials, params} for this sweep's method and loss ({} without a preset)."""
+        if not self.spaces:
+            return {}
+        key = f"{self.config.method.name}_{self.config.loss.name}"
+        if key not in self.spaces:
+            raise UserError(f"the preset has no search space for method={self.config.method.name} loss={self.config.loss.name} "
+                            f"(it has {', '.join(self.spaces)}); give the space on the command line, e.g. 'lr=tag(log,interval(0.01,1))'")
+        return dict(self.spaces[key])
+
+    def check_options(self) -> None:
+        if not self.metric.startswith("val_"):
+            raise UserError(f"hydra.sweeper.metric={self.metric}: choose on a validation column (val_...); "
+                            "choosing on the test set would overstate the chosen setting's test score")
+        for key, value, allowed in (("direction", self.direction, DIRECTIONS), ("sampler", self.sampler, SAMPLERS)):
+            if value not in allowed:
+                raise UserError(f"hydra.sweeper.{key}={value} is unknown; use one of {', '.join(allowed)}")
+        if self.pruner not in PRUNERS:
+            raise UserError(f"hydra.sweeper.pruner={self.pruner} is unknown; use one of {', '.join(PRUNERS)}")
+        if self.n_trials is not None and self.n_trials < 1:
+            raise UserError(f"hydra.sweeper.n_trials={self.n_trials} must be a whole number >= 1")
+
+    def tell(self, study, trial, job: JobReturn, space: dict) -> None:
+        """Tell the study the trial's score, or that it failed (diverged, crashed) or was pruned."""
+        from optuna.trial import TrialState
+
+        overrides = " ".join(as_override(key, trial.params[key]) for key in space)
+        if study.get_trials(deepcopy=False)[trial.number].state == TrialState.PRUNED:  # the run pruned itself (pruner=median)
+            print(f"optuna: trial {trial.number} pruned: {overrides}")
+            return
+        row = job.return_value if job.status == JobStatus.COMPLETED else None
+        value = score(row, self.metric) if isinstance(row, dict) else None
+        if value is None:
+            study.tell(trial, state=TrialState.FAIL)
+            print(f"optuna: trial {trial.number} failed (no {self.metric}; see its run dir {job.working_dir}): {overrides}")
+            return
+        study.tell(trial, value)
+        print(f"optuna: trial {trial.number}: {self.metric} {value:.4f}: {overrides}")
+
+
+def score(row: dict, metric: str) -> float | None:
+    """The row's `metric` (a skipped job returns the finished row as read from the CSV: text)."""
+    if metric not in row:
+        raise UserError(f"hydra.sweeper.metric={metric} is not a column of the results row; use a val_ column, e.g. val_balanced_accuracy")
+    if row[metric] in ("", None):
+        if row.get("status", "ok") != "ok":
+            return None  # diverged
+        raise UserError(f"hydra.sweeper.metric={metric}: the trials' rows have none; give them a validation split, "
+                        "dataset.val_per_class=N (N > 0)")
+    value = float(row[metric])
+    return value if math.isfinite(value) else None
+
+
+def default_storage(results_csv: str) -> str:
+    """SQLite in results_csv's folder: the study sits with the rows its trials wrote."""
+    folder = Path(results_csv).expanduser().resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+def study_name(searched: list[str]) -> str:
+    """The same search (space and fixed overrides, in any order) is the same study: rerunning a
+    command resumes it; changing any part of it starts another."""
+    text = " ".join(sorted(searched))
+    return text if len(text) <= 200 else f"{text[:180]}... {hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def make_sampler(optuna, sampler: str, seed: int):
+    return optuna.samplers.TPESampler(seed=seed) if sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
+
+
+def requeue_interrupted(study) -> int:
+    """Trials a killed sweep left running: failed (marked interrupted, not counted) and asked again
+    with the same values, so their runs resume from their checkpoints."""
+    from optuna.trial import Trial, TrialState
+
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        Trial(study, trial._trial_id).set_user_attr(INTERRUPTED, True)
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+    return len(stale)
+
+
+def finished_trials(study) -> int:
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(not trial.user_attrs.get(INTERRUPTED) for trial in study.get_trials(deepcopy=False, states=states))
+
+
+def trial_env(storage: str, name: str, trial) -> list[str]:
+    """The job's pointers to its trial, which l2rw.tracking.trial_pruning reports each evaluation to."""
+    values = {STORAGE_ENV: storage, STUDY_ENV: name, TRIAL_ENV: trial._trial_id}
+    return [f"++hydra.job.env_set.{key}={quoted(value)}" for key, value in values.items()]
+
+
+def quoted(value: Any) -> str:
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def best_trial_text(study, metric: str) -> str:
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return f"optuna: no trial of study {study.study_name!r} finished with a {metric}"
+    best = study.best_trial
+    overrides = " ".join(as_override(key, value) for key, value in best.params.items())
+    return (f"optuna: best of {len(study.trials)} trial(s): {metric} {best.value:.4f} (trial {best.number})\n"
+            f"  best overrides: {overrides}")
+

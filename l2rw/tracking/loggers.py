@@ -1,0 +1,98 @@
+"""The logger interface, and the set of a run's loggers that keeps the run going when one fails."""
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from l2rw.instantiation import build
+from l2rw.run_identity import read_values
+
+# The results row's scores a logger records at the end of a run (what a sweep is compared on)
+FINAL_METRICS = (
+    "accuracy", "balanced_accuracy", "val_balanced_accuracy", "best_accuracy", "best_balanced_accuracy",
+    "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy", "wall_seconds", "seconds_per_step",
+)
+
+
+class RunLogger:
+    """What a logger is told: the run starts, each evaluation, the finished row, the end."""
+
+    def start(self, run_dir: Path, params: dict) -> None:
+        """`params`: the resolved config the run reads, flattened to dotted keys."""
+
+    def log_evaluation(self, step: int, values: dict, example_weights: torch.Tensor) -> None:
+        """`values`: the metrics.csv row and `recall/<class>`; empty cells are ''."""
+
+    def finish(self, row: dict, run_dir: Path) -> None:
+        """The results row, after every file of the run dir is written."""
+
+    def close(self, finished: bool) -> None:
+        """Always called last; `finished` is false when the run stopped early (diverged, interrupted, failed)."""
+
+
+def flatten(values: dict, prefix: str = "") -> dict:
+    """{"method": {"lr": 1}} -> {"method.lr": 1}; lists stay values."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def numbers(values: dict) -> dict[str, float]:
+    """The finite numbers among `values` (metrics.csv leaves a cell empty when there is none)."""
+    return {key: float(value) for key, value in values.items()
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)}
+
+
+def final_metrics(row: dict) -> dict[str, float]:
+    return numbers({key: row.get(key) for key in FINAL_METRICS})
+
+
+class RunLoggers:
+    """A run's loggers, each called in turn; one that raises is warned about once and dropped."""
+
+    def __init__(self, loggers: dict[str, RunLogger], warn: Callable[[str], None] | None = None):
+        self.loggers = dict(loggers)
+        self.warn = warn or (lambda message: print(message, file=sys.stderr))
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> RunLoggers:
+        """The loggers `cfg.logger` names (`logger=csv`: none); constructing one imports its
+        optional package, so a missing one is a UserError here, before training."""
+        chosen = cfg.get("logger") or {}
+        return cls({name: build(options) for name, options in chosen.items()})
+
+    def start(self, run_dir: Path, cfg: DictConfig) -> None:
+        params = flatten(read_values(cfg)) if self.loggers else {}
+        self._each("start", run_dir, params)
+
+    def log_evaluation(self, step: int, values: dict, example_weights: torch.Tensor) -> None:
+        self._each("log_evaluation", step, values, example_weights)
+
+    def finish(self, row: dict, run_dir: Path) -> None:
+        self._each("finish", row, run_dir)
+
+    def close(self, finished: bool) -> None:
+        self._each("close", finished)
+
+    def _each(self, call: str, *args) -> None:
+        for name, logger in list(self.loggers.items()):
+            try:
+                getattr(logger, call)(*args)
+            except Exception as error:  # noqa: BLE001  whatever a logger's backend raises, the run goes on
+                del self.loggers[name]
+                self.warn(f"warning: logger={name} failed ({type(error).__name__}: {error}); it is off for the rest of "
+                          "this run, whose CSV files and results row are written as usual")
+                if call != "close":
+                    try:
+                        logger.close(False)
+                    except Exception:  # noqa: BLE001  already warned about this logger
+                        pass
