@@ -340,3 +340,19 @@ def test_the_example_writes_a_folder_and_sweeps_three_methods(tmp_path):
     for run_dir in rows.run_dir:
         recall = pd.read_csv(f"{run_dir}/per_class_recall.csv", dtype={"class": str})
         assert list(recall["class"]) == ["0", "1", "2"] and list(recall.support) == [5, 5, 5]  # the folder names
+
+
+@pytest.mark.slow
+def test_skip_unreadable_through_the_cli_lists_and_counts_the_skipped_files(tmp_path):
+    root = tmp_path / "data"
+    write_folder(root)
+    damage(root, "unreadable")
+    results, run_dir = tmp_path / "results.csv", tmp_path / "run"
+    code, stderr = l2rw_train("dataset=folder", f"dataset.root={root}", "dataset.skip_unreadable=true",
+                              "dataset.test_per_class=1", "dataset.workers=1", *FAST,
+                              f"results_csv={results}", f"hydra.run.dir={run_dir}")
+    assert code == 0, stderr
+    row = pd.read_csv(results).iloc[0]
+    assert row.dataset == "folder" and row.skipped_images == 1 and row.data_source == str(root.resolve())
+    assert len(row.data_cache_key) == 64
+    assert (run_dir / "skipped_images.txt").read_text() == "train/dog/001.png\n"

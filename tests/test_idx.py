@@ -95,6 +95,23 @@ def test_root_comes_before_torchvision_layout_before_system_folder_and_raw_befor
     assert len(load_fashion_mnist(str(root)).pool) == 70
 
 
+@pytest.mark.parametrize("root_exists", [True, False], ids=["empty-root", "no-root"])
+def test_the_copy_read_is_named_on_stderr_and_in_the_provenance(tmp_path, monkeypatch, capsys, root_exists):
+    system = write_mini_idx(tmp_path / "system")
+    monkeypatch.setattr(idx, "SYSTEM_FOLDERS", {"FashionMNIST": [system]})
+    root = tmp_path / "data"
+    if root_exists:
+        root.mkdir()
+    source = load_fashion_mnist(str(root))
+    assert source.provenance == {"data_source": str(system.resolve())}
+    said = "holds no" if root_exists else "does not exist, so it holds no"
+    assert capsys.readouterr().err == f"dataset.root={root} {said} Fashion-MNIST files; reading the copy in {system}\n"
+    write_mini_idx(root / "FashionMNIST" / "raw")
+    source = load_fashion_mnist(str(root))
+    assert source.provenance == {"data_source": str((root / "FashionMNIST" / "raw").resolve())}
+    assert capsys.readouterr().err == ""  # the copy the user pointed at needs no word
+
+
 def test_root_expands_home(tmp_path, monkeypatch):
     write_mini_idx(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path.parent))
