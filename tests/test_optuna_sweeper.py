@@ -54,6 +54,7 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions():
     assert space["seed"] == optuna.distributions.CategoricalDistribution([0, 1, 2])
     assert fixed == ["method=l2rw"]
     assert [as_override("noise.flip_to", None), as_override("meta.add_to_train", True)] == ["noise.flip_to=null", "meta.add_to_train=true"]
+    assert [as_override("lr", 0.12520653814999466), as_override("lr", 1e-05), as_override("momentum", 0)] == ["lr=0.125", "lr=1e-05", "momentum=0"]
 
 
 def test_an_unknown_tag_is_refused_by_name():

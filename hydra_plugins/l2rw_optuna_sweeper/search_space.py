@@ -46,9 +46,13 @@ def distribution(override: Override):
 
 
 def as_override(key: str, value: Any) -> str:
-    """key=value as the command line writes it (choice() values are already encoded)."""
+    """key=value as the command line writes it (choice() values are already encoded). A float from
+    an interval is rounded to 3 significant digits: finer differences are noise for these knobs,
+    and the rows, run dirs and the printed best trial stay readable (lr=0.125, not 0.12520653814999466)."""
     if value is None:
         return f"{key}=null"
     if isinstance(value, bool):
         return f"{key}={str(value).lower()}"
+    if isinstance(value, float):
+        return f"{key}={float(f'{value:.3g}')}"
     return f"{key}={value}"

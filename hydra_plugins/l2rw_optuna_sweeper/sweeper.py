@@ -19,7 +19,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.l2rw_optuna_sweeper.search_space import as_override, parse
 from l2rw.errors import UserError
@@ -41,8 +41,9 @@ class OptunaSweeper(Sweeper):
         self.n_jobs = n_jobs if n_jobs > 0 else max(1, usable_cores() + 1 + n_jobs)
         self.sampler, self.seed, self.pruner = sampler, seed, pruner
         self.storage, self.study_name = storage, study_name
-        self.params = dict(params or {})
-        self.spaces = dict(spaces or {})
+        # Hydra hands nested options over as DictConfig
+        self.params = to_dict(params)
+        self.spaces = to_dict(spaces)
         self.config: DictConfig | None = None
         self.launcher = None
         self.job_idx = 0
@@ -98,7 +99,7 @@ class OptunaSweeper(Sweeper):
         if key not in self.spaces:
             raise UserError(f"the preset has no search space for method={self.config.method.name} loss={self.config.loss.name} "
                             f"(it has {', '.join(self.spaces)}); give the space on the command line, e.g. 'lr=tag(log,interval(0.01,1))'")
-        return dict(self.spaces[key])
+        return self.spaces[key]
 
     def check_options(self) -> None:
         if not self.metric.startswith("val_"):
@@ -128,6 +129,10 @@ class OptunaSweeper(Sweeper):
             return
         study.tell(trial, value)
         print(f"optuna: trial {trial.number}: {self.metric} {value:.4f}: {overrides}")
+
+
+def to_dict(options: DictConfig | dict | None) -> dict:
+    return OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) else dict(options or {})
 
 
 def score(row: dict, metric: str) -> float | None:
