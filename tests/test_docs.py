@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+NOTES = sorted((ROOT / "docs" / "experiments").glob("*.md"))
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *NOTES]
 # [text](target) and ![alt](target); a target may be followed by a "title"
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # https:, mailto:, ...
@@ -18,7 +19,21 @@ def relative_links(page: Path) -> list[str]:
 
 def test_the_docs_pages_exist():
     names = {page.name for page in PAGES}
-    assert {"datasets.md", "methods.md", "performance.md", "sweeps.md", "results.md"} <= names
+    assert {"datasets.md", "methods.md", "outputs.md", "performance.md", "sweeps.md", "results.md"} <= names
+
+
+def test_every_experiment_note_is_dated_and_listed_in_results_md():
+    """Findings live in dated notes (docs/experiments/YYYY-MM-DD-topic.md); results.md is their index."""
+    assert NOTES
+    undated = [note.name for note in NOTES if not re.fullmatch(r"\d{4}-\d{2}-\d{2}-[a-z0-9-]+\.md", note.name)]
+    assert undated == []
+    index = relative_links(ROOT / "docs" / "results.md")
+    assert [note.name for note in NOTES if f"experiments/{note.name}" not in index] == []
+
+
+@pytest.mark.parametrize("note", NOTES, ids=lambda note: note.name)
+def test_every_experiment_note_gives_the_commands_that_produced_it(note):
+    assert "```bash" in note.read_text()
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
