@@ -94,6 +94,8 @@ class Run:
 
     @classmethod
     def build(cls, cfg: DictConfig, splits: Splits) -> Run:
+        """The device, the splits on it, the placed model, the loss from the training set's class
+        counts and the optimizer, in `l2rw.train.train`'s order from the seed on."""
         device = resolve_device(cfg.hardware.device)
         torch.manual_seed(cfg.seed)
         splits = splits.to(device)

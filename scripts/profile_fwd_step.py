@@ -8,7 +8,8 @@
 The two steps are taken apart into the calls `l2rw.training_loop.fit` makes (sgd: forward, backward,
 optimizer step; l2rw fwd: `reweight.meta_gradient`, the dual forward, the update's
 backward, optimizer step) and timed phase by phase, the steps taking turns on one model (first
-round discarded as warm-up); the table shows medians in seconds and in sgd steps.
+round discarded as warm-up); the table shows medians in seconds and in sgd steps. The fwd phases
+are `reweight.weights_fwd`'s two passes called one at a time (a test checks they give its weights).
 
 A third timed pass splits the forward with its tangent into convolutions and the rest: a plain
 forward that also runs, at every convolution, the tangent's two extra convolutions (x with the
