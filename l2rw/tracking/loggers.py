@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from l2rw.instantiation import build
 from l2rw.run_identity import read_values
+from l2rw.tracking.trial_pruning import TrialReporter
 
 # The results row's scores a logger records at the end of a run (what a sweep is compared on)
 FINAL_METRICS = (
@@ -57,18 +58,22 @@ def final_metrics(row: dict) -> dict[str, float]:
 
 
 class RunLoggers:
-    """A run's loggers, each called in turn; one that raises is warned about once and dropped."""
+    """A run's loggers, each called in turn; one that raises is warned about once and dropped.
+    In a tuning sweep's trial with a pruner, the trial hears each evaluation too, and its
+    TrialPruned is the one exception that stops the run."""
 
-    def __init__(self, loggers: dict[str, RunLogger], warn: Callable[[str], None] | None = None):
+    def __init__(self, loggers: dict[str, RunLogger], warn: Callable[[str], None] | None = None,
+                 trial: TrialReporter | None = None):
         self.loggers = dict(loggers)
         self.warn = warn or (lambda message: print(message, file=sys.stderr))
+        self.trial = trial
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> RunLoggers:
         """The loggers `cfg.logger` names (`logger=csv`: none); constructing one imports its
         optional package, so a missing one is a UserError here, before training."""
         chosen = cfg.get("logger") or {}
-        return cls({name: build(options) for name, options in chosen.items()})
+        return cls({name: build(options) for name, options in chosen.items()}, trial=TrialReporter.for_this_job())
 
     def start(self, run_dir: Path, cfg: DictConfig) -> None:
         params = flatten(read_values(cfg)) if self.loggers else {}
@@ -76,6 +81,8 @@ class RunLoggers:
 
     def log_evaluation(self, step: int, values: dict, example_weights: torch.Tensor) -> None:
         self._each("log_evaluation", step, values, example_weights)
+        if self.trial is not None:
+            self.trial(step, values)
 
     def finish(self, row: dict, run_dir: Path) -> None:
         self._each("finish", row, run_dir)

@@ -137,6 +137,10 @@ class MlflowSweepRun(Callback):
         os.environ[PARENT_RUN_ENV] = self.run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.run_id is not None:
-            os.environ.pop(PARENT_RUN_ENV, None)
+        if self.run_id is None:
+            return
+        os.environ.pop(PARENT_RUN_ENV, None)
+        try:
             self.client.set_terminated(self.run_id, "FINISHED")
+        except Exception as error:  # noqa: BLE001  the sweep is over; its jobs' runs are what was logged
+            print(f"warning: logger=mlflow could not end this sweep's parent run ({type(error).__name__}: {error})", file=sys.stderr)
