@@ -16,12 +16,12 @@ def creatable(path: Path) -> str | None:
     removed again: Hydra makes the dir itself, possibly under another timestamp."""
     missing = []
     ancestor = path
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        missing.append(ancestor)
-        ancestor = ancestor.parent
-    if path.exists():
-        return None if path.is_dir() else "it exists and is not a folder"
-    try:
+    try:  # even asking whether a path exists fails for a name too long
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            missing.append(ancestor)
+            ancestor = ancestor.parent
+        if path.exists():
+            return None if path.is_dir() else "it exists and is not a folder"
         path.mkdir(parents=True)
     except OSError as error:
         return error.strerror or str(error)

@@ -12,6 +12,7 @@ import sys
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
+from l2rw import output_dirs
 from l2rw import train as train_module
 
 A_FILE = "notes.txt"
@@ -32,12 +33,15 @@ CASES = [
     (["method=class_balanced", "method.defer=1"], 2, "method.defer=1 must be a finite number >= 0 and < 1", []),
     (["results_csv="], 2, "results_csv is empty", []),
     (["results_csv={tmp}/" + "x" * 300 + ".csv"], 2, "the path is too long", []),
+    (["results_csv={tmp}/" + "d/" * 2100 + "x.csv"], 2, "the path is too long", []),
     (["results_csv={tmp}/run/metrics.csv"], 2, "is the run's own metrics.csv", []),
     (["results_csv={tmp}/run/summary.json"], 2, "is the run's own summary.json", []),
     ([f"results_csv={{tmp}}/{A_FILE}"], 2, "is not an l2rw results table", [A_FILE]),
     ([f"hydra.run.dir={{tmp}}/{A_FILE}/run"], 2, f"{A_FILE}/run: cannot make this folder", [A_FILE]),
     ([f"hydra.run.dir={{tmp}}/{A_FILE}"], 2, "cannot make this folder (it exists and is not a folder)", [A_FILE]),
     (["hydra.run.dir=/proc/self/l2rw"], 2, "hydra.run.dir=/proc/self/l2rw: cannot make this folder", []),
+    (["hydra.run.dir={tmp}/" + "x" * 300], 2, "cannot make this folder (File name too long)", []),
+    (["model=mlp", "model.hidden=[100000000000]"], 2, "model=mlp for 1x8x8 images and 10 classes does not fit in memory", []),
     (["--multirun", f"hydra.sweep.dir={{tmp}}/{A_FILE}/sweep", "seed=0,1"], 2, "hydra.sweep.dir=", [A_FILE]),
     (["dataset=folder", "dataset.root={tmp}"], 2, "has no train/ folder; arrange the images as train/<class>/", [A_FILE]),
     (["dataset=folder", f"dataset.root={{tmp}}/{A_FILE}"], 2, f"{A_FILE} is not a folder; set dataset.root", [A_FILE]),
@@ -77,3 +81,15 @@ def test_a_mistake_is_one_line_and_exit_code_2_before_anything_is_written(tmp_pa
     assert not results.exists() and not (tmp_path / "run" / "metrics.csv").exists()
     for name in unchanged:
         assert (tmp_path / name).read_bytes() == NOT_A_TABLE
+        assert not (tmp_path / f"{name}.lock").exists()  # nothing left beside a file of the user's
+
+
+def test_ctrl_c_while_hydra_starts_is_one_line_and_the_shells_code(tmp_path, monkeypatch):
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(output_dirs, "creatable", interrupted)  # called from Hydra's start-up, before any job
+    exit_code, stderr = l2rw_train("progress=false", f"results_csv={tmp_path / 'results.csv'}",
+                                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert exit_code == 130 and stderr == "interrupted before training started; nothing was written\n"
+    assert list(tmp_path.iterdir()) == []
