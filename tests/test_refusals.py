@@ -7,12 +7,13 @@ process (as `l2rw-train` would, Hydra included), so a row costs about a second.
 """
 import contextlib
 import io
+import os
 import sys
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from l2rw import output_dirs
+from l2rw import output_dirs, report, selection
 from l2rw import train as train_module
 
 A_FILE = "notes.txt"
@@ -82,6 +83,45 @@ def test_a_mistake_is_one_line_and_exit_code_2_before_anything_is_written(tmp_pa
     for name in unchanged:
         assert (tmp_path / name).read_bytes() == NOT_A_TABLE
         assert not (tmp_path / f"{name}.lock").exists()  # nothing left beside a file of the user's
+
+
+# The table readers, l2rw-report and l2rw-select, given something that is no results table: a row
+# each, as above. `{tmp}` holds A_FILE, a folder and a named pipe (never opened: it would block).
+READERS = {"l2rw-report": report.main, "l2rw-select": selection.main}
+NOT_A_REGULAR_FILE = "is not a regular file (a directory, device or pipe)"
+READER_CASES = [
+    (["l2rw-report", "{tmp}/folder"], 2, NOT_A_REGULAR_FILE),
+    (["l2rw-report", "/dev/null"], 2, NOT_A_REGULAR_FILE),
+    (["l2rw-report", "{tmp}/pipe"], 2, NOT_A_REGULAR_FILE),
+    (["l2rw-select", "{tmp}/pipe"], 2, NOT_A_REGULAR_FILE),
+    (["l2rw-report", "{tmp}/missing.csv"], 2, "does not exist"),
+    (["l2rw-select", f"{{tmp}}/{A_FILE}"], 2, "lacks the column(s)"),
+]
+
+
+@pytest.mark.parametrize("args, code, fragment", READER_CASES, ids=[" ".join(case[0]) for case in READER_CASES])
+def test_a_reader_given_no_results_table_says_what_it_is_in_one_line(tmp_path, capsys, args, code, fragment):
+    (tmp_path / A_FILE).write_bytes(NOT_A_TABLE)
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    tool, *arguments = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    with pytest.raises(SystemExit) as exit_:
+        READERS[tool](arguments)
+    out, err = capsys.readouterr()
+    assert exit_.value.code == code and out == "", err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["folder", A_FILE, "pipe"]
+    assert (tmp_path / A_FILE).read_bytes() == NOT_A_TABLE
+
+
+def test_results_csv_under_home_is_written_there(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "..")
+    exit_code, stderr = l2rw_train("progress=false", "steps=2", "results_csv='~/results.csv'",
+                                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert exit_code == 0, stderr
+    assert (tmp_path / "results.csv").is_file() and not (tmp_path / ".." / "~").exists()
 
 
 def test_ctrl_c_while_hydra_starts_is_one_line_and_the_shells_code(tmp_path, monkeypatch):
