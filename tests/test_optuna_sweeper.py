@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from l2rw.errors import UserError
@@ -89,9 +90,8 @@ def compose_with_hydra(*overrides: str):
                                           ("+recipe=ldam_drw", "loss.max_margin"), ("+recipe=gce", "loss.q")])
 def test_the_fashion_mnist_preset_searches_each_methods_knobs(choice, knob):
     cfg = compose_with_hydra("+tune=fashion_mnist", choice)
-    options = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
-    assert options["_target_"].endswith("OptunaSweeper") and cfg.dataset.name == "fashion_mnist" and cfg.dataset.val_per_class == 100
-    chosen = sweeper(spaces=options["spaces"])
+    assert cfg.dataset.name == "fashion_mnist" and cfg.dataset.val_per_class == 100 and cfg.hydra.launcher.n_jobs == 2
+    chosen = instantiate(cfg.hydra.sweeper)  # as Hydra builds it: nested options arrive as DictConfig
     chosen.config = cfg
     space = chosen.preset_space()
     assert {"lr", knob} <= set(space["params"]) and space["n_trials"] >= 20
