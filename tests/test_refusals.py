@@ -6,8 +6,10 @@ must stay as they were). `{tmp}` in an argument is the test's folder. The comman
 process (as `l2rw-train` would, Hydra included), so a row costs about a second.
 """
 import contextlib
+import errno
 import io
 import os
+import pathlib
 import sys
 
 import pytest
@@ -122,6 +124,23 @@ def test_results_csv_under_home_is_written_there(tmp_path, monkeypatch):
                                    f"hydra.run.dir={tmp_path / 'run'}")
     assert exit_code == 0, stderr
     assert (tmp_path / "results.csv").is_file() and not (tmp_path / ".." / "~").exists()
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES], ids=["read-only", "full", "no-permission"])
+def test_a_run_dir_the_file_system_refuses_is_one_line(tmp_path, monkeypatch, code):
+    """File systems a test cannot make (read-only to root, full): their mkdir's error."""
+    make_dir = pathlib.Path.mkdir
+
+    def refused(path, *args, **kwargs):
+        if path.is_relative_to(tmp_path):
+            raise OSError(code, os.strerror(code), str(path))
+        make_dir(path, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", refused)
+    run_dir = tmp_path / "run"
+    exit_code, stderr = l2rw_train("progress=false", f"results_csv={tmp_path / 'results.csv'}", f"hydra.run.dir={run_dir}")
+    assert exit_code == 2
+    assert stderr == f"error: hydra.run.dir={run_dir}: cannot make this folder ({os.strerror(code)}); choose another path\n"
 
 
 def test_ctrl_c_while_hydra_starts_is_one_line_and_the_shells_code(tmp_path, monkeypatch):
