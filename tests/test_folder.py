@@ -97,6 +97,23 @@ def test_trusted_is_the_whole_meta_set_and_never_trained_on(make_cfg, tmp_path, 
     assert "has no test images: a balanced test set is carved from train" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("overrides, train_counts", [
+    (["dataset.profile=step", "imbalance=0.5"], [6, 3, 3]),  # after 1 test image per class: 11, 4, 3 left
+    (["dataset.profile=longtail", "imbalance_ratio=3"], [6, 3, 2]),
+    (["noise.kind=uniform", "noise.rate=0.5", "dataset.classes=[2,0]"], [3, 11]),
+])
+def test_profiles_noise_and_class_selection_work_on_a_folder(make_cfg, tmp_path, overrides, train_counts):
+    levels = write_folder(tmp_path)
+    splits = build_splits(folder_cfg(make_cfg, tmp_path, *overrides))
+    true_counts = torch.bincount(splits.train.labels[~splits.train_corrupted], minlength=len(train_counts))
+    assert true_counts.sum() + splits.train_corrupted.sum() == sum(train_counts)
+    if "noise.kind=uniform" in overrides:
+        assert 0 < splits.train_corrupted.sum() < sum(train_counts) and splits.class_names == ["emu", "cat"]
+    else:
+        assert true_counts.tolist() == train_counts
+    assert set(levels_of(splits.meta.images)) <= set(levels["trusted"])  # the trusted images, never noisy
+
+
 def test_given_val_and_test_splits_are_used_whole(make_cfg, tmp_path, capsys):
     layout = LAYOUT | {"val": {"cat": 1, "dog": 1, "emu": 1}, "test": {"cat": 2, "dog": 1, "emu": 3}}
     levels = write_folder(tmp_path, layout)
@@ -356,3 +373,15 @@ def test_skip_unreadable_through_the_cli_lists_and_counts_the_skipped_files(tmp_
     assert row.dataset == "folder" and row.skipped_images == 1 and row.data_source == str(root.resolve())
     assert len(row.data_cache_key) == 64
     assert (run_dir / "skipped_images.txt").read_text() == "train/dog/001.png\n"
+
+
+def test_the_cache_benchmark_times_both_loaders_on_the_same_files(monkeypatch, capsys):
+    from tests.conftest import load_script
+
+    benchmark = load_script("image_cache_benchmark")
+    monkeypatch.setattr(sys, "argv", ["image_cache_benchmark.py", "--images", "14", "--size", "8", "--workers", "1"])
+    benchmark.main()
+    out = capsys.readouterr().out
+    assert re.search(r"cache of \d+ JPEGs at 8 px, workers=1", out), out  # each class gets at least one
+    assert re.search(r"^\| build \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", out, re.MULTILINE), out
+    assert re.search(r"^\| rerun \(cache hit\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", out, re.MULTILINE), out

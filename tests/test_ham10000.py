@@ -277,9 +277,13 @@ def test_resnet18_pretrained_reads_the_local_hub_cache_only(make_cfg, tmp_path, 
         ({"workers": -1}, "dataset.workers=-1 must be a whole number >= 0"),
     ],
 )
-def test_bad_image_size_or_workers_is_named_alone(tmp_path, option, message):
+def test_bad_image_size_or_workers_is_named_alone(make_cfg, tmp_path, option, message):
+    """Checked from load_ham10000's signature before anything is read."""
+    from l2rw.config_schema import check_config
+
+    (key, value), = option.items()
     with pytest.raises(UserError, match=re.escape(message)):
-        load_ham10000(**{"root": str(tmp_path), "image_size": 8, "cache_dir": str(tmp_path)} | option)
+        check_config(ham_cfg(make_cfg, tmp_path, f"dataset.{key}={value}"))
 
 
 @pytest.mark.parametrize("fraction", ["abc", 0, 1])

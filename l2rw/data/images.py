@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from l2rw.data.splits import LabeledImages, Source
-from l2rw.errors import UserError, is_whole
+from l2rw.errors import UserError
 from l2rw.file_io import atomic_path
 from l2rw.machine import usable_cores
 
@@ -43,14 +43,6 @@ class Decoding:
     title: str  # what the progress bar says is being cached
     workers: int = 0
     skip_unreadable: bool = False
-
-    def __post_init__(self):  # config runs are checked from the loaders' signatures; this guards direct calls
-        if not (is_whole(self.image_size) and self.image_size >= 1):
-            raise UserError(f"dataset.image_size={self.image_size} must be a whole number of pixels >= 1")
-        if not (is_whole(self.workers) and self.workers >= 0):
-            raise UserError(f"dataset.workers={self.workers} must be a whole number >= 0 (0: every available core)")
-        if self.channels not in PIL_MODES:
-            raise UserError(f"dataset.channels={self.channels} is unknown; use {' or '.join(PIL_MODES)}")
 
     @property
     def cache_file(self) -> Path:
