@@ -125,10 +125,15 @@ class OptunaSweeper(Sweeper):
         value = score(row, self.metric) if isinstance(row, dict) else None
         if value is None:
             study.tell(trial, state=TrialState.FAIL)
-            print(f"optuna: trial {trial.number} failed (no {self.metric}; see its run dir {job.working_dir}): {overrides}")
+            print(f"optuna: trial {trial.number} failed: no {self.metric} (diverged or crashed; see {run_dir(job)}): {overrides}")
             return
         study.tell(trial, value)
         print(f"optuna: trial {trial.number}: {self.metric} {value:.4f}: {overrides}")
+
+
+def run_dir(job: JobReturn) -> str:
+    """Where the job's run wrote its files (the working dir is the launch folder: hydra.job.chdir=false)."""
+    return OmegaConf.select(job.hydra_cfg, "hydra.runtime.output_dir", default=None) or str(job.working_dir)
 
 
 def to_dict(options: DictConfig | dict | None) -> dict:

@@ -10,14 +10,9 @@ import torch
 from omegaconf import DictConfig
 
 from l2rw.instantiation import build
+from l2rw.results_row import OUTCOME_COLUMNS
 from l2rw.run_identity import read_values
 from l2rw.tracking.trial_pruning import TrialReporter
-
-# The results row's scores a logger records at the end of a run (what a sweep is compared on)
-FINAL_METRICS = (
-    "accuracy", "balanced_accuracy", "val_balanced_accuracy", "best_accuracy", "best_balanced_accuracy",
-    "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy", "wall_seconds", "seconds_per_step",
-)
 
 
 class RunLogger:
@@ -54,7 +49,8 @@ def numbers(values: dict) -> dict[str, float]:
 
 
 def final_metrics(row: dict) -> dict[str, float]:
-    return numbers({key: row.get(key) for key in FINAL_METRICS})
+    """The row's outcome (scores, steps, seconds, memory) that is a number: what a sweep's runs are compared on."""
+    return numbers({key: row.get(key) for key in OUTCOME_COLUMNS})
 
 
 class RunLoggers:
