@@ -1,4 +1,5 @@
 """Tests compose the real configs in conf/ through Hydra's compose API."""
+import collections
 import importlib.util
 import os
 import subprocess
@@ -6,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from l2rw.train import CONFIG_DIR
@@ -31,6 +33,22 @@ def make_cfg(tmp_path):
             )
 
     return _make
+
+
+@pytest.fixture
+def optimizer_steps(monkeypatch) -> collections.Counter:
+    """torch.optim.SGD.step calls, counted per optimizer: a run's model is trained by one SGD
+    optimizer (Meta-Weight-Net's weight net by Adam), so a test of a run that "trains" sees its
+    updates as `list(optimizer_steps.values()) == [steps - skipped_steps]`."""
+    counts = collections.Counter()
+    real_step = torch.optim.SGD.step
+
+    def counted_step(self, *args, **kwargs):
+        counts[id(self)] += 1
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counted_step)
+    return counts
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

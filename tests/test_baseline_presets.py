@@ -51,9 +51,11 @@ def miniature(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", BASELINE_PRESETS)
-def test_every_recipe_of_a_preset_trains_two_steps_on_a_miniature(preset, miniature, tmp_path):
+def test_every_recipe_of_a_preset_trains_two_steps_on_a_miniature(preset, miniature, tmp_path, optimizer_steps):
     for recipe in swept(preset)["+recipe"]:
+        optimizer_steps.clear()
         cfg = compose_preset(preset, *FAST, f"+recipe={recipe}", "steps=2", "eval_every=2", *miniature[preset],
                              "hardware.channels_last=false", f"results_csv={tmp_path / 'r.csv'}")
         row = train(cfg, tmp_path / recipe)
         assert row["status"] == "ok" and row["loss"] == cfg.loss.name and row["best_step"] == 2, recipe
+        assert row["skipped_steps"] < 2 and list(optimizer_steps.values()) == [2 - row["skipped_steps"]], recipe

@@ -79,7 +79,7 @@ def test_download_goes_through_torchvision_with_the_official_checksum(
     assert len(calls) == 1  # files present: nothing fetched
 
 
-def test_trains_through_the_real_config(make_cfg, mini_root, tmp_path):
+def test_trains_through_the_real_config(make_cfg, mini_root, tmp_path, optimizer_steps):
     cfg = make_cfg(
         "dataset=cifar100", f"dataset.root={mini_root}", "dataset.classes=[99,0,50]", "meta.per_class=2",
         "imbalance=0.5", "steps=4", "eval_every=4", "batch_size=8",
@@ -87,5 +87,6 @@ def test_trains_through_the_real_config(make_cfg, mini_root, tmp_path):
     assert cfg.dataset.augment is True and make_cfg("dataset=cifar100").meta.per_class == 10
     row = train(cfg, tmp_path / "run")
     assert (row["dataset"], row["status"]) == ("cifar100", "ok")
+    assert list(optimizer_steps.values()) == [4 - row["skipped_steps"]] and row["skipped_steps"] < 4
     assert row["train_size"] == 2 + 1 + 1  # 2 left per class after meta: fine99 holds half
     assert len(row["per_class_recall"].split()) == 3

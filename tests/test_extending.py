@@ -60,8 +60,9 @@ def compose_toy(root, *overrides):
         ])
 
 
-def test_a_toy_method_and_model_train_and_appear_in_the_row(toy_configs):
+def test_a_toy_method_and_model_train_and_appear_in_the_row(toy_configs, optimizer_steps):
     row = train(compose_toy(toy_configs, "method.strength=2"), toy_configs / "run")
+    assert row["skipped_steps"] < row["steps"] and list(optimizer_steps.values()) == [row["steps"] - row["skipped_steps"]]
     assert (row["status"], row["method"], row["model"], row["method.strength"], row["model.width"]) == ("ok", "toy", "toy", 2, 8)
 
 

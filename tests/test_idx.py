@@ -209,7 +209,7 @@ def test_failed_download_names_the_address_and_the_folder(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("name, model", [("fashion_mnist", "lenet"), ("mnist", "mlp"), ("fashion_mnist", "resnet32")])
-def test_trains_through_the_real_configs(make_cfg, tmp_path, name, model):
+def test_trains_through_the_real_configs(make_cfg, tmp_path, name, model, optimizer_steps):
     root = write_mini_idx(tmp_path / "data", gz=name == "mnist")
     cfg = make_cfg(
         f"dataset={name}", f"dataset.root={root}", f"model={model}", "imbalance=0.5", "meta.per_class=2",
@@ -218,6 +218,7 @@ def test_trains_through_the_real_configs(make_cfg, tmp_path, name, model):
     assert cfg.dataset.augment is False and cfg.meta.per_class == 2
     row = train(cfg, tmp_path / "run")
     assert (row["dataset"], row["model"], row["status"]) == (name, model, "ok")
+    assert list(optimizer_steps.values()) == [4 - row["skipped_steps"]] and row["skipped_steps"] < 4
     assert row["train_size"] == 8 + 9  # 8 left per class after meta: majority 8 and 1 per other class, about half
     assert len(pd.read_csv(tmp_path / "results.csv")) == 1
 

@@ -1,12 +1,12 @@
-"""Methods and the L2RW weight math, checked against independent computations."""
+"""l2rw.methods.base and the samplers: which examples a step sees (epochs, class-balanced draws,
+meta batches) and that a method restored from its state goes on drawing the same ones. (Each
+method's weights: test_methods_<name>.py; L2RW's weight math: test_reweight*.py.)"""
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from l2rw import reweight
-from l2rw.data import LabeledImages
+from l2rw.data import LabeledImages, build_splits
 from l2rw.instantiation import build
+from tests.conftest import config_options
 
 
 def test_weighted_sampler_draws_classes_near_uniformly(make_cfg):
@@ -29,49 +29,53 @@ def test_sgd_batches_cover_each_example_once_per_epoch(make_cfg):
     assert sorted(torch.cat([next(batches), next(batches)]).tolist()) == list(range(10))
 
 
-def softmax_regression_weights(model: nn.Linear, x, y, meta_x, meta_y) -> torch.Tensor:
-    """Closed form: grad of CE w.r.t. (W, b) is (p - onehot) [x, 1]^T, so
-    g_meta . g_i = mean_j (p_j - e_j).(p_i - e_i) * (x_j . x_i + 1)."""
-    def residual(inputs, labels):
-        return F.softmax(model(inputs), dim=1) - F.one_hot(labels, model.out_features).to(inputs.dtype)
-
-    r_train, r_meta = residual(x, y), residual(meta_x, meta_y)
-    dots = ((r_meta @ r_train.T) * (meta_x @ x.T + 1)).mean(0)
-    positive = dots.clamp(min=0)
-    return positive / positive.sum()
+def meta_method(make_cfg, meta_size: int, meta_batch_size: int):
+    """method=l2rw set up with a meta set whose image i is the number i and label i mod 3."""
+    method = build(make_cfg("method=l2rw", f"method.meta_batch_size={meta_batch_size}").method)
+    train = LabeledImages(torch.zeros(4, 1), torch.zeros(4, dtype=torch.long))
+    meta = LabeledImages(torch.arange(meta_size, dtype=torch.float).view(-1, 1), torch.arange(meta_size) % 3)
+    method.setup(train, meta, 3, torch.Generator().manual_seed(0))
+    return method
 
 
-def test_l2rw_weights_match_closed_form_on_softmax_regression():
-    torch.manual_seed(0)
-    model = nn.Linear(5, 3).double()
-    x, y = torch.randn(32, 5, dtype=torch.double), torch.randint(0, 3, (32,))
-    meta_x, meta_y = torch.randn(9, 5, dtype=torch.double), torch.arange(9) % 3
-    weights = reweight.weights_double_backprop(model, x, y, meta_x, meta_y, lr=0.1).weights
-    expected = softmax_regression_weights(model, x, y, meta_x, meta_y)
-    assert (weights >= 0).all() and weights.sum().item() == pytest.approx(1.0, abs=1e-12)
-    assert (weights == 0).any() and (weights > 0).any()
-    torch.testing.assert_close(weights, expected, atol=1e-6, rtol=0)
+def test_a_meta_set_that_fits_one_meta_batch_is_used_whole_every_step(make_cfg):
+    method = meta_method(make_cfg, meta_size=6, meta_batch_size=6)
+    for _ in range(3):
+        images, labels = method.meta_batch()
+        assert images.view(-1).tolist() == list(range(6)) and labels.tolist() == [i % 3 for i in range(6)]
 
 
-def test_l2rw_weights_all_zero_when_no_example_helps():
-    torch.manual_seed(0)
-    model = nn.Linear(4, 2).double()
-    meta_x, meta_y = torch.randn(1, 4, dtype=torch.double), torch.tensor([0])
-    # the meta example with its label flipped: in a 2-class softmax its gradient is anti-parallel
-    weights = reweight.weights_double_backprop(model, meta_x.repeat(4, 1), 1 - meta_y.repeat(4), meta_x, meta_y, lr=0.1).weights
-    assert torch.equal(weights, torch.zeros(4, dtype=torch.double))
+def test_a_larger_meta_set_gives_a_fresh_sample_of_meta_batch_size_each_step(make_cfg):
+    method = meta_method(make_cfg, meta_size=30, meta_batch_size=5)
+    drawn = []
+    for _ in range(40):
+        images, labels = method.meta_batch()
+        ids = images.view(-1).long()
+        assert len(ids) == 5 and len(set(ids.tolist())) == 5  # without replacement
+        assert torch.equal(labels, ids % 3)  # each image keeps its own label
+        drawn.append(tuple(sorted(ids.tolist())))
+    assert len(set(drawn)) > 30  # a new sample each step, not one fixed subset
+    assert set().union(*drawn) == set(range(30))  # over the steps, the whole meta set
 
 
-@pytest.mark.parametrize("impl", sorted(reweight.IMPLEMENTATIONS))
-def test_l2rw_updates_batchnorm_stats_once_like_a_plain_forward(impl):
-    """Meta and look-ahead forwards use batch statistics without touching the running ones;
-    only the step's real forward (whose losses are returned) updates them."""
-    import copy
+@pytest.mark.parametrize("method", config_options("method"))
+@pytest.mark.slow
+def test_a_method_restored_from_its_state_draws_the_same_batches(make_cfg, method):
+    cfg = make_cfg(f"method={method}")
+    splits = build_splits(cfg)
 
-    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
-    plain = copy.deepcopy(model)
-    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
-    reweight.IMPLEMENTATIONS[impl](model, x, y, x[:4], y[:4], lr=0.1)
-    plain(x)
-    for key, value in model.state_dict().items():
-        torch.testing.assert_close(value, plain.state_dict()[key], atol=1e-6, rtol=0, msg=key)
+    def started(seed: int):
+        instance = build(cfg.method)
+        instance.setup(splits.train, splits.meta, splits.num_classes, torch.Generator().manual_seed(seed))
+        return instance
+
+    original = started(0)
+    batches = original.batches(16)
+    for _ in range(7):  # mid-way through an epoch (digits' training set holds 90 images)
+        next(batches)
+    state = original.state_dict()
+    expected = [next(batches) for _ in range(5)]
+    restored = started(1)  # another seed: only the loaded state can make the batches match
+    restored.load_state_dict(state)
+    batches = restored.batches(16)
+    assert all(torch.equal(next(batches), batch) for batch in expected)

@@ -36,11 +36,13 @@ DIGITS_PRESETS = [name for name in config_options("experiment") if compose_prese
 
 
 @pytest.mark.parametrize("name", DIGITS_PRESETS)
-def test_the_last_combination_of_a_digits_preset_trains(name, tmp_path):
+def test_the_last_combination_of_a_digits_preset_trains(name, tmp_path, optimizer_steps):
     params = swept(name)
     last = [f"{key}={values[-1]}" for key, values in params.items()]
     cfg = compose_preset(name, *FAST, *last, f"results_csv={tmp_path / 'results.csv'}")
-    assert train(cfg, tmp_path / "run")["status"] == "ok"
+    row = train(cfg, tmp_path / "run")
+    assert row["status"] == "ok" and row["skipped_steps"] < cfg.steps
+    assert list(optimizer_steps.values()) == [cfg.steps - row["skipped_steps"]]
     for override in last:
         key, value = override.split("=")
         assert str(cfg.method.name if key == "method" else OmegaConf.select(cfg, key)) == value

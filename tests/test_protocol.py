@@ -10,9 +10,9 @@ from l2rw.data import build_splits
 from l2rw.errors import UserError
 from l2rw.methods.base import Method
 from l2rw.models import build_model
-from l2rw.train import train
 from l2rw.optimization import make_optimizer, make_scheduler
 from l2rw.results_row import shot_accuracies
+from l2rw.train import train
 from tests.sources import image_ids
 
 INDEXED = ["dataset.source._target_=tests.sources.indexed_source", "dataset.test_per_class=10"]
@@ -132,11 +132,40 @@ def test_a_healthy_run_is_not_flagged(make_cfg, tmp_path, capsys):
     assert row["balanced_accuracy"] > 0.3  # chance is 0.1
 
 
-def test_results_row_carries_validation_and_shot_columns(make_cfg, tmp_path):
-    row = train(make_cfg("imbalance=0.5", "dataset.val_per_class=5"), tmp_path / "run")
+@pytest.mark.slow
+def test_a_run_that_ends_collapsed_says_so_in_its_row_and_at_its_end(make_cfg, tmp_path, capsys):
+    cfg = make_cfg(f"method._target_={__name__}.TurnsToOneClass", "+method.healthy_steps=100", "imbalance=0.1",
+                   "lr=0.05", "momentum=0.9", "schedule=constant", "steps=200", "eval_every=50", "batch_size=50")
+    row = train(cfg, tmp_path / "run")
+    assert row["status"] == "ok" and row["collapsed_step"] == 150
+    assert pd.read_csv(tmp_path / "results.csv").collapsed_step.tolist() == [150]
+    assert pd.read_csv(tmp_path / "run" / "metrics.csv").collapsed.tolist() == [0, 0, 1, 1]
+    err = capsys.readouterr().err
+    assert "warning: collapsed at step 150: " in err  # when it starts
+    assert f"warning: this run ended collapsed (since step 150): its model predicts (nearly) one class or uniform outputs; " \
+           f"see {tmp_path / 'run' / 'metrics.csv'}" in err  # and at the end
+
+
+@pytest.mark.slow
+def test_results_row_carries_validation_and_shot_columns_of_its_confusion(make_cfg, tmp_path):
+    """Liu et al.'s groups: classes with > 100 training images (many), 20-100 (medium), < 20 (few);
+    each group's accuracy pools its classes' test images. This profile has classes in all three."""
+    row = train(make_cfg("dataset.profile=longtail", "imbalance_ratio=20", "dataset.val_per_class=5", "steps=200", "eval_every=200"),
+                tmp_path / "run")
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert row["val_balanced_accuracy"] == pytest.approx(metrics.val_balanced_accuracy.iloc[-1], abs=1e-6)
-    assert {"many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"} <= set(row)
+    confusion = pd.read_csv(tmp_path / "run" / "confusion.csv", index_col=0, dtype=str).astype(int)
+    confusion.index = confusion.index.astype(str)
+    train_counts = pd.read_csv(tmp_path / "run" / "example_weights.csv")["class"].astype(str).value_counts()
+    groups = {"many": lambda n: n > 100, "medium": lambda n: 20 <= n <= 100, "few": lambda n: n < 20}
+    for group, holds in groups.items():
+        classes = [name for name in confusion.index if holds(train_counts[str(name)])]
+        assert classes, group
+        correct = sum(confusion.loc[name, name] for name in classes)
+        tested = sum(confusion.loc[name].sum() for name in classes)
+        assert row[f"{group}_shot_accuracy"] == pytest.approx(correct / tested, abs=1e-6), group
+    # a model that learned: the groups' accuracies tell them apart
+    assert len({row["many_shot_accuracy"], row["medium_shot_accuracy"], row["few_shot_accuracy"]}) == 3
 
 
 def test_clip_grad_norm_bounds_each_update(make_cfg, tmp_path):

@@ -16,13 +16,14 @@ def mini_root(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name, dataset", [("fashion_mnist_imbalance", "fashion_mnist"), ("mnist_4v9", "mnist")])
-def test_the_last_combination_trains_two_steps_on_a_miniature(name, dataset, mini_root, tmp_path):
+def test_the_last_combination_trains_two_steps_on_a_miniature(name, dataset, mini_root, tmp_path, optimizer_steps):
     last = [f"{key}={values[-1]}" for key, values in swept(name).items()]
     cfg = compose_preset(name, *FAST, *last, "steps=2", "eval_every=2", f"dataset.root={mini_root}",
                          "dataset.val_per_class=1", "meta.per_class=2", f"results_csv={tmp_path / 'r.csv'}")
     assert cfg.dataset.name == dataset
     row = train(cfg, tmp_path / "run")
-    assert row["status"] == "ok" and row["method"] == "l2rw"
+    assert row["status"] == "ok" and row["method"] == "l2rw" and row["skipped_steps"] < 2
+    assert list(optimizer_steps.values()) == [2 - row["skipped_steps"]]
 
 
 def test_mnist_4v9_is_ren_et_al_setting():

@@ -1,12 +1,13 @@
 """The results CSV keeps one text form per value, whichever append path wrote the row, and is
 never damaged: other files are refused untouched, damaged records are set aside, not lost."""
 import errno
+import multiprocessing
 import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from l2rw import results
 from l2rw.errors import UserError
@@ -95,6 +96,33 @@ def test_an_empty_table_has_no_finished_run_and_gets_a_header(tmp_path):
     assert finished_row(path, "h") is None
     append_row(path, row("a", accuracy=0.5))
     assert path.read_bytes() == b"run_id,config_hash,status,accuracy\r\na,h,ok,0.5\r\n"
+
+
+@pytest.mark.parametrize("read", ["finished_row", "append_row"])
+def test_the_table_is_read_under_its_lock(tmp_path, monkeypatch, read):
+    """A reader without the lock could see half of a row another job is appending."""
+    path = tmp_path / "results.csv"
+    append_row(path, row("a"))
+    lock_held = []
+    real_read_table = results._read_table
+
+    def read_table_checking_the_lock(table_path):
+        other_job = FileLock(f"{table_path}.lock")  # another file descriptor, as another process would hold
+        try:
+            other_job.acquire(timeout=0)
+        except Timeout:
+            lock_held.append(True)
+        else:
+            other_job.release()
+            lock_held.append(False)
+        return real_read_table(table_path)
+
+    monkeypatch.setattr(results, "_read_table", read_table_checking_the_lock)
+    if read == "finished_row":
+        assert finished_row(path, "h")["run_id"] == "a"
+    else:
+        append_row(path, row("b"))
+    assert lock_held == [True]
 
 
 DAMAGED = {  # records that are not rows of the table, as a crash or an edit leaves them
@@ -189,3 +217,27 @@ def test_the_temporary_file_of_a_killed_rewrite_is_removed_by_the_next_write(tmp
     append_row(path, row("a"))
     assert not killed.exists() and all(other.exists() for other in others)
     assert pd.read_csv(path).run_id.tolist() == ["a"]
+
+
+def append_rows(results: Path, writer: int, count: int) -> None:
+    # Half the writers add a column, so appends race with rewrites to the union of columns.
+    extra = {"extra": f"w{writer}"} if writer % 2 else {}
+    for index in range(count):
+        identity = {"run_id": f"{writer}-{index}", "config_hash": f"h{writer}", "status": "ok"}
+        append_row(results, identity | {"writer": writer, "index": index, "text": "a, \"quoted\"\nvalue", **extra})
+
+
+@pytest.mark.slow
+def test_concurrent_appends_neither_interleave_nor_lose_rows(tmp_path):
+    results = tmp_path / "results.csv"
+    context = multiprocessing.get_context("fork")  # no re-import of torch in each writer
+    writers = [context.Process(target=append_rows, args=(results, writer, 50)) for writer in range(8)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    rows = pd.read_csv(results, dtype=str, keep_default_na=False)
+    assert len(rows) == 400
+    assert sorted(zip(rows.writer.astype(int), rows["index"].astype(int))) == [(w, i) for w in range(8) for i in range(50)]
+    assert set(rows.text) == {"a, \"quoted\"\nvalue"}

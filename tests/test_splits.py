@@ -39,18 +39,32 @@ def test_step_profile_majority_class_and_subset(make_cfg):
     assert counts[1] > counts[0] and counts[1] / sum(counts) == pytest.approx(0.8, abs=0.02)
 
 
+def exponential_profile(n_max: int, ratio: int, k: int) -> list[int]:
+    """floor(n_max * ratio^(-c/(k-1))) in whole numbers: the largest n with n^(k-1) * ratio^c <= n_max^(k-1)."""
+    def largest(c: int) -> int:
+        n = n_max
+        while n ** (k - 1) * ratio**c > n_max ** (k - 1):
+            n -= 1
+        return n
+
+    return [largest(c) for c in range(k)]
+
+
 def test_longtail_profile_follows_exponential_decay(make_cfg):
-    splits = build_splits(make_cfg(*INDEXED, "dataset.profile=longtail", "imbalance_ratio=10"))
+    cfg = make_cfg(*INDEXED, "dataset.profile=longtail", "imbalance_ratio=10")
+    splits = build_splits(cfg)
     counts = class_counts(splits.train.labels, 4)
-    expected = [int(47 * 10 ** (-c / 3) + 1e-9) for c in range(4)]
-    assert counts == expected  # [47, 21, 10, 4]
+    available = 60 - 10 - cfg.meta.per_class  # indexed_source's 60 a class, less test and meta images
+    assert counts == exponential_profile(available, 10, 4)  # [47, 21, 10, 4]
 
 
 def test_count_functions_directly():
     assert step_counts([100, 100, 100], 1 / 3, 0) == [100, 100, 100]
     assert step_counts([100, 30, 100], 0.5, 2) == [30, 30, 60]  # minority runs out: majority shrinks
     assert step_counts([127] * 10, 0.9, 0) == [81] + [1] * 9  # exactly 0.9 rather than 127/136
-    assert longtail_counts([1000] * 10, 100) == [int(1000 * 100 ** (-c / 9) + 1e-9) for c in range(10)]
+    assert longtail_counts([1000] * 10, 100) == exponential_profile(1000, 100, 10)
+    # a whole count stays whole where floating point lands just below it (1024 * 64^(-5/6) = 31.999...)
+    assert longtail_counts([1024] * 7, 64) == exponential_profile(1024, 64, 7) == [1024 >> c for c in range(7)]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""metrics.csv's weight diagnostics: clean/noisy and per-class means relative to uniform."""
+"""l2rw.weight_stats: metrics.csv's weight diagnostics (clean/noisy and per-class means relative to
+uniform) and example_weights.csv (each training example's mean weight over the run)."""
 import pandas as pd
 import pytest
 import torch
@@ -53,3 +54,37 @@ def test_skipped_steps_do_not_pull_the_means_to_zero(make_cfg, tmp_path):
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert row["skipped_steps"] == 10
     assert metrics.weight_clean.tolist() == pytest.approx([1.0, 1.0])  # not 0.5: only the steps that trained
+
+
+def test_example_weights_are_the_means_of_the_weights_each_example_got(tmp_path):
+    stats = WeightStats(torch.tensor([0, 1, 1]), torch.tensor([False, True, False]), ["a", "b"])
+    stats.add(torch.tensor([0, 1]), torch.tensor([1.0, 0.0]))  # relative: 2, 0
+    stats.add(torch.tensor([0, 2]), torch.tensor([0.25, 0.75]))  # relative: 0.5, 1.5
+    stats.flush()  # a metrics window ends; the per-example sums go on
+    stats.add(torch.tensor([1, 2]), torch.tensor([0.5, 0.5]))  # relative: 1, 1
+    stats.write_examples(tmp_path / "w.csv")
+    assert (tmp_path / "w.csv").read_text().splitlines() == [
+        "index,class,corrupted,mean_weight,zero_share,steps_seen",
+        "0,a,0,1.25,0,2",
+        "1,b,1,0.5,0.5,2",
+        "2,b,0,1.25,0,2",
+    ]
+
+
+def test_a_runs_example_weights_csv_holds_every_example_and_the_weights_its_steps_used(make_cfg, tmp_path):
+    row = train(make_cfg("method=l2rw", "imbalance=0.5", "noise.kind=uniform", "noise.rate=0.3", "steps=30"), tmp_path / "run")
+    examples = pd.read_csv(tmp_path / "run" / "example_weights.csv")
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert len(examples) == row["train_size"] and examples["index"].tolist() == list(range(row["train_size"]))
+    assert examples.corrupted.sum() == row["train_corrupted"] and len(metrics) == 3
+    seen = examples[examples.steps_seen > 0]
+    # every step's relative weights average 1 over its batch, so the steps_seen-weighted mean is 1
+    assert (seen.mean_weight * seen.steps_seen).sum() / seen.steps_seen.sum() == pytest.approx(1.0)
+    assert seen.steps_seen.sum() == (30 - row["skipped_steps"]) * 100  # batch 100, skipped steps not counted
+    # each example's zero weights are a whole number of steps, and all of them together are the
+    # zero entries metrics.csv counts in the batches that trained (a skipped step's are all zeros)
+    zero_steps = seen.zero_share * seen.steps_seen
+    assert (zero_steps - zero_steps.round()).abs().max() < 1e-3
+    window_steps = metrics.step.diff().fillna(metrics.step.iloc[0])
+    zeros_in_batches = (metrics.zero_weight_share * window_steps * 100).sum() - row["skipped_steps"] * 100
+    assert zero_steps.round().sum() == pytest.approx(zeros_in_batches, abs=1e-3) and zeros_in_batches > 0

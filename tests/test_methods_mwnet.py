@@ -45,9 +45,10 @@ def test_the_meta_gradient_depends_on_the_look_ahead_point():
     assert not torch.allclose(at[2.0], 2 * at[1.0], rtol=1e-3)
 
 
-def test_mwnet_trains_end_to_end_without_skipping_a_step(make_cfg):
+def test_mwnet_trains_end_to_end_an_update_every_step(make_cfg, optimizer_steps):
     from l2rw.train import train
 
     cfg = make_cfg("method=mwnet", "steps=30")
     row = train(cfg, cfg.results_csv.rsplit("/", 1)[0] + "/run")
     assert row["status"] == "ok" and row["method"] == "mwnet" and row["skipped_steps"] == 0
+    assert list(optimizer_steps.values()) == [30]  # the model's SGD; the weight net's is Adam

@@ -1,12 +1,15 @@
 """`example_weights` refuses what it cannot weigh, naming the argument: NaN or infinite inputs,
 empty batches, a one-example batch under BatchNorm, non-tensors, a model without parameters to
-train. Each of the three implementations is behind the same check."""
+train, an unknown impl, a loss_fn that does not return one loss per example. Each of the three
+implementations is behind the same check."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from l2rw import example_weights
+from l2rw.errors import UserError
 from l2rw.models.resnet32 import ResNet32
 from l2rw.reweight import IMPLEMENTATIONS
 
@@ -54,7 +57,7 @@ def test_a_bad_argument_is_a_value_error_naming_it(impl, case, message):
         example_weights(model, x, y, meta_x, meta_y, impl=impl)
 
 
-@pytest.mark.parametrize("impl", ["fwd", "double_backprop"])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("which", ["inputs", "meta_inputs"])
 def test_one_example_under_batchnorm_is_refused_by_every_implementation(impl, which):
     model = ResNet32((3, 8, 8), 2, blocks_per_stage=1).train()
@@ -75,3 +78,12 @@ def test_weights_from_a_model_whose_loss_is_nan_are_refused_not_returned():
         model.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="the weights are not finite"):
         example_weights(model, x, y, meta_x, meta_y)
+
+
+def test_an_unknown_impl_and_a_reduced_loss_are_named():
+    x, y, meta_x, meta_y = batch()
+    model = nn.Linear(3, 2)
+    with pytest.raises(UserError, match="^impl='magic' is unknown; use one of fwd, double_backprop, last_layer$"):
+        example_weights(model, x, y, meta_x, meta_y, impl="magic")
+    with pytest.raises(UserError, match="^loss_fn returned shape \\(\\) for a batch of 6; it must return one loss per example"):
+        example_weights(model, x, y, meta_x, meta_y, loss_fn=F.cross_entropy)  # reduction="mean"
