@@ -51,11 +51,11 @@ def load_folder(
         if group_column is not None:
             raise UserError(f"dataset.group_column={group_column} needs a manifest: set dataset.manifest to a CSV "
                             "with that column, or dataset.group_column=null")
-        listing, tables, base, where = class_folders(root_path), [], root_path, f"dataset.root={root_path}"
+        read = root_path  # what the row's data_source names
+        listing, tables, base, where = class_folders(read), [], read, f"dataset.root={read}"
     else:
-        manifest_path = root_path / Path(manifest).expanduser()  # an absolute manifest leaves root aside
-        listing, tables, base = read_manifest(manifest_path, group_column), [manifest_path], manifest_path.parent
-        where = f"dataset.manifest={manifest_path}"
+        read = root_path / Path(manifest).expanduser()  # an absolute manifest leaves root aside
+        listing, tables, base, where = read_manifest(read, group_column), [read], read.parent, f"dataset.manifest={read}"
     class_names = classes_of(listing)
     say_what_is_carved(listing, where)
     decoding = Decoding(
@@ -66,7 +66,7 @@ def load_folder(
     listing = listing.assign(label=listing.label.map(class_names.index))
     return labelled_source(
         listing, class_names, decoding, base, tables, unit=group_column or "image",
-        provenance={"data_source": str((base if manifest is None else tables[0]).resolve())},
+        provenance={"data_source": str(read.resolve())},
     )
 
 
