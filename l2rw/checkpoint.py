@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from l2rw.errors import Interrupted, UserError
+from l2rw.errors import Interrupted, UserError, is_whole
 from l2rw.file_io import atomic_path
 from l2rw.methods.base import Method
 
@@ -71,6 +71,24 @@ class Checkpoint:
         """Refuse a checkpoint this run could not resume (unreadable, or of another configuration),
         before the run writes anything into its dir."""
         self._checked_state = self._load()
+
+    def check_fits(self, model: nn.Module, optimizer, scheduler) -> None:
+        """Refuse a checkpoint whose tensors do not fit this run's model, optimizer or scheduler,
+        before the run writes into its dir. One of this configuration always fits, so a misfit is a
+        crafted or damaged file; compared, not loaded, as `restore` loads them all at once later.
+        The method's state needs the method's setup first: `restore` checks it."""
+        if self._checked_state is _UNREAD:
+            self._checked_state = self._load()
+        state = self._checked_state
+        if state is None:
+            return
+        problem = (
+            _tensors_problem("model", state["model"], model.state_dict())
+            or _optimizer_problem(state["optimizer"], optimizer)
+            or _keys_problem("scheduler", state["scheduler"], scheduler.state_dict())
+        )
+        if problem:
+            raise UserError(f"{self.path} does not fit this run's {problem}; {START_OVER}")
 
     def restore(self, model: nn.Module, optimizer, scheduler, method: Method) -> dict | None:
         """Load the saved state into the objects and return the loop's; None when there is none."""
@@ -129,6 +147,8 @@ class Checkpoint:
             )
         if problem := _loop_problem(state["loop"], self.steps):
             raise UserError(f"{self.path} holds a loop state no run saves ({problem}); {START_OVER}")
+        if problem := _rng_problem(state["rng"]):
+            raise UserError(f"{self.path} holds random states no run saves ({problem}); {START_OVER}")
         return state
 
 
@@ -150,6 +170,82 @@ def _loop_problem(loop: object, steps: int | None) -> str | None:
     if steps is not None and loop["step"] >= steps:  # fit would run no step, so have no evaluation to return
         return f"step {loop['step']} is not below this run's steps={steps}"
     return None
+
+
+def _rng_problem(rng: object) -> str | None:
+    """Why `rng` cannot be Checkpoint.save's random states; None when it can. Each state is tried
+    on a generator of its own kind, which checks it as setting the global one would."""
+    if not isinstance(rng, dict) or rng.keys() != {"python", "numpy", "torch", "cuda"}:
+        return "not the python, numpy, torch and cuda states"
+    setters = {"python": random.Random().setstate, "numpy": np.random.RandomState().set_state,
+               "torch": torch.Generator().set_state}
+    for name, set_state in setters.items():
+        try:
+            set_state(rng[name])
+        except (IndexError, KeyError, TypeError, ValueError, RuntimeError) as error:  # each library's own refusals
+            return f"{name}: {type(error).__name__}: {_first_line(error)}"
+    cuda = rng["cuda"]
+    if cuda is not None and not (isinstance(cuda, list) and all(isinstance(t, torch.ByteTensor) for t in cuda)):
+        return "cuda is not a list of byte tensors"
+    return None
+
+
+def _tensors_problem(part: str, saved: object, expected: dict[str, torch.Tensor]) -> str | None:
+    """Why the saved state dict `saved` does not fit `expected` (this run's); None when it does."""
+    if problem := _keys_problem(part, saved, expected):
+        return problem
+    for key, tensor in expected.items():
+        value = saved[key]
+        if not isinstance(value, torch.Tensor):
+            return f"{part} ({key} is a {type(value).__name__}, not a tensor)"
+        if value.shape != tensor.shape or value.dtype != tensor.dtype:
+            return f"{part} ({key} is {_described(value)}, this run's is {_described(tensor)})"
+    return None
+
+
+def _keys_problem(part: str, saved: object, expected: dict) -> str | None:
+    if not isinstance(saved, dict):
+        return f"{part} (a {type(saved).__name__}, not a state dict)"
+    if missing := [key for key in expected if key not in saved]:
+        return f"{part} (it lacks {missing[0]!r})"
+    if extra := [key for key in saved if key not in expected]:
+        return f"{part} (unknown key {extra[0]!r})"
+    return None
+
+
+def _optimizer_problem(saved: object, optimizer) -> str | None:
+    """Why the saved optimizer state does not fit `optimizer`: its groups must hold as many
+    parameters, and each per-parameter buffer (momentum's) the shape of its parameter."""
+    if problem := _keys_problem("optimizer", saved, {"state": None, "param_groups": None}):
+        return problem
+    groups, state = saved["param_groups"], saved["state"]
+    if not (isinstance(groups, list) and len(groups) == len(optimizer.param_groups)
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list) and all(is_whole(i) for i in g["params"])
+                    for g in groups)):
+        return f"optimizer (param_groups are not its {len(optimizer.param_groups)} group(s))"
+    parameters = {}
+    for number, (group, ours) in enumerate(zip(groups, optimizer.param_groups)):
+        if len(group["params"]) != len(ours["params"]):
+            return f"optimizer (group {number} holds {len(group['params'])} parameters, this run's {len(ours['params'])})"
+        parameters |= dict(zip(group["params"], ours["params"]))
+    if not isinstance(state, dict):
+        return f"optimizer (its state is a {type(state).__name__}, not a dict)"
+    for index, buffers in state.items():
+        if index not in parameters or not isinstance(buffers, dict):
+            return f"optimizer (state of unknown parameter {index!r})"
+        for name, buffer in buffers.items():
+            shape = parameters[index].shape
+            if isinstance(buffer, torch.Tensor) and buffer.dim() > 0 and buffer.shape != shape:  # dim 0: a step count
+                return f"optimizer ({name} of parameter {index} is {_described(buffer)}, its parameter {_shape(shape)})"
+    return None
+
+
+def _described(tensor: torch.Tensor) -> str:
+    return f"{_shape(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
+
+
+def _shape(shape: torch.Size) -> str:
+    return "x".join(map(str, shape)) or "a scalar"
 
 
 def _runtime_types(hint) -> tuple[type, ...]:

@@ -13,8 +13,8 @@ from l2rw.checkpoint import Checkpoint
 from l2rw.data.cifar10 import CIFAR10, load_cifar10
 from l2rw.errors import UserError
 from l2rw.training_loop import LoopState
+from tests.test_checkpoint import run_objects
 from tests.test_cifar10 import dump, write_mini_cifar
-from tests.test_integrity import run_objects
 
 
 class Payload:
@@ -69,7 +69,9 @@ def test_a_saved_run_round_trips_with_its_random_states(tmp_path):
     expected = random.random(), np.random.rand(), torch.rand(1)
     random.seed(2), np.random.seed(2), torch.manual_seed(2)
     checkpoint.check_compatible()
-    assert checkpoint.restore(*run_objects()) == loop
+    model, optimizer, scheduler, method = run_objects()
+    checkpoint.check_fits(model, optimizer, scheduler)
+    assert checkpoint.restore(model, optimizer, scheduler, method) == loop
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
 
 
@@ -106,16 +108,68 @@ def test_a_state_of_other_keys_is_not_a_checkpoint(tmp_path, change):
 
 
 @pytest.mark.parametrize("change", [
-    lambda state: state["rng"].update(numpy=("MT19937", [1, 2])),
     lambda state: state.update(optimizer=1),
     lambda state: state["optimizer"].update(state=None),
-], ids=["numpy-rng", "optimizer", "optimizer-state"])
+    lambda state: state["method"].update(generator=torch.zeros(3, dtype=torch.uint8)),
+], ids=["optimizer", "optimizer-state", "method-generator"])
 def test_parts_of_the_wrong_shape_are_refused_in_one_line(tmp_path, change):
     checkpoint = saved(tmp_path)
     rewrite(checkpoint.path, change)
     with pytest.raises(UserError, match=f"^{checkpoint.path} does not fit this run's model or method") as error:
         checkpoint.restore(*run_objects())
     one_line(error)
+
+
+def momentum_buffers(state, shape) -> None:
+    state["optimizer"]["state"] = {0: {"momentum_buffer": torch.zeros(shape)}}
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda state: state["model"].update(weight=torch.zeros(2, 3)),
+     "model (weight is 2x3 float32, this run's is 2x2 float32)"),
+    (lambda state: state["model"].update(bias=torch.zeros(2, dtype=torch.float64)),
+     "model (bias is 2 float64, this run's is 2 float32)"),
+    (lambda state: state["model"].update(bias=[0.0, 0.0]), "model (bias is a list, not a tensor)"),
+    (lambda state: state["model"].pop("bias"), "model (it lacks 'bias')"),
+    (lambda state: state["model"].update(extra=torch.zeros(1)), "model (unknown key 'extra')"),
+    (lambda state: state.update(model=[1]), "model (a list, not a state dict)"),
+    (lambda state: momentum_buffers(state, (3, 3)),
+     "optimizer (momentum_buffer of parameter 0 is 3x3 float32, its parameter 2x2)"),
+    (lambda state: state["optimizer"]["param_groups"][0]["params"].pop(),
+     "optimizer (group 0 holds 1 parameters, this run's 2)"),
+    (lambda state: state["optimizer"]["param_groups"].append({"params": []}),
+     "optimizer (param_groups are not its 1 group(s))"),
+    (lambda state: state["optimizer"]["param_groups"][0].update(params=[[0], 1]),
+     "optimizer (param_groups are not its 1 group(s))"),
+    (lambda state: state["optimizer"].update(state={7: {}}), "optimizer (state of unknown parameter 7)"),
+    (lambda state: state["scheduler"].update(extra=1), "scheduler (unknown key 'extra')"),
+], ids=["shape", "dtype", "not-a-tensor", "missing", "extra", "not-a-dict", "momentum", "group-size", "groups",
+        "parameter-not-an-index", "unknown-parameter", "scheduler"])
+def test_tensors_that_do_not_fit_the_run_are_refused_before_anything_is_loaded(tmp_path, change, problem):
+    checkpoint = saved(tmp_path)
+    rewrite(checkpoint.path, change)
+    model, optimizer, scheduler, _ = run_objects()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(UserError) as error:
+        checkpoint.check_fits(model, optimizer, scheduler)
+    assert one_line(error) == f"{checkpoint.path} does not fit this run's {problem}; delete it to start the run over"
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda state: state["rng"].update(numpy=("MT19937", [1, 2])), "numpy: IndexError"),
+    (lambda state: state["rng"].update(torch=torch.zeros(3, dtype=torch.uint8)), "torch: RuntimeError"),
+    (lambda state: state["rng"].update(python=(3, (1, 2), None)), "python: ValueError: state vector is the wrong size"),
+    (lambda state: state["rng"].update(cuda=[1]), "cuda is not a list of byte tensors"),
+    (lambda state: state["rng"].pop("cuda"), "not the python, numpy, torch and cuda states"),
+], ids=["numpy", "torch", "python", "cuda", "missing"])
+def test_crafted_random_states_are_refused_before_the_run_writes(tmp_path, change, problem):
+    checkpoint = saved(tmp_path)
+    rewrite(checkpoint.path, change)
+    with pytest.raises(UserError) as error:
+        checkpoint.check_compatible()
+    message = one_line(error)
+    assert message.startswith(f"{checkpoint.path} holds random states no run saves (") and problem in message
 
 
 # --- CIFAR pickles ---------------------------------------------------------------------------
