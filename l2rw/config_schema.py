@@ -129,6 +129,9 @@ def check_dataset_keys(dataset: dict) -> None:
         if key not in known:
             raise UserError(f"dataset.{key} is not an option of dataset={dataset['name']}; check its spelling "
                             f"(options: {', '.join(sorted(known - {'source'}))})")
+        if key in loader.model_fields and key not in dataset["source"]:  # set, but the loader would never see it
+            raise UserError(f"dataset.{key} is not passed to the loader: add `{key}: ${{..{key}}}` under `source:` "
+                            f"in dataset={dataset['name']}'s YAML")
 
 
 @cache

@@ -385,3 +385,11 @@ def test_the_cache_benchmark_times_both_loaders_on_the_same_files(monkeypatch, c
     assert re.search(r"cache of \d+ JPEGs at 8 px, workers=1", out), out  # each class gets at least one
     assert re.search(r"^\| build \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", out, re.MULTILINE), out
     assert re.search(r"^\| rerun \(cache hit\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", out, re.MULTILINE), out
+
+
+def test_a_dataset_key_the_source_node_does_not_pass_on_is_refused(make_cfg, tmp_path):
+    from l2rw.config_schema import check_config
+
+    check_config(folder_cfg(make_cfg, tmp_path))  # every key of conf/dataset/folder.yaml reaches load_folder
+    with pytest.raises(UserError, match=re.escape("dataset.workers is not passed to the loader: add `workers: ${..workers}`")):
+        check_config(folder_cfg(make_cfg, tmp_path, "~dataset.source.workers"))
