@@ -79,6 +79,7 @@ def test_download_goes_through_torchvision_with_the_official_checksum(
     assert len(calls) == 1  # files present: nothing fetched
 
 
+@pytest.mark.slow
 def test_trains_through_the_real_config(make_cfg, mini_root, tmp_path, optimizer_steps):
     cfg = make_cfg(
         "dataset=cifar100", f"dataset.root={mini_root}", "dataset.classes=[99,0,50]", "meta.per_class=2",

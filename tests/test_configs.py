@@ -3,8 +3,6 @@ import pytest
 import torch
 
 from l2rw.data import build_splits
-from l2rw.errors import UserError
-from l2rw.hardware import resolve_device
 from l2rw.instantiation import build
 from l2rw.methods.base import Method
 from l2rw.models import build_model
@@ -38,21 +36,3 @@ def test_default_dataset_builds(make_cfg):
     splits = build_splits(cfg)
     assert splits.num_classes == 10 and splits.image_shape == (1, 8, 8)
     assert splits.train.images.dtype == torch.uint8
-
-
-def test_cpu_resolves_and_cuda_fails_clearly_without_a_gpu(make_cfg):
-    assert resolve_device(make_cfg("hardware=cpu").hardware.device) == torch.device("cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="hardware=cpu"):
-            resolve_device(make_cfg("hardware=cuda").hardware.device)
-
-
-def test_resnet32_has_the_papers_parameter_count(make_cfg):
-    net = build_model(make_cfg("model=resnet32").model, (3, 32, 32), num_classes=10)
-    assert sum(p.numel() for p in net.parameters()) == 464154  # He et al. 2016: 0.46M
-
-
-@pytest.mark.parametrize("device, message", [("cpu:99", "names a CPU by number"), ("tpu", "is unknown")])
-def test_a_device_that_does_not_exist_is_refused(device, message):
-    with pytest.raises(UserError, match=message):
-        resolve_device(device)

@@ -60,6 +60,7 @@ def compose_toy(root, *overrides):
         ])
 
 
+@pytest.mark.slow
 def test_a_toy_method_and_model_train_and_appear_in_the_row(toy_configs, optimizer_steps):
     row = train(compose_toy(toy_configs, "method.strength=2"), toy_configs / "run")
     assert row["skipped_steps"] < row["steps"] and list(optimizer_steps.values()) == [row["steps"] - row["skipped_steps"]]

@@ -208,6 +208,7 @@ def test_failed_download_names_the_address_and_the_folder(tmp_path, monkeypatch)
     assert all(mirror in message for mirror in OfflineDownloader.mirrors)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, model", [("fashion_mnist", "lenet"), ("mnist", "mlp"), ("fashion_mnist", "resnet32")])
 def test_trains_through_the_real_configs(make_cfg, tmp_path, name, model, optimizer_steps):
     root = write_mini_idx(tmp_path / "data", gz=name == "mnist")

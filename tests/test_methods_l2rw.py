@@ -173,6 +173,7 @@ def one_trainer_step(make_cfg, tmp_path, impl: str) -> dict[str, torch.Tensor]:
     return after
 
 
+@pytest.mark.slow
 def test_one_l2rw_trainer_step_gives_the_reference_parameters_and_running_stats(make_cfg, tmp_path):
     fwd, reference = one_trainer_step(make_cfg, tmp_path, "fwd"), one_trainer_step(make_cfg, tmp_path, "double_backprop")
     assert fwd.keys() == reference.keys()

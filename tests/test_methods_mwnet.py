@@ -45,6 +45,7 @@ def test_the_meta_gradient_depends_on_the_look_ahead_point():
     assert not torch.allclose(at[2.0], 2 * at[1.0], rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_mwnet_trains_end_to_end_an_update_every_step(make_cfg, optimizer_steps):
     from l2rw.train import train
 

@@ -1,5 +1,5 @@
-"""l2rw.models: every model's head/penultimate interface (impl=last_layer's) and the state_dict
-keys that earlier checkpoints hold."""
+"""l2rw.models: every model's head/penultimate interface (impl=last_layer's), the state_dict keys
+that earlier checkpoints hold, and ResNet-32's size."""
 import pytest
 import torch
 from torch import nn
@@ -28,3 +28,6 @@ def test_lenet_and_mlp_keep_the_state_dict_keys_of_earlier_checkpoints(make_cfg)
     assert list(mlp.state_dict()) == layers("net.1", "net.3", "net.5")
 
 
+def test_resnet32_has_the_papers_parameter_count(make_cfg):
+    net = build_model(make_cfg("model=resnet32").model, (3, 32, 32), num_classes=10)
+    assert sum(p.numel() for p in net.parameters()) == 464154  # He et al. 2016: 0.46M

@@ -35,6 +35,7 @@ def test_every_swept_value_of_every_preset_composes(name):
 DIGITS_PRESETS = [name for name in config_options("experiment") if compose_preset(name).dataset.name == "digits"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DIGITS_PRESETS)
 def test_the_last_combination_of_a_digits_preset_trains(name, tmp_path, optimizer_steps):
     params = swept(name)

@@ -15,6 +15,7 @@ def mini_root(tmp_path, monkeypatch):
     return write_mini_idx(tmp_path / "idx", train_per_class=12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, dataset", [("fashion_mnist_imbalance", "fashion_mnist"), ("mnist_4v9", "mnist")])
 def test_the_last_combination_trains_two_steps_on_a_miniature(name, dataset, mini_root, tmp_path, optimizer_steps):
     last = [f"{key}={values[-1]}" for key, values in swept(name).items()]

@@ -75,3 +75,38 @@ def test_shot_groups_follow_the_training_counts():
     confusion[2, 0] = 10  # the few-shot class: half its test images wrong
     counts = torch.tensor([500, 50, 5])
     assert shot_accuracies(confusion, counts) == {"many_shot_accuracy": 1.0, "medium_shot_accuracy": 1.0, "few_shot_accuracy": 0.5}
+
+
+def test_shot_columns_match_a_hand_computed_case():
+    # classes with 500, 60, 20, 19 and 3 training images: many, medium, medium, few, few
+    train_counts = torch.tensor([500, 60, 20, 19, 3])
+    confusion = torch.zeros(5, 5, dtype=torch.long)
+    for c, correct in enumerate([9, 6, 4, 2, 1]):  # 10 test images per class
+        confusion[c, c] = correct
+        confusion[c, (c + 1) % 5] = 10 - correct
+    assert shot_accuracies(confusion, train_counts) == {
+        "many_shot_accuracy": 0.9, "medium_shot_accuracy": 0.5, "few_shot_accuracy": 0.15,
+    }
+    assert shot_accuracies(confusion, torch.tensor([50] * 5))["many_shot_accuracy"] == ""
+
+
+@pytest.mark.slow
+def test_results_row_carries_validation_and_shot_columns_of_its_confusion(make_cfg, tmp_path):
+    """Liu et al.'s groups: classes with > 100 training images (many), 20-100 (medium), < 20 (few);
+    each group's accuracy pools its classes' test images. This profile has classes in all three."""
+    row = train(make_cfg("dataset.profile=longtail", "imbalance_ratio=20", "dataset.val_per_class=5", "steps=200", "eval_every=200"),
+                tmp_path / "run")
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert row["val_balanced_accuracy"] == pytest.approx(metrics.val_balanced_accuracy.iloc[-1], abs=1e-6)
+    confusion = pd.read_csv(tmp_path / "run" / "confusion.csv", index_col=0, dtype=str).astype(int)
+    confusion.index = confusion.index.astype(str)
+    train_counts = pd.read_csv(tmp_path / "run" / "example_weights.csv")["class"].astype(str).value_counts()
+    groups = {"many": lambda n: n > 100, "medium": lambda n: 20 <= n <= 100, "few": lambda n: n < 20}
+    for group, holds in groups.items():
+        classes = [name for name in confusion.index if holds(train_counts[str(name)])]
+        assert classes, group
+        correct = sum(confusion.loc[name, name] for name in classes)
+        tested = sum(confusion.loc[name].sum() for name in classes)
+        assert row[f"{group}_shot_accuracy"] == pytest.approx(correct / tested, abs=1e-6), group
+    # a model that learned: the groups' accuracies tell them apart
+    assert len({row["many_shot_accuracy"], row["medium_shot_accuracy"], row["few_shot_accuracy"]}) == 3

@@ -63,6 +63,7 @@ def test_a_key_the_run_does_not_read_is_not_hashed(overrides):
 
 # --- skip_done ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_longtail_run_differing_only_in_the_imbalance_it_does_not_read_is_skipped(make_cfg, tmp_path):
     first = train(make_cfg("dataset.profile=longtail", "imbalance=0.5", "skip_done=true"), tmp_path / "a")
     again = train(make_cfg("dataset.profile=longtail", "imbalance=0.9", "skip_done=true"), tmp_path / "b")

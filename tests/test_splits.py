@@ -1,4 +1,5 @@
-"""Split invariants: disjoint, balanced meta set, training counts that follow the profile."""
+"""l2rw.data.splits: disjoint splits, a balanced meta set and validation split, training counts that follow
+the profile, the training-set cap and baselines that also train on the meta images."""
 import pytest
 import torch
 
@@ -91,3 +92,49 @@ def test_same_seed_same_split_other_seed_other_split(make_cfg):
     a, b, c = (build_splits(make_cfg(*INDEXED, f"seed={s}")) for s in (0, 0, 1))
     assert torch.equal(a.train.images, b.train.images)
     assert not torch.equal(a.meta.images, c.meta.images)
+
+
+@pytest.mark.parametrize("profile", ["dataset.profile=step", "dataset.profile=longtail"])
+def test_validation_split_is_balanced_clean_and_disjoint(make_cfg, profile):
+    cfg = make_cfg(*INDEXED, profile, "dataset.val_per_class=7", "meta.per_class=5", "imbalance=0.7",
+                   "imbalance_ratio=10", "noise.kind=uniform", "noise.rate=0.5")
+    splits = build_splits(cfg)
+    parts = [image_ids(p.images) for p in (splits.train, splits.meta, splits.test, splits.val)]
+    assert sum(map(len, parts)) == len(set().union(*parts))  # no image in two splits
+    assert class_counts(splits.val.labels, 4) == [7, 7, 7, 7]
+    # clean: each indexed image's true class is its index mod 4
+    ids = torch.tensor(sorted(image_ids(splits.val.images)))
+    assert class_counts(ids % 4, 4) == [7, 7, 7, 7]
+
+
+def test_no_validation_split_by_default_and_the_training_set_is_unchanged_by_it(make_cfg):
+    without = build_splits(make_cfg(*INDEXED, "imbalance=0.5", "meta.per_class=5"))
+    assert without.val is None
+    with_val = build_splits(make_cfg(*INDEXED, "imbalance=0.5", "meta.per_class=5", "dataset.val_per_class=5"))
+    assert image_ids(without.meta.images) == image_ids(with_val.meta.images)  # taken after meta
+    assert not image_ids(with_val.val.images) & image_ids(with_val.train.images)
+
+
+def test_validation_too_large_for_a_class_is_named(make_cfg):
+    with pytest.raises(UserError, match=r"dataset\.val_per_class=50"):
+        build_splits(make_cfg(*INDEXED, "dataset.val_per_class=50"))
+
+
+def test_train_size_caps_the_training_set_keeping_the_profile(make_cfg):
+    full = class_counts(build_splits(make_cfg(*INDEXED, "imbalance=0.7", "meta.per_class=5")).train.labels, 4)
+    capped = class_counts(build_splits(make_cfg(*INDEXED, "imbalance=0.7", "meta.per_class=5", "dataset.train_size=30")).train.labels, 4)
+    assert sum(capped) == 30 and sum(full) > 30
+    assert capped[0] / sum(capped) == pytest.approx(full[0] / sum(full), abs=0.05)
+    larger = build_splits(make_cfg(*INDEXED, "imbalance=0.7", "meta.per_class=5", "dataset.train_size=100000"))
+    assert class_counts(larger.train.labels, 4) == full
+    with pytest.raises(UserError, match=r"dataset\.train_size=2 "):
+        build_splits(make_cfg(*INDEXED, "dataset.train_size=2"))
+
+
+def test_meta_add_to_train_gives_the_baseline_the_clean_meta_images(make_cfg):
+    plain = build_splits(make_cfg(*INDEXED, "meta.per_class=5", "noise.kind=uniform", "noise.rate=0.5"))
+    added = build_splits(make_cfg(*INDEXED, "meta.per_class=5", "noise.kind=uniform", "noise.rate=0.5", "meta.add_to_train=true"))
+    assert image_ids(added.train.images) == image_ids(plain.train.images) | image_ids(plain.meta.images)
+    assert len(added.train) == len(plain.train) + len(plain.meta)
+    assert not added.train_corrupted[len(plain.train):].any()
+    torch.testing.assert_close(added.train.labels[len(plain.train):], plain.meta.labels)

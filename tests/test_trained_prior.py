@@ -53,6 +53,7 @@ def test_evaluation_takes_the_argmax_of_the_shifted_logits():
     assert not torch.equal(expected, logits.argmax(1))  # the shift changed some predictions
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["sgd", "class_balanced"])
 def test_a_runs_trained_prior_is_its_weights_class_shares(make_cfg, tmp_path, method):
     cfg = make_cfg(f"method={method}", "imbalance=0.8", "steps=60", "posthoc_tau=1")

@@ -1,7 +1,9 @@
-"""`fit`: step timing (warm-up steps counted apart) and the lr schedule over skipped steps."""
+"""l2rw.training_loop: step timing (warm-up steps counted apart), the lr schedule over skipped steps,
+gradient clipping, and collapse that is never silent."""
 import types
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from l2rw.data import build_splits
 from l2rw.methods.base import Method
 from l2rw.models import build_model
 from l2rw.optimization import make_optimizer, make_scheduler
+from l2rw.train import train
 
 
 class Clock:
@@ -123,3 +126,72 @@ def test_best_is_chosen_on_validation_only(make_cfg, tmp_path, monkeypatch):
     )
     assert (outcome.best.step, outcome.best.balanced_accuracy, outcome.best.val_balanced_accuracy) == (4, 0.4, 0.6)
     assert outcome.evaluation.balanced_accuracy == 0.5  # "last"
+
+
+def test_clip_grad_norm_bounds_each_update(make_cfg, tmp_path):
+    """With a tiny clip, each SGD step moves the parameters by at most lr x clip."""
+    cfg = make_cfg("clip_grad_norm=0.01", "lr=0.1", "momentum=0", "weight_decay=0", "steps=1", "eval_every=1")
+    splits = build_splits(cfg)
+    model = build_model(cfg.model, splits.image_shape, splits.num_classes)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    optimizer = make_optimizer(model, cfg)
+    training_loop.fit(model, Method(), splits, optimizer, make_scheduler(optimizer, "constant", 1), steps=1, batch_size=50,
+                eval_every=1, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "m.csv",
+                progress=False, clip_grad_norm=cfg.clip_grad_norm)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (after - before).norm() == pytest.approx(0.1 * 0.01, rel=1e-3)
+
+
+# --- collapse ------------------------------------------------------------------------------------
+
+class TurnsToOneClass(Method):
+    """Plain SGD that, after `healthy_steps`, trains on labels replaced by class 0: a model forced
+    to collapse after learning."""
+
+    def __init__(self, healthy_steps: int):
+        self.healthy_steps, self.steps = healthy_steps, 0
+
+    def step_loss(self, model, x, y, index, lr):
+        self.steps += 1
+        return super().step_loss(model, x, y if self.steps <= self.healthy_steps else torch.zeros_like(y), index, lr)
+
+
+def test_uniform_outputs_count_as_collapse_whatever_the_argmax():
+    confusion = torch.eye(3, dtype=torch.long) * 3 + 2  # predictions spread over every class
+    assert training_loop.collapse_symptom(training_loop.Evaluation(0.3, 0.3, [0.3] * 3, confusion, 0.9), ["a", "b", "c"]) is None
+    uniform = training_loop.Evaluation(0.3, 0.3, [0.3] * 3, confusion, 1 / 3 + 0.001)
+    assert "the outputs are uniform" in training_loop.collapse_symptom(uniform, ["a", "b", "c"])
+
+
+def test_a_model_right_on_some_classes_and_wrong_on_others_is_not_collapsed():
+    """Confident outputs score a loss near ln K when half of them are right and half badly wrong;
+    the outputs are not uniform, so it is no collapse (the flag once read the loss)."""
+    confusion = torch.tensor([[5, 0, 0, 0], [0, 5, 0, 0], [0, 0, 0, 5], [0, 0, 5, 0]])
+    evaluation = training_loop.Evaluation(0.5, 0.5, [1, 1, 0, 0], confusion, 0.95)
+    assert training_loop.collapse_symptom(evaluation, list("abcd")) is None
+
+
+@pytest.mark.slow
+def test_a_healthy_run_is_not_flagged(make_cfg, tmp_path, capsys):
+    row = train(make_cfg("imbalance=0.5", "steps=300", "eval_every=100"), tmp_path / "run")
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert row["collapsed_step"] == "" and metrics.collapsed.iloc[-1] == 0
+    assert "collapsed" not in capsys.readouterr().err
+    assert row["balanced_accuracy"] > 0.3  # chance is 0.1
+
+
+@pytest.mark.slow
+def test_a_forced_collapse_is_flagged_with_its_step_in_the_row_and_warned_of_twice(make_cfg, tmp_path, capsys):
+    """A model that learned for 100 steps, then trained on class 0 only: healthy at steps 50 and
+    100, collapsed at 150 and 200."""
+    cfg = make_cfg(f"method._target_={__name__}.TurnsToOneClass", "+method.healthy_steps=100", "imbalance=0.1",
+                   "lr=0.05", "momentum=0.9", "schedule=constant", "steps=200", "eval_every=50", "batch_size=50")
+    row = train(cfg, tmp_path / "run")
+    assert row["status"] == "ok" and row["collapsed_step"] == 150
+    assert pd.read_csv(tmp_path / "results.csv").collapsed_step.tolist() == [150]
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert metrics.collapsed.tolist() == [0, 0, 1, 1] and metrics.top_class_share.iloc[-1] >= 0.9
+    err = capsys.readouterr().err
+    assert "warning: collapsed at step 150: " in err  # when it starts
+    assert f"warning: this run ended collapsed (since step 150): its model predicts (nearly) one class or uniform outputs; " \
+           f"see {tmp_path / 'run' / 'metrics.csv'}" in err  # and at the end

@@ -25,6 +25,7 @@ def test_means_are_relative_to_uniform_and_reset_at_each_flush():
     })
 
 
+@pytest.mark.slow
 def test_metrics_csv_carries_the_weight_columns(make_cfg, tmp_path):
     train(make_cfg("method=sgd", "imbalance=0.5", "noise.kind=uniform", "noise.rate=0.3"), tmp_path / "run")
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
@@ -48,6 +49,7 @@ class SkipsEveryOtherStep(Method):
         return result if self.steps_taken % 2 else StepLoss(result.loss * 0, torch.zeros_like(result.weights))
 
 
+@pytest.mark.slow
 def test_skipped_steps_do_not_pull_the_means_to_zero(make_cfg, tmp_path):
     cfg = make_cfg(f"method._target_={__name__}.SkipsEveryOtherStep", "imbalance=0.5")
     row = train(cfg, tmp_path / "run")
@@ -71,6 +73,7 @@ def test_example_weights_are_the_means_of_the_weights_each_example_got(tmp_path)
     ]
 
 
+@pytest.mark.slow
 def test_a_runs_example_weights_csv_holds_every_example_and_the_weights_its_steps_used(make_cfg, tmp_path):
     row = train(make_cfg("method=l2rw", "imbalance=0.5", "noise.kind=uniform", "noise.rate=0.3", "steps=30"), tmp_path / "run")
     examples = pd.read_csv(tmp_path / "run" / "example_weights.csv")
