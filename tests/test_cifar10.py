@@ -1,5 +1,4 @@
 """CIFAR-10 on a generated miniature `cifar-10-batches-py` in the official pickle format."""
-import copy
 import pickle
 
 import numpy as np
@@ -8,15 +7,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from l2rw import reweight
 from l2rw.data import build_splits
 from l2rw.data.augment import crop_and_flip, random_crop_and_flip
 from l2rw.data.cifar10 import CIFAR10, CifarFormat, load_cifar10
 from l2rw.errors import UserError
-from l2rw.instantiation import build
-from l2rw.models import build_model
 from l2rw.train import CONFIG_DIR, train
-from l2rw.training_loop import fit
 from tests.conftest import FAST, run_cli
 from tests.sources import image_ids
 
@@ -213,51 +208,6 @@ def test_resnet32_l2rw_end_to_end_through_the_cli(mini_root, tmp_path):
     assert (row.dataset, row.model, row.method, row.status) == ("cifar10", "resnet32", "l2rw", "ok")
     assert row.train_size == 18 + 9 and len(str(row.per_class_recall).split()) == 10
     assert pd.read_csv(tmp_path / "run" / "metrics.csv").step.tolist() == [3]
-
-
-def batchnorm_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: b.clone() for name, b in model.named_buffers() if "running" in name or "num_batches" in name}
-
-
-@pytest.mark.slow
-def test_one_l2rw_step_moves_batchnorm_stats_exactly_like_one_sgd_step(make_cfg, mini_root, tmp_path):
-    cfg = make_cfg(*cifar(mini_root, "model=resnet32", "meta.per_class=2", "dataset.augment=false"))
-    splits = build_splits(cfg)
-    torch.manual_seed(0)
-    initial = build_model(cfg.model, splits.image_shape, splits.num_classes)
-    before = batchnorm_buffers(initial)
-
-    def after_one_step(method_name: str) -> dict[str, torch.Tensor]:
-        model = copy.deepcopy(initial)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        fit(
-            model, build(make_cfg(f"method={method_name}").method), splits, optimizer,
-            torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
-            steps=1, batch_size=8, eval_every=1, generator=torch.Generator().manual_seed(0),
-            metrics_csv=tmp_path / f"{method_name}.csv", progress=False,
-        )
-        return batchnorm_buffers(model)
-
-    sgd, l2rw = after_one_step("sgd"), after_one_step("l2rw")
-    assert sgd.keys() == l2rw.keys() and len(sgd) == 31 * 3  # 31 BatchNorm layers in ResNet-32
-    for name in sgd:
-        assert torch.equal(l2rw[name], sgd[name]), name
-        if name.endswith("num_batches_tracked"):
-            assert l2rw[name].item() == 1, name  # updated once per step, by the real forward only
-        else:
-            assert not torch.equal(l2rw[name], before[name]), name
-
-
-@pytest.mark.slow
-def test_meta_computation_uses_batch_statistics_not_running_ones(make_cfg):
-    torch.manual_seed(0)
-    model = build_model(make_cfg("model=resnet32").model, (3, 32, 32), 10)
-    x, y, meta_x, meta_y = torch.randn(8, 3, 32, 32), torch.arange(8), torch.randn(10, 3, 32, 32), torch.arange(10)
-    weights = reweight.weights_double_backprop(model, x, y, meta_x, meta_y, lr=0.1).weights
-    for name, buffer in model.named_buffers():
-        if "running" in name:
-            buffer.uniform_(5, 10)  # statistics that would wreck any forward pass that used them
-    torch.testing.assert_close(reweight.weights_double_backprop(model, x, y, meta_x, meta_y, lr=0.1).weights, weights)
 
 
 @pytest.mark.parametrize("preset", ["cifar10_imbalance", "cifar10_lt"])

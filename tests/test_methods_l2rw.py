@@ -153,9 +153,9 @@ def test_smoothing_averages_each_examples_weights_over_steps(make_cfg):
 
 # --- a trainer step ----------------------------------------------------------------------------
 
-def one_trainer_step(make_cfg, tmp_path, impl: str) -> dict[str, torch.Tensor]:
-    """Model state after one step of `fit` with method=l2rw method.impl=`impl`."""
-    cfg = make_cfg("model=resnet32", "method=l2rw", f"method.impl={impl}", "batch_size=16")
+def one_trainer_step(make_cfg, tmp_path, *method: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """ResNet-32's state before and after one step of `fit` with the `method` overrides."""
+    cfg = make_cfg("model=resnet32", *method, "batch_size=16")
     splits = build_splits(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, splits.image_shape, splits.num_classes)
@@ -164,18 +164,32 @@ def one_trainer_step(make_cfg, tmp_path, impl: str) -> dict[str, torch.Tensor]:
     outcome = fit(
         model, build(cfg.method), splits, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
         steps=1, batch_size=cfg.batch_size, eval_every=1, generator=torch.Generator().manual_seed(cfg.seed),
-        metrics_csv=tmp_path / f"{impl}.csv", progress=False,
+        metrics_csv=tmp_path / f"{'_'.join(method)}.csv", progress=False,
     )
     assert outcome.skipped_steps == 0
-    after = model.state_dict()
-    for name in ("stem.0.weight", "stem.1.running_mean", "stem.1.num_batches_tracked"):
-        assert not torch.equal(after[name], initial[name]), f"{name} did not change: no step was taken"
-    return after
+    return initial, model.state_dict()
 
 
 @pytest.mark.slow
 def test_one_l2rw_trainer_step_gives_the_reference_parameters_and_running_stats(make_cfg, tmp_path):
-    fwd, reference = one_trainer_step(make_cfg, tmp_path, "fwd"), one_trainer_step(make_cfg, tmp_path, "double_backprop")
+    initial, fwd = one_trainer_step(make_cfg, tmp_path, "method=l2rw", "method.impl=fwd")
+    _, reference = one_trainer_step(make_cfg, tmp_path, "method=l2rw", "method.impl=double_backprop")
+    assert not torch.equal(fwd["stem.0.weight"], initial["stem.0.weight"])  # a step was taken
     assert fwd.keys() == reference.keys()
     for name in fwd:
         torch.testing.assert_close(fwd[name], reference[name], atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", sorted(reweight.IMPLEMENTATIONS))
+def test_one_l2rw_trainer_step_moves_batchnorm_statistics_exactly_like_one_sgd_step(make_cfg, tmp_path, impl):
+    initial, sgd = one_trainer_step(make_cfg, tmp_path, "method=sgd")
+    _, l2rw = one_trainer_step(make_cfg, tmp_path, "method=l2rw", f"method.impl={impl}")
+    statistics = [name for name in sgd if "running" in name or "num_batches_tracked" in name]
+    assert len(statistics) == 31 * 3  # ResNet-32's 31 BatchNorm layers
+    for name in statistics:
+        assert torch.equal(l2rw[name], sgd[name]), name
+        if name.endswith("num_batches_tracked"):
+            assert l2rw[name].item() == 1, name  # updated once per step, by the real forward only
+        else:
+            assert not torch.equal(l2rw[name], initial[name]), name

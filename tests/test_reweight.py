@@ -215,3 +215,18 @@ def test_batchnorm_running_stats_are_updated_once_by_the_training_forward(impl, 
     assert norms and all(m.num_batches_tracked.item() == 1 for m in norms)
     for (name, ours), theirs in zip(model.state_dict().items(), plain.state_dict().values()):
         torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_the_weights_never_read_the_running_statistics(impl):
+    """Meta and look-ahead forwards use batch statistics, as the training forward does."""
+    torch.manual_seed(0)
+    model = ResNet32((3, 8, 8), num_classes=10, blocks_per_stage=1).double()
+    x, y = torch.randn(12, 3, 8, 8, dtype=torch.double), torch.randint(0, 10, (12,))
+    meta_x, meta_y = torch.randn(10, 3, 8, 8, dtype=torch.double), torch.arange(10)
+    weights = example_weights(copy.deepcopy(model), x, y, meta_x, meta_y, impl=impl).weights
+    for name, buffer in model.named_buffers():
+        if "running" in name:
+            buffer.uniform_(5, 10)  # statistics that would wreck any forward pass that used them
+    assert (weights > 0).sum() >= 2
+    torch.testing.assert_close(example_weights(model, x, y, meta_x, meta_y, impl=impl).weights, weights, atol=1e-12, rtol=0)
