@@ -1,5 +1,6 @@
-"""The results CSV keeps one text form per value, whichever append path wrote the row, and is
-never damaged: other files are refused untouched, damaged records are set aside, not lost."""
+"""l2rw.results: the results CSV keeps one text form per value, whichever append path wrote the row,
+and is never damaged: other files are refused untouched, damaged records are set aside, not lost,
+every read and write holds the table's lock, and concurrent writers neither interleave nor lose rows."""
 import errno
 import multiprocessing
 import os
