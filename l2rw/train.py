@@ -123,8 +123,13 @@ def main(cfg: DictConfig) -> dict | None:
     """One job: its results row is Hydra's return value (a sweeper reads its validation score there)."""
     if cfg.threads is None:
         cfg.threads = threads_per_job(HydraConfig.get().launcher)
+    run_dir = HydraConfig.get().runtime.output_dir
     try:
-        return train(cfg, HydraConfig.get().runtime.output_dir)
+        return train(cfg, run_dir)
+    except KeyboardInterrupt:  # a second signal, or one while the data loads: no step finishes first
+        print(f"interrupted at once; what the run wrote so far stays in {run_dir}, and a checkpoint.pt "
+              "saved earlier resumes it with the same command", file=sys.stderr)
+        sys.exit(130)
     except Interrupted as interrupted:
         print(interrupted, file=sys.stderr)
         sys.exit(interrupted.exit_code)  # the shell's code for the signal: 130 Ctrl-C, 143 SIGTERM, 140 SIGUSR2
@@ -139,12 +144,12 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 def cli() -> None:
-    """`l2rw-train`: `main`, with Ctrl-C before training started (while Hydra composes, or while
-    the data loads) as one line and the shell's exit code instead of a traceback."""
+    """`l2rw-train`: `main`, with Ctrl-C while Hydra composes the config (before any job started)
+    as one line and the shell's exit code instead of a traceback."""
     try:
         main()
     except KeyboardInterrupt:
-        print("interrupted before training started; nothing was written", file=sys.stderr)
+        print("interrupted before any run started; nothing was written", file=sys.stderr)
         sys.exit(130)
 
 

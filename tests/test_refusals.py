@@ -150,5 +150,5 @@ def test_ctrl_c_while_hydra_starts_is_one_line_and_the_shells_code(tmp_path, mon
     monkeypatch.setattr(output_dirs, "creatable", interrupted)  # called from Hydra's start-up, before any job
     exit_code, stderr = l2rw_train("progress=false", f"results_csv={tmp_path / 'results.csv'}",
                                    f"hydra.run.dir={tmp_path / 'run'}")
-    assert exit_code == 130 and stderr == "interrupted before training started; nothing was written\n"
+    assert exit_code == 130 and stderr == "interrupted before any run started; nothing was written\n"
     assert list(tmp_path.iterdir()) == []
