@@ -17,12 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from l2rw.data.noise import NOISE_KINDS
+from l2rw.data.splits import PROFILES
 from l2rw.errors import UserError
 from l2rw.options import CLASS, FLAG, FLOAT32_MAX, PATH, choice, description, list_of, number, optional, text, whole
 from l2rw.run_identity import read_values
 
 SCHEDULES = ("constant", "cosine", "step")
-PROFILES = ("step", "longtail", "natural")
 AMP_CHOICES = ("bf16",)  # besides null; train.AMP_DTYPES maps each to its dtype
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes it, and every CSV reader keeps it an int64
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"

@@ -284,9 +284,3 @@ def test_bad_image_size_or_workers_is_named_alone(make_cfg, tmp_path, option, me
     (key, value), = option.items()
     with pytest.raises(UserError, match=re.escape(message)):
         check_config(ham_cfg(make_cfg, tmp_path, f"dataset.{key}={value}"))
-
-
-@pytest.mark.parametrize("fraction", ["abc", 0, 1])
-def test_test_fraction_outside_0_1_or_not_a_number_names_the_field(make_cfg, mini_ham, fraction):
-    with pytest.raises(UserError, match=re.escape(f"dataset.test_fraction={fraction} must be in (0, 1)")):
-        build_splits(ham_cfg(make_cfg, mini_ham, f"dataset.test_fraction={fraction}"))

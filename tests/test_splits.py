@@ -74,8 +74,6 @@ def test_count_functions_directly():
         (["imbalance=1.0"], "imbalance"),
         (["imbalance=0.1"], "imbalance"),
         (["meta.per_class=60"], "meta.per_class"),
-        (["meta.per_class=0"], "meta.per_class"),
-        (["dataset.profile=zipf"], "dataset.profile"),
         (["dataset.classes=[0,9]"], "dataset.classes"),
         (["dataset.classes=[0,true]"], "dataset.classes"),  # YAML's true is not class 1
         (["dataset.majority_class=true"], "dataset.majority_class"),

@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig
 
 from l2rw.data.noise import apply_label_noise
-from l2rw.errors import UserError, is_number, is_whole
+from l2rw.errors import UserError, is_whole
 from l2rw.instantiation import build
 
 
@@ -108,8 +108,6 @@ def step_counts(available: list[int], imbalance: float, majority: int) -> list[i
 def longtail_counts(available: list[int], imbalance_ratio: float) -> list[int]:
     """Exponential profile n_c = n_max * r^(-c/(K-1)) over class order (Cui et al. 2019)."""
     k = len(available)
-    if imbalance_ratio < 1:
-        raise UserError(f"imbalance_ratio={imbalance_ratio} must be >= 1 (n_max / n_min; 1 is balanced)")
     decay = [imbalance_ratio ** (-c / (k - 1)) if k > 1 else 1.0 for c in range(k)]
     n_max = min(math.floor(n / d + 1e-9) for n, d in zip(available, decay))
     counts = [math.floor(n_max * d + 1e-9) for d in decay]
@@ -171,14 +169,8 @@ def _test_groups(data_cfg: DictConfig, groups_in_class: int) -> int:
     """Test groups of one class: `dataset.test_per_class`, or a stratified `dataset.test_fraction`
     (at least one group, so that every class counts in the balanced accuracy)."""
     if _test_field(data_cfg) == "test_per_class":
-        count = data_cfg.test_per_class
-        if not (is_whole(count) and count >= 1):
-            raise UserError(f"dataset.test_per_class={count} must be a whole number >= 1 (test images per class)")
-        return count
-    fraction = data_cfg.test_fraction
-    if not (is_number(fraction) and 0 < fraction < 1):
-        raise UserError(f"dataset.test_fraction={fraction} must be in (0, 1)")
-    return max(1, round(fraction * groups_in_class))
+        return data_cfg.test_per_class
+    return max(1, round(data_cfg.test_fraction * groups_in_class))
 
 
 def _too_few_groups(
@@ -214,14 +206,8 @@ def build_splits(cfg: DictConfig) -> Splits:
     source = _select_classes(build(data_cfg.source), data_cfg.classes)
     k = len(source.class_names)
     generator = torch.Generator().manual_seed(int(cfg.seed))
-    meta_per_class = cfg.meta.per_class
-    if not (is_whole(meta_per_class) and meta_per_class >= 1):
-        raise UserError(f"meta.per_class={meta_per_class} must be a whole number >= 1 (clean images per class)")
-    val_per_class = data_cfg.val_per_class
-    if not (is_whole(val_per_class) and val_per_class >= 0):
-        raise UserError(f"dataset.val_per_class={val_per_class} must be a whole number >= 0 (0: no validation split)")
-    meta_per_class = 0 if source.meta is not None else meta_per_class
-    val_per_class = 0 if source.val is not None else val_per_class
+    meta_per_class = 0 if source.meta is not None else cfg.meta.per_class
+    val_per_class = 0 if source.val is not None else data_cfg.val_per_class
 
     test_index, meta_index, val_index, rest = [], [], [], []
     for c in range(k):
@@ -241,18 +227,7 @@ def build_splits(cfg: DictConfig) -> Splits:
         val_index.append(members[meta_end:val_end])
         rest.append(members[val_end:])
 
-    available = [len(r) for r in rest]
-    if data_cfg.profile == "step":
-        majority = data_cfg.majority_class
-        majority = 0 if majority is None else _position_of(majority, data_cfg.classes, k, "dataset.majority_class")
-        counts = step_counts(available, float(cfg.imbalance), majority)
-    elif data_cfg.profile == "longtail":
-        counts = longtail_counts(available, float(cfg.imbalance_ratio))
-    elif data_cfg.profile == "natural":  # a dataset that is imbalanced as collected keeps all of it
-        counts = available
-    else:
-        raise UserError(f"dataset.profile={data_cfg.profile!r} is unknown; use 'step', 'longtail' or 'natural'")
-    counts = capped_counts(counts, data_cfg.train_size)
+    counts = capped_counts(PROFILES[data_cfg.profile](cfg, [len(r) for r in rest]), data_cfg.train_size)
     train_index = torch.cat([r[:n] for r, n in zip(rest, counts)])
 
     train = source.pool.subset(train_index)
@@ -276,14 +251,32 @@ def build_splits(cfg: DictConfig) -> Splits:
     )
 
 
+def _step_profile(cfg: DictConfig, available: list[int]) -> list[int]:
+    majority = cfg.dataset.majority_class
+    majority = 0 if majority is None else _position_of(majority, cfg.dataset.classes, len(available), "dataset.majority_class")
+    return step_counts(available, float(cfg.imbalance), majority)
+
+
+def _longtail_profile(cfg: DictConfig, available: list[int]) -> list[int]:
+    return longtail_counts(available, float(cfg.imbalance_ratio))
+
+
+def _natural_profile(cfg: DictConfig, available: list[int]) -> list[int]:
+    return available  # a dataset that is imbalanced as collected keeps all of it
+
+
+# `dataset.profile`: the training images kept per class, from those available after meta, val and test
+PROFILES = {"step": _step_profile, "longtail": _longtail_profile, "natural": _natural_profile}
+
+
 def capped_counts(counts: list[int], train_size) -> list[int]:
     """`counts` scaled down to about `train_size` images in all (null: unchanged), keeping the
     profile's proportions and at least one image per class."""
     if train_size is None:
         return counts
-    if not (is_whole(train_size) and train_size >= len(counts)):
+    if train_size < len(counts):
         raise UserError(
-            f"dataset.train_size={train_size} must be a whole number >= {len(counts)} (one image per class), "
+            f"dataset.train_size={train_size} must be at least {len(counts)} (one image per class), "
             "or null for all the imbalance profile allows"
         )
     total = sum(counts)
