@@ -33,6 +33,8 @@ from l2rw.models import build_model
 from l2rw.optimization import make_optimizer, make_scheduler
 from l2rw.results import append_row, check_results_csv, finished_row
 from l2rw.run_files import RUN_FILES, write_run_files, write_skipped_images
+from l2rw.tracking import RunLoggers
+from l2rw.tracking.trial_pruning import TrialPruned
 from l2rw.training_loop import fit
 
 # An absolute path, so the configs are found whatever folder l2rw-train is started from.
@@ -52,6 +54,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     checkpoint = Checkpoint(run_dir, cfg.checkpoint_every, row["config_hash"], steps=cfg.steps)
     checkpoint.check_compatible()  # one this run cannot resume stops it before its config.yaml is overwritten
+    loggers = RunLoggers.from_config(cfg)  # logger=...: a missing optional package stops the run here, before anything is written
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -65,8 +68,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     loss_fn = build(cfg.loss, class_counts=class_counts)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.steps)
+    checkpoint.check_fits(model, optimizer, scheduler)  # a crafted one stops the run before config.yaml too
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     write_skipped_images(run_dir, splits.skipped_files)
+    loggers.start(run_dir, cfg)
 
     try:
         result = fit(
@@ -81,10 +86,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             example_weights_csv=run_dir / "example_weights.csv",
             loss_fn=loss_fn,
             posthoc_tau=cfg.posthoc_tau,
+            on_evaluation=loggers.log_evaluation,
         )
     except DivergedError as diverged:
         append_row(results_csv, row | results_row.diverged_part(diverged.step))
         checkpoint.path.unlink(missing_ok=True)  # resuming would only diverge again
+        loggers.close(finished=False)
+        raise
+    except BaseException:  # interrupted, pruned or failed: the loggers mark the run unfinished
+        loggers.close(finished=False)
         raise
 
     row |= results_row.outcome_part(
@@ -94,6 +104,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     write_run_files(run_dir, row, result.evaluation, splits.class_names)
     append_row(results_csv, row)
     checkpoint.path.unlink(missing_ok=True)  # the row says the run is done; nothing to resume
+    loggers.finish(row, run_dir)
+    loggers.close(finished=True)
     if result.collapse_step:
         print(f"warning: this run ended collapsed (since step {result.collapse_step}): its model predicts "
               f"(nearly) one class or uniform outputs; see {run_dir / 'metrics.csv'}. Collapsed after learning: "
@@ -136,6 +148,9 @@ def main(cfg: DictConfig) -> dict | None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except TrialPruned as pruned:  # hydra.sweeper.pruner=median stopped this trial; the sweep goes on
+        print(pruned, file=sys.stderr)
+        return None
     except DivergedError as error:
         print(f"error: {error}", file=sys.stderr)
         if HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep goes on; its row says `diverged`

@@ -8,13 +8,17 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from l2rw.checkpoint import Checkpoint
 from l2rw.data.cifar10 import CIFAR10, load_cifar10
 from l2rw.errors import UserError
+from l2rw.run_identity import config_hash
+from l2rw.train import CONFIG_DIR
 from l2rw.training_loop import LoopState
 from tests.test_checkpoint import run_objects
 from tests.test_cifar10 import dump, write_mini_cifar
+from tests.test_refusals import l2rw_train
 
 
 class Payload:
@@ -170,6 +174,25 @@ def test_crafted_random_states_are_refused_before_the_run_writes(tmp_path, chang
         checkpoint.check_compatible()
     message = one_line(error)
     assert message.startswith(f"{checkpoint.path} holds random states no run saves (") and problem in message
+
+
+@pytest.mark.parametrize("loop, problem", [
+    ({"step": 7}, "holds a loop state no run saves (step 7 is not below this run's steps=2)"),
+    ({"step": 1}, "does not fit this run's model (it lacks 'features.0.weight')"),  # a Linear's state for LeNet
+], ids=["step-beyond-steps", "another-model"])
+def test_the_command_line_refuses_a_crafted_checkpoint_before_it_rewrites_config_yaml(tmp_path, loop, problem):
+    args = ["progress=false", "steps=2", f"results_csv={tmp_path / 'results.csv'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=args)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("lr: 0.5\n")
+    checkpoint = Checkpoint(run_dir, 0, config_hash(cfg))
+    checkpoint.save(*run_objects(), loop)
+    exit_code, stderr = l2rw_train(*args, f"hydra.run.dir={run_dir}")
+    assert exit_code == 2 and stderr == f"error: {checkpoint.path} {problem}; delete it to start the run over\n"
+    assert (run_dir / "config.yaml").read_text() == "lr: 0.5\n"
+    assert not (tmp_path / "results.csv").exists() and not (run_dir / "metrics.csv").exists()
 
 
 # --- CIFAR pickles ---------------------------------------------------------------------------
