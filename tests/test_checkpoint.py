@@ -53,6 +53,32 @@ def test_a_file_that_is_no_checkpoint_and_one_of_another_shape_are_named(tmp_pat
         checkpoint.restore(*run_objects(width=3))
 
 
+@pytest.mark.parametrize("where, value", [
+    ("epoch_rest", torch.tensor([0, 9])),           # an index past the 4 training images
+    ("epoch_rest", torch.tensor([0.5])),            # not indices
+    ("memory", torch.ones(7)),                      # L2RW's smoothed weights for 7 images, not 4
+])
+def test_a_method_state_of_another_training_set_is_named(tmp_path, where, value):
+    from l2rw.methods.l2rw import L2RW
+
+    def objects():
+        model, optimizer, scheduler, _ = run_objects()
+        method = L2RW(meta_batch_size=2, smoothing=0.5)
+        train = LabeledImages(torch.zeros(4, 1, 1, 1, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
+        method.setup(train, train, 2, torch.Generator().manual_seed(0))
+        return model, optimizer, scheduler, method
+
+    checkpoint = Checkpoint(tmp_path, 0, "this")
+    checkpoint.save(*objects(), {"step": 3})
+    assert checkpoint.restore(*objects())["step"] == 3  # the method's own state fits
+    model, optimizer, scheduler, method = objects()
+    state = method.state_dict()
+    method.state_dict = lambda: state | {where: value}
+    checkpoint.save(model, optimizer, scheduler, method, {"step": 3})
+    with pytest.raises(UserError, match=f"^{checkpoint.path} does not fit this run's model or method \\(its .*\\); delete it"):
+        checkpoint.restore(*objects())
+
+
 def test_a_resumed_run_reads_its_checkpoint_once(tmp_path, monkeypatch):
     saved(tmp_path)
     loads = []

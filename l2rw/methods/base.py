@@ -53,8 +53,12 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         """Call after `setup`, before `batches`."""
+        rest = state["epoch_rest"]
+        if not (isinstance(rest, torch.Tensor) and rest.dtype == torch.int64 and rest.dim() == 1
+                                     and len(rest) <= self.num_train and bool(((rest >= 0) & (rest < self.num_train)).all())):
+            raise ValueError(f"its place in the epoch is not a list of training image indices below {self.num_train}")
         self.generator.set_state(state["generator"])
-        self.epoch_rest = state["epoch_rest"]
+        self.epoch_rest = rest
 
     def step_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, lr: float

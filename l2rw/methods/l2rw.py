@@ -50,7 +50,10 @@ class L2RW(MetaMethod):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.memory = state["memory"].to(self.memory.device)
+        memory = state["memory"]
+        if not (isinstance(memory, torch.Tensor) and memory.shape == self.memory.shape and memory.is_floating_point()):
+            raise ValueError(f"its smoothed weights are not {len(self.memory)} numbers, one per training image")
+        self.memory = memory.to(self.memory.device)
         self.steps_taken = state["steps_taken"]
 
     def step_loss(
