@@ -114,7 +114,10 @@ def test_a_run_below_the_median_curve_is_pruned(tmp_path):
             trial.report(0.9, step)
         study.tell(trial, 0.9)
     running = study.ask()
-    reporter = TrialReporter(storage, "s", running._trial_id, "val_balanced_accuracy", "median")
+    last = TrialReporter(storage, "s", running._trial_id, "val_balanced_accuracy", "median", last_step=20)
+    last(20, {"val_balanced_accuracy": 0.2})  # trained to the end: finishing costs nothing more
+    running = study.ask()
+    reporter = TrialReporter(storage, "s", running._trial_id, "val_balanced_accuracy", "median", last_step=2000)
     reporter(10, {"val_balanced_accuracy": ""})  # an evaluation without the metric reports nothing
     with pytest.raises(TrialPruned, match="pruned at step 20: its val_balanced_accuracy 0.2000 is below the median"):
         reporter(20, {"val_balanced_accuracy": 0.2})
@@ -153,3 +156,21 @@ def test_a_killed_sweep_resumes_its_study(tmp_path):
     # each trial's run wrote its row once: one killed before its row is asked again and writes it; one
     # killed after its row and before the study heard of it is asked again and skipped (skip_done)
     assert len(rows(tmp_path)) == len({tuple(sorted(trial.params.items())) for trial in counted})
+
+
+@pytest.mark.slow
+def test_median_pruning_stops_runs_below_the_curve_and_the_sweep_goes_on(tmp_path):
+    # half the learning rates cannot learn in 100 steps: their curves sit below the median
+    command = [sys.executable, "-m", "l2rw.train", "--multirun", "hydra/sweeper=optuna", "hydra.sweeper.pruner=median",
+               "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=12", "lr=choice(0.09,0.0001)", "seed=range(0,12)",
+               "momentum=0.9", "imbalance=0.2", "steps=100", "eval_every=20", "dataset.val_per_class=5", "progress=false",
+               f"results_csv={tmp_path / 'results.csv'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    done = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "pruned at step 40: its val_balanced_accuracy" in done.stderr
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert pruned and len(pruned) + len(complete) == 12
+    assert all(f"optuna: trial {t.number} pruned" in done.stdout for t in pruned)
+    assert len(rows(tmp_path)) == len({tuple(sorted(t.params.items())) for t in complete})  # a pruned run writes no row

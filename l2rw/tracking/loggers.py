@@ -69,7 +69,7 @@ class RunLoggers:
         """The loggers `cfg.logger` names (`logger=csv`: none); constructing one imports its
         optional package, so a missing one is a UserError here, before training."""
         chosen = cfg.get("logger") or {}
-        return cls({name: build(options) for name, options in chosen.items()}, trial=TrialReporter.for_this_job())
+        return cls({name: build(options) for name, options in chosen.items()}, trial=TrialReporter.for_this_job(cfg.steps))
 
     def start(self, run_dir: Path, cfg: DictConfig) -> None:
         params = flatten(read_values(cfg)) if self.loggers else {}

@@ -28,23 +28,26 @@ class TrialPruned(Exception):
 
 
 class TrialReporter:
-    """Reports `metric` at each evaluation to the trial; raises TrialPruned when the pruner says so."""
+    """Reports `metric` at each evaluation to the trial; raises TrialPruned when the pruner says so,
+    before `last_step`: a run that has trained to the end costs nothing more to finish."""
 
-    def __init__(self, storage: str, study_name: str, trial_id: int, metric: str, pruner: str):
+    def __init__(self, storage: str, study_name: str, trial_id: int, metric: str, pruner: str, last_step: int):
         optuna = require("optuna", "optuna", "hydra/sweeper=optuna")
         self.study = optuna.load_study(study_name=study_name, storage=storage, pruner=make_pruner(pruner))
         self.trial = optuna.trial.Trial(self.study, trial_id)
         self.metric = metric
+        self.last_step = last_step
 
     @classmethod
-    def for_this_job(cls) -> TrialReporter | None:
+    def for_this_job(cls, last_step: int) -> TrialReporter | None:
         """The reporter of the trial this job runs, when it runs one with a pruner; else None."""
         if TRIAL_ENV not in os.environ or not HydraConfig.initialized():
             return None
         sweeper = HydraConfig.get().sweeper
         if sweeper.get("pruner", "none") == "none":
             return None
-        return cls(os.environ[STORAGE_ENV], os.environ[STUDY_ENV], int(os.environ[TRIAL_ENV]), sweeper.metric, sweeper.pruner)
+        return cls(os.environ[STORAGE_ENV], os.environ[STUDY_ENV], int(os.environ[TRIAL_ENV]), sweeper.metric, sweeper.pruner,
+                   last_step)
 
     def __call__(self, step: int, values: dict) -> None:
         from optuna.trial import TrialState
@@ -52,7 +55,7 @@ class TrialReporter:
         if values.get(self.metric) in ("", None):
             return
         self.trial.report(float(values[self.metric]), step)
-        if self.trial.should_prune():
+        if step < self.last_step and self.trial.should_prune():
             self.study.tell(self.trial.number, state=TrialState.PRUNED)
             raise TrialPruned(f"pruned at step {step}: its {self.metric} {values[self.metric]:.4f} is below the median "
                               "of earlier trials at this step (hydra.sweeper.pruner=median)")
