@@ -138,13 +138,13 @@ def main(cfg: DictConfig) -> dict | None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         return train(cfg, run_dir)
+    except Interrupted as interrupted:  # before KeyboardInterrupt, which it is a kind of
+        print(interrupted, file=sys.stderr)
+        sys.exit(interrupted.exit_code)  # the shell's code for the signal: 130 Ctrl-C, 143 SIGTERM, 140 SIGUSR2
     except KeyboardInterrupt:  # a second signal, or one while the data loads: no step finishes first
         print(f"interrupted at once; what the run wrote so far stays in {run_dir}, and a checkpoint.pt "
               "saved earlier resumes it with the same command", file=sys.stderr)
         sys.exit(130)
-    except Interrupted as interrupted:
-        print(interrupted, file=sys.stderr)
-        sys.exit(interrupted.exit_code)  # the shell's code for the signal: 130 Ctrl-C, 143 SIGTERM, 140 SIGUSR2
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
