@@ -37,15 +37,17 @@ def test_a_recipe_sets_its_method_loss_and_options(recipe):
 
 @pytest.fixture
 def miniature(tmp_path, monkeypatch):
-    """dataset -> overrides that point it at a miniature copy."""
+    """dataset -> overrides that point it at a miniature copy (and ResNet-32 at its 8-layer form:
+    the recipes are under test, not the depth)."""
     monkeypatch.setattr(idx, "SYSTEM_FOLDERS", {})
     return {
         "fashion_mnist_baselines": [f"dataset.root={write_mini_idx(tmp_path / 'idx', train_per_class=12)}",
                                     "dataset.val_per_class=1", "meta.per_class=2"],
         "cifar10_lt_baselines": [f"dataset.root={write_mini_cifar(tmp_path / 'c10')}", "dataset.val_per_class=1",
-                                 "meta.per_class=2", "imbalance_ratio=4", "batch_size=8"],
+                                 "meta.per_class=2", "imbalance_ratio=4", "batch_size=8", "model.blocks_per_stage=1"],
         "cifar100_lt_baselines": [f"dataset.root={write_mini_cifar100(tmp_path / 'c100', train_per_class=6)}",
-                                  "dataset.val_per_class=1", "meta.per_class=1", "imbalance_ratio=2", "batch_size=8"],
+                                  "dataset.val_per_class=1", "meta.per_class=1", "imbalance_ratio=2", "batch_size=8",
+                                  "model.blocks_per_stage=1"],
     }
 
 
