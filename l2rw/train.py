@@ -71,41 +71,35 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     checkpoint.check_fits(model, optimizer, scheduler)  # a crafted one stops the run before config.yaml too
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     write_skipped_images(run_dir, splits.skipped_files)
-    loggers.start(run_dir, cfg)
+    with loggers.watching(run_dir, cfg):
+        try:
+            result = fit(
+                model, method, splits, optimizer, scheduler,
+                steps=cfg.steps, batch_size=cfg.batch_size, eval_every=cfg.eval_every,
+                generator=torch.Generator().manual_seed(cfg.seed),
+                metrics_csv=run_dir / "metrics.csv", checkpoint=checkpoint,
+                progress=cfg.progress, label=cfg.method.name,
+                augment=random_crop_and_flip if cfg.dataset.augment else None,
+                amp=AMP_DTYPES[cfg.hardware.amp],
+                clip_grad_norm=cfg.clip_grad_norm,
+                example_weights_csv=run_dir / "example_weights.csv",
+                loss_fn=loss_fn,
+                posthoc_tau=cfg.posthoc_tau,
+                on_evaluation=loggers.log_evaluation,
+            )
+        except DivergedError as diverged:
+            append_row(results_csv, row | results_row.diverged_part(diverged.step))
+            checkpoint.path.unlink(missing_ok=True)  # resuming would only diverge again
+            raise
 
-    try:
-        result = fit(
-            model, method, splits, optimizer, scheduler,
-            steps=cfg.steps, batch_size=cfg.batch_size, eval_every=cfg.eval_every,
-            generator=torch.Generator().manual_seed(cfg.seed),
-            metrics_csv=run_dir / "metrics.csv", checkpoint=checkpoint,
-            progress=cfg.progress, label=cfg.method.name,
-            augment=random_crop_and_flip if cfg.dataset.augment else None,
-            amp=AMP_DTYPES[cfg.hardware.amp],
-            clip_grad_norm=cfg.clip_grad_norm,
-            example_weights_csv=run_dir / "example_weights.csv",
-            loss_fn=loss_fn,
-            posthoc_tau=cfg.posthoc_tau,
-            on_evaluation=loggers.log_evaluation,
+        row |= results_row.outcome_part(
+            result, class_counts.cpu(), train_size=len(splits.train), train_corrupted=int(splits.train_corrupted.sum()),
+            provenance=splits.provenance, wall_seconds=time.perf_counter() - started, peak_memory_mb=peak_memory_mb(device),
         )
-    except DivergedError as diverged:
-        append_row(results_csv, row | results_row.diverged_part(diverged.step))
-        checkpoint.path.unlink(missing_ok=True)  # resuming would only diverge again
-        loggers.close(finished=False)
-        raise
-    except BaseException:  # interrupted, pruned or failed: the loggers mark the run unfinished
-        loggers.close(finished=False)
-        raise
-
-    row |= results_row.outcome_part(
-        result, class_counts.cpu(), train_size=len(splits.train), train_corrupted=int(splits.train_corrupted.sum()),
-        provenance=splits.provenance, wall_seconds=time.perf_counter() - started, peak_memory_mb=peak_memory_mb(device),
-    )
-    write_run_files(run_dir, row, result.evaluation, splits.class_names)
-    append_row(results_csv, row)
-    checkpoint.path.unlink(missing_ok=True)  # the row says the run is done; nothing to resume
-    loggers.finish(row, run_dir)
-    loggers.close(finished=True)
+        write_run_files(run_dir, row, result.evaluation, splits.class_names)
+        append_row(results_csv, row)
+        checkpoint.path.unlink(missing_ok=True)  # the row says the run is done; nothing to resume
+        loggers.finish(row, run_dir)
     if result.collapse_step:
         print(f"warning: this run ended collapsed (since step {result.collapse_step}): its model predicts "
               f"(nearly) one class or uniform outputs; see {run_dir / 'metrics.csv'}. Collapsed after learning: "

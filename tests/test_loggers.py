@@ -27,11 +27,10 @@ def finished_run(run_dir: Path, *loggers: RunLogger) -> RunLoggers:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.csv").write_text("step\n10\n20\n")
     reporting = RunLoggers({type(logger).__name__: logger for logger in loggers})
-    reporting.start(run_dir, OmegaConf.create(CONFIG))
-    for step in (10, 20):
-        reporting.log_evaluation(step, EVALUATION | {"step": step}, torch.tensor([0.0, 1.0, 2.5, float("nan")]))
-    reporting.finish(ROW, run_dir)
-    reporting.close(True)
+    with reporting.watching(run_dir, OmegaConf.create(CONFIG)):
+        for step in (10, 20):
+            reporting.log_evaluation(step, EVALUATION | {"step": step}, torch.tensor([0.0, 1.0, 2.5, float("nan")]))
+        reporting.finish(ROW, run_dir)
     return reporting
 
 
@@ -132,13 +131,22 @@ def test_a_failing_logger_is_warned_about_once_and_the_others_go_on(tmp_path):
     warnings, counting = [], CountingLogger()
     BrokenLogger.calls = 0
     reporting = RunLoggers({"broken": BrokenLogger(), "counting": counting}, warn=warnings.append)
-    for step in (10, 20, 30):
-        reporting.log_evaluation(step, {}, torch.ones(3))
-    reporting.finish(ROW, tmp_path)
-    reporting.close(True)
+    with reporting.watching(tmp_path, OmegaConf.create(CONFIG)):
+        for step in (10, 20, 30):
+            reporting.log_evaluation(step, {}, torch.ones(3))
+        reporting.finish(ROW, tmp_path)
     assert BrokenLogger.calls == 1 and len(warnings) == 1
     assert warnings[0].startswith("warning: logger=broken failed (OSError: [Errno 28] No space left on device)")
     assert counting.steps == [10, 20, 30] and counting.rows == [ROW] and counting.finished is True
+
+
+def test_the_loggers_are_closed_unfinished_when_the_run_fails_after_training(tmp_path):
+    counting = CountingLogger()
+    reporting = RunLoggers({"counting": counting}, warn=pytest.fail)
+    with pytest.raises(OSError), reporting.watching(tmp_path, OmegaConf.create(CONFIG)):
+        reporting.log_evaluation(10, {}, torch.ones(3))
+        raise OSError(28, "No space left on device")  # as writing the run files on a full disk would
+    assert counting.steps == [10] and counting.rows == [] and counting.finished is False
 
 
 @pytest.mark.slow

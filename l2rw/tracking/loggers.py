@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -71,9 +72,17 @@ class RunLoggers:
         chosen = cfg.get("logger") or {}
         return cls({name: build(options) for name, options in chosen.items()}, trial=TrialReporter.for_this_job(cfg.steps))
 
-    def start(self, run_dir: Path, cfg: DictConfig) -> None:
-        params = flatten(read_values(cfg)) if self.loggers else {}
-        self._each("start", run_dir, params)
+    @contextmanager
+    def watching(self, run_dir: Path, cfg: DictConfig) -> Iterator[RunLoggers]:
+        """Start every logger; close them when the block ends, as finished when it ends without an
+        exception (diverged, interrupted, pruned or failed: unfinished)."""
+        self._each("start", run_dir, flatten(read_values(cfg)) if self.loggers else {})
+        finished = False
+        try:
+            yield self
+            finished = True
+        finally:
+            self._each("close", finished)
 
     def log_evaluation(self, step: int, values: dict, example_weights: torch.Tensor) -> None:
         self._each("log_evaluation", step, values, example_weights)
@@ -82,9 +91,6 @@ class RunLoggers:
 
     def finish(self, row: dict, run_dir: Path) -> None:
         self._each("finish", row, run_dir)
-
-    def close(self, finished: bool) -> None:
-        self._each("close", finished)
 
     def _each(self, call: str, *args) -> None:
         for name, logger in list(self.loggers.items()):
