@@ -34,7 +34,7 @@ BEST_COLUMNS = ("best_step", "best_accuracy", "best_balanced_accuracy", *(f"best
 PROVENANCE_COLUMNS = ("data_source", "data_cache_key", "skipped_images")
 # Measured by the run
 OUTCOME_COLUMNS = (
-    "status", "diverged_step", "collapsed_step", "train_size", "train_corrupted", "accuracy", "balanced_accuracy",
+    "status", "diverged_step", "collapsed_step", "train_size", "train_corrupted", "meta_size", "accuracy", "balanced_accuracy",
     "val_balanced_accuracy", *SHOT_GROUPS, *BEST_COLUMNS, "per_class_recall", "trained_prior", "skipped_steps",
     "wall_seconds", "seconds_per_step", "warmup_seconds", "peak_memory_mb", *PROVENANCE_COLUMNS,
 )
@@ -107,7 +107,7 @@ def option_columns(cfg: DictConfig) -> dict:
     return columns
 
 
-def outcome_part(result: FitResult, train_counts: torch.Tensor, *, train_size: int, train_corrupted: int,
+def outcome_part(result: FitResult, train_counts: torch.Tensor, *, train_size: int, train_corrupted: int, meta_size: int,
                  provenance: dict, wall_seconds: float, peak_memory_mb: float) -> dict:
     """The row's outcome columns of a run that finished."""
     last, val = result.evaluation, result.val_evaluation
@@ -117,6 +117,7 @@ def outcome_part(result: FitResult, train_counts: torch.Tensor, *, train_size: i
         "collapsed_step": result.collapse_step or "",
         "train_size": train_size,
         "train_corrupted": train_corrupted,
+        "meta_size": meta_size,
         "accuracy": round(last.accuracy, 6),
         "balanced_accuracy": round(last.balanced_accuracy, 6),
         "val_balanced_accuracy": round(val.balanced_accuracy, 6) if val else "",

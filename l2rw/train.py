@@ -94,6 +94,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
         row |= results_row.outcome_part(
             result, class_counts.cpu(), train_size=len(splits.train), train_corrupted=int(splits.train_corrupted.sum()),
+            meta_size=len(splits.meta),
             provenance=splits.provenance, wall_seconds=time.perf_counter() - started, peak_memory_mb=peak_memory_mb(device),
         )
         write_run_files(run_dir, row, result.evaluation, splits.class_names)

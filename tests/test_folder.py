@@ -354,6 +354,7 @@ def test_the_example_writes_a_folder_and_sweeps_three_methods(tmp_path):
     rows = pd.read_csv(results)
     assert sorted(rows.method) == ["class_balanced", "l2rw", "sgd"]
     assert set(rows.dataset) == {"folder"} and set(rows.status) == {"ok"} and set(rows.train_size) == {38}
+    assert set(rows.meta_size) == {3 * 3}  # the whole trusted/ set, whatever meta.per_class says
     for run_dir in rows.run_dir:
         recall = pd.read_csv(f"{run_dir}/per_class_recall.csv", dtype={"class": str})
         assert list(recall["class"]) == ["0", "1", "2"] and list(recall.support) == [5, 5, 5]  # the folder names

@@ -49,18 +49,18 @@ def fit_result(best: BestEvaluation | None) -> FitResult:
 def test_the_outcome_is_built_from_the_fit_result_and_the_data():
     best = BestEvaluation(step=40, val_balanced_accuracy=0.9, accuracy=0.7, balanced_accuracy=0.65, confusion=[[5, 5], [2, 8]])
     counts = torch.tensor([150, 30])
-    outcome = results_row.outcome_part(fit_result(best), counts, train_size=180, train_corrupted=7,
+    outcome = results_row.outcome_part(fit_result(best), counts, train_size=180, train_corrupted=7, meta_size=20,
                                        provenance={"data_source": "/data/x"}, wall_seconds=12.3456, peak_memory_mb=99.94)
     assert list(outcome) == list(OUTCOME_COLUMNS)
     # class 0 (150 images) is many-shot: 8 of its 10 test images right; class 1 (30) is medium-shot: 9 of 10
     assert (outcome["many_shot_accuracy"], outcome["medium_shot_accuracy"], outcome["few_shot_accuracy"]) == (0.8, 0.9, "")
     assert (outcome["best_step"], outcome["best_many_shot_accuracy"], outcome["best_medium_shot_accuracy"]) == (40, 0.5, 0.8)
-    assert outcome["trained_prior"] == "0.2500 0.7500" and outcome["skipped_steps"] == 3
+    assert outcome["trained_prior"] == "0.2500 0.7500" and outcome["skipped_steps"] == 3 and outcome["meta_size"] == 20
     assert (outcome["data_source"], outcome["data_cache_key"], outcome["wall_seconds"], outcome["peak_memory_mb"]) == ("/data/x", "", 12.346, 99.9)
 
 
 def test_without_validation_the_best_columns_are_empty():
-    outcome = results_row.outcome_part(fit_result(None), torch.tensor([150, 30]), train_size=180, train_corrupted=0,
+    outcome = results_row.outcome_part(fit_result(None), torch.tensor([150, 30]), train_size=180, train_corrupted=0, meta_size=20,
                                        provenance={}, wall_seconds=1, peak_memory_mb=1)
     assert all(outcome[column] == "" for column in results_row.BEST_COLUMNS) and outcome["val_balanced_accuracy"] == ""
 
