@@ -135,6 +135,21 @@ def test_each_trial_is_a_run_with_its_row_and_the_best_is_printed(tmp_path):
     assert "best overrides: lr=" in best and "sweep summary: 3 row(s)" in best  # just before the sweep's table
 
 
+@pytest.mark.parametrize("kind", ["tpe", "random"])
+def test_a_resumed_study_does_not_replay_its_first_draws(kind):
+    from hydra_plugins.l2rw_optuna_sweeper.sweeper import make_sampler
+
+    space = {"lr": optuna.distributions.FloatDistribution(0.01, 1, log=True)}
+    study = optuna.create_study(sampler=make_sampler(optuna, kind, seed=0), direction="maximize")
+    first = [study.ask(space) for _ in range(3)]
+    for trial in first:
+        study.tell(trial, trial.params["lr"])
+    again = optuna.create_study(sampler=make_sampler(optuna, kind, seed=0)).ask(space).params["lr"]
+    assert again == first[0].params["lr"]  # the same command asks the same trials
+    study.sampler = make_sampler(optuna, kind, seed=0, trials_so_far=len(study.trials))
+    assert study.ask(space).params["lr"] not in [trial.params["lr"] for trial in first]
+
+
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_its_study(tmp_path):
     command = sweep_command(tmp_path, "hydra.sweeper.n_trials=4")

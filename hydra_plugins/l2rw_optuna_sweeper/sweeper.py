@@ -72,10 +72,9 @@ class OptunaSweeper(Sweeper):
                             "momentum=choice(0,0.9), or a preset, e.g. +tune=fashion_mnist")
         storage = self.storage or default_storage(self.config.results_csv)
         name = self.study_name or study_name(searched)
-        study = optuna.create_study(
-            storage=storage, study_name=name, direction=self.direction, load_if_exists=True,
-            sampler=make_sampler(optuna, self.sampler, self.seed), pruner=make_pruner(self.pruner),
-        )
+        study = optuna.create_study(storage=storage, study_name=name, direction=self.direction, load_if_exists=True,
+                                    pruner=make_pruner(self.pruner))
+        study.sampler = make_sampler(optuna, self.sampler, self.seed, len(study.trials))
         requeued = requeue_interrupted(study)
         done = finished_trials(study)
         print(f"optuna: study {name!r} in {storage}: {done} of {n_trials} trial(s) finished"
@@ -167,7 +166,10 @@ def study_name(searched: list[str]) -> str:
     return text if len(text) <= 200 else f"{text[:180]}... {hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def make_sampler(optuna, sampler: str, seed: int):
+def make_sampler(optuna, sampler: str, seed: int, trials_so_far: int = 0):
+    """The sampler, seeded by `seed` and the trials the study already holds: the same command asks
+    the same trials, and a resumed study does not replay the random draws of its first run."""
+    seed = seed + trials_so_far
     return optuna.samplers.TPESampler(seed=seed) if sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
 
 
