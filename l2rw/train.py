@@ -143,6 +143,10 @@ def main(cfg: DictConfig) -> dict | None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except torch.OutOfMemoryError as error:  # the model was built, but a step or an evaluation needs more
+        print(f"error: out of memory on hardware.device={cfg.hardware.device} ({str(error).splitlines()[0]}); lower batch_size "
+              "or method.meta_batch_size, choose a smaller model or dataset.image_size, or try hardware.amp=bf16", file=sys.stderr)
+        sys.exit(2)
     except TrialPruned as pruned:  # hydra.sweeper.pruner=median stopped this trial; the sweep goes on
         print(pruned, file=sys.stderr)
         return None

@@ -13,6 +13,7 @@ import pathlib
 import sys
 
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from l2rw import output_dirs, report, selection
@@ -141,6 +142,19 @@ def test_a_run_dir_the_file_system_refuses_is_one_line(tmp_path, monkeypatch, co
     exit_code, stderr = l2rw_train("progress=false", f"results_csv={tmp_path / 'results.csv'}", f"hydra.run.dir={run_dir}")
     assert exit_code == 2
     assert stderr == f"error: hydra.run.dir={run_dir}: cannot make this folder ({os.strerror(code)}); choose another path\n"
+
+
+def test_running_out_of_memory_while_training_is_one_line_naming_what_to_shrink(tmp_path, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 1.00 GiB free)\nmore detail")
+
+    monkeypatch.setattr(train_module, "fit", out_of_memory)
+    results = tmp_path / "results.csv"
+    exit_code, stderr = l2rw_train("progress=false", f"results_csv={results}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert exit_code == 2 and not results.exists()
+    assert stderr == ("error: out of memory on hardware.device=cpu (CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; "
+                      "1.00 GiB free)); lower batch_size or method.meta_batch_size, choose a smaller model or "
+                      "dataset.image_size, or try hardware.amp=bf16\n")
 
 
 def test_ctrl_c_while_hydra_starts_is_one_line_and_the_shells_code(tmp_path, monkeypatch):
