@@ -14,6 +14,14 @@ from l2rw.train import CONFIG_DIR
 
 # Small enough for 2 CPU cores, long enough for the assertions to mean something.
 FAST = ["steps=20", "eval_every=10", "progress=false"]
+# Configurations setting a key the run does not read (l2rw.run_identity.unread_keys): never checked, never hashed
+UNREAD_KEY_OVERRIDES = [
+    ["imbalance_ratio=0.5"],  # the step profile reads imbalance
+    ["dataset.profile=longtail", "imbalance=abc"],
+    ["dataset.profile=natural", "dataset.majority_class=abc"],
+    ["noise.flip_to=abc"],  # no noise
+    ["noise.kind=uniform", "noise.rate=0.2", "noise.background_class=[1]"],
+]
 
 
 def config_options(group: str) -> list[str]:

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from l2rw.config_schema import check_config
 from l2rw.errors import UserError
 from l2rw.train import CONFIG_DIR
-from tests.conftest import config_options
+from tests.conftest import UNREAD_KEY_OVERRIDES, config_options
 
 
 def compose_config(*overrides: str):
@@ -115,12 +115,6 @@ def test_a_bad_value_is_named_in_one_line_with_what_it_must_be(overrides, messag
     assert str(raised.value) == message and "\n" not in message
 
 
-@pytest.mark.parametrize("overrides", [
-    ["imbalance_ratio=0.5"],  # the step profile reads imbalance
-    ["dataset.profile=longtail", "imbalance=abc"],
-    ["dataset.profile=natural", "dataset.majority_class=abc"],
-    ["noise.flip_to=abc"],  # no noise
-    ["noise.kind=uniform", "noise.rate=0.2", "noise.background_class=[1]"],
-])
+@pytest.mark.parametrize("overrides", UNREAD_KEY_OVERRIDES)
 def test_a_key_the_run_does_not_read_is_not_checked(overrides):
     check_config(compose_config(*overrides))

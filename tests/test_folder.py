@@ -218,6 +218,13 @@ def damage(root: Path, name: str) -> None:
         (root / "train").rename(root / "training")
 
 
+def assert_refused_in_one_line(load, start: str) -> None:
+    with pytest.raises(UserError) as error:
+        load()
+    message = str(error.value)
+    assert message.startswith(start) and "\n" not in message, message
+
+
 FOLDER_CASES = {
     "unreadable": "cannot decode image {root}/train/dog/001.png (",
     "truncated": "cannot decode image {root}/train/dog/001.png (",
@@ -233,10 +240,7 @@ FOLDER_CASES = {
 def test_bad_folder_input_is_named_in_one_line(tmp_path, name):
     write_folder(tmp_path)
     damage(tmp_path, name)
-    with pytest.raises(UserError) as error:
-        load_folder(str(tmp_path), image_size=SIZE, workers=1)
-    message = str(error.value)
-    assert message.startswith(FOLDER_CASES[name].format(root=tmp_path)) and "\n" not in message, message
+    assert_refused_in_one_line(lambda: load_folder(str(tmp_path), image_size=SIZE, workers=1), FOLDER_CASES[name].format(root=tmp_path))
     assert not list(tmp_path.glob("*.pt"))  # no cache of a refused folder
 
 
@@ -281,10 +285,8 @@ MANIFEST_CASES = {
 def test_bad_manifest_is_named_in_one_line(tmp_path, name):
     root = tmp_path / "data"
     arguments = manifest_case(root, name)
-    with pytest.raises(UserError) as error:
-        load_folder(str(root), image_size=SIZE, workers=1, **arguments)
-    message = str(error.value)
-    assert message.startswith(MANIFEST_CASES[name].format(root=root)) and "\n" not in message, message
+    assert_refused_in_one_line(lambda: load_folder(str(root), image_size=SIZE, workers=1, **arguments),
+                               MANIFEST_CASES[name].format(root=root))
 
 
 def test_skip_unreadable_leaves_damaged_files_out_and_lists_them(tmp_path):

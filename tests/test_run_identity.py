@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_dir
 from l2rw.errors import DivergedError
 from l2rw.run_identity import config_hash
 from l2rw.train import CONFIG_DIR, train
+from tests.conftest import UNREAD_KEY_OVERRIDES
 
 
 def compose_config(*overrides: str):
@@ -49,13 +50,7 @@ def test_config_hash_tells_apart_what_the_run_reads(make_cfg, overrides, other_r
     assert config_hash(make_cfg(*overrides)) != config_hash(make_cfg(*other_run))
 
 
-@pytest.mark.parametrize("overrides", [
-    ["imbalance_ratio=0.5"],  # the step profile reads imbalance
-    ["dataset.profile=longtail", "imbalance=abc"],
-    ["dataset.profile=natural", "dataset.majority_class=abc"],
-    ["noise.flip_to=abc"],  # no noise
-    ["noise.kind=uniform", "noise.rate=0.2", "noise.background_class=[1]"],
-])
+@pytest.mark.parametrize("overrides", UNREAD_KEY_OVERRIDES)
 def test_a_key_the_run_does_not_read_is_not_hashed(overrides):
     without = [o for o in overrides if o.split("=")[0] in ("dataset.profile", "noise.kind", "noise.rate")]
     assert config_hash(compose_config(*overrides)) == config_hash(compose_config(*without))
