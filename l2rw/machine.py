@@ -16,10 +16,14 @@ def threads_per_job(launcher: DictConfig) -> int:
     """Torch threads for one job: the launcher's `cpus_per_task` (submitit) when set, else the
     cores this process may use divided by the jobs joblib runs at once (`n_jobs`, negative
     counting back from all cores as joblib does), so parallel jobs don't oversubscribe cores."""
-    cores = usable_cores()
     if launcher.get("cpus_per_task"):
         return launcher.cpus_per_task
-    parallel = launcher.get("n_jobs") or 1
+    return max(1, usable_cores() // jobs_at_once(launcher.get("n_jobs")))
+
+
+def jobs_at_once(n_jobs: int | None) -> int:
+    """How many jobs joblib runs at once for `n_jobs` (None: 1; -1 every core, -2 all but one, ...)."""
+    parallel = n_jobs or 1
     if parallel < 0:
-        parallel = cores + 1 + parallel
-    return max(1, cores // max(parallel, 1))
+        parallel = usable_cores() + 1 + parallel
+    return max(parallel, 1)

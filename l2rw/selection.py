@@ -53,11 +53,16 @@ def tuned_columns(runs: pd.DataFrame, requested: list[str] | None) -> list[str]:
     return requested
 
 
+def refuse_test_metric(option: str, metric: str) -> None:
+    """Choosing hyper-parameters (here, or in a tuning sweep) reads a validation column only."""
+    if not metric.startswith("val_"):
+        raise UserError(f"{option}{metric}: choose on a validation column (val_...); "
+                        "choosing on the test set would overstate the chosen setting's test score")
+
+
 def validation_scores(runs: pd.DataFrame, metric: str, source: Path) -> pd.Series:
     """`metric` as numbers; every run must have one, or the choice would silently fall back on fewer runs."""
-    if not metric.startswith("val_"):
-        raise UserError(f"--metric {metric}: choose on a validation column (val_...); "
-                        "choosing on the test set would overstate the chosen setting's test score")
+    refuse_test_metric("--metric ", metric)
     scores = pd.to_numeric(runs.reindex(columns=[metric])[metric], errors="coerce")  # an absent column: all NaN
     if scores.isna().any():
         first = runs[scores.isna()].iloc[0]

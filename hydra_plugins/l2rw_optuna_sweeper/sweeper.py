@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.l2rw_optuna_sweeper.search_space import as_override, parse
 from l2rw.errors import UserError
-from l2rw.machine import usable_cores
+from l2rw.machine import jobs_at_once
+from l2rw.selection import refuse_test_metric
 from l2rw.tracking.optional import require
 from l2rw.tracking.trial_pruning import PRUNERS, STORAGE_ENV, STUDY_ENV, TRIAL_ENV, make_pruner
 
@@ -37,8 +38,7 @@ class OptunaSweeper(Sweeper):
     def __init__(self, n_trials: int | None, n_jobs: int, metric: str, direction: str, sampler: str, seed: int, pruner: str,
                  storage: str | None, study_name: str | None, params: dict | None, spaces: dict | None) -> None:
         self.n_trials, self.metric, self.direction = n_trials, metric, direction
-        # joblib's n_jobs=-1 is every core, -2 all but one, ...
-        self.n_jobs = n_jobs if n_jobs > 0 else max(1, usable_cores() + 1 + n_jobs)
+        self.n_jobs = jobs_at_once(n_jobs)
         self.sampler, self.seed, self.pruner = sampler, seed, pruner
         self.storage, self.study_name = storage, study_name
         # Hydra hands nested options over as DictConfig
@@ -101,9 +101,7 @@ class OptunaSweeper(Sweeper):
         return self.spaces[key]
 
     def check_options(self) -> None:
-        if not self.metric.startswith("val_"):
-            raise UserError(f"hydra.sweeper.metric={self.metric}: choose on a validation column (val_...); "
-                            "choosing on the test set would overstate the chosen setting's test score")
+        refuse_test_metric("hydra.sweeper.metric=", self.metric)
         for key, value, allowed in (("direction", self.direction, DIRECTIONS), ("sampler", self.sampler, SAMPLERS)):
             if value not in allowed:
                 raise UserError(f"hydra.sweeper.{key}={value} is unknown; use one of {', '.join(allowed)}")
