@@ -316,7 +316,7 @@ def fit(
                 metrics_file.flush()
                 if on_evaluation is not None:
                     recall = {f"recall/{name}": r for name, r in zip(splits.class_names, evaluation.per_class_recall)}
-                    on_evaluation(step, loop.metrics[-1] | recall, (weight_stats.example_sums / weight_stats.example_steps).cpu())
+                    on_evaluation(step, loop.metrics[-1] | recall, weight_stats.example_means())
                 bar.set_postfix(
                     loss=f"{loop.window_loss / loop.window_steps:.3f}", bacc=f"{evaluation.balanced_accuracy:.3f}",
                     **({"COLLAPSED": f"since {loop.collapse_step}"} if loop.collapse_step else {}),

@@ -48,13 +48,17 @@ class WeightStats:
         self.counts.zero_()
         return {column: mean if count else "" for column, mean, count in zip(self.columns, means, counts)}
 
+    def example_means(self) -> torch.Tensor:
+        """Each training example's mean relative weight so far, on the CPU (NaN: in no update yet)."""
+        return (self.example_sums / self.example_steps).cpu()
+
     def write_examples(self, path) -> None:
         """example_weights.csv: one row per training example (its position in the training set),
         its class (the label the method saw), whether noise corrupted that label, its mean relative
         weight over the steps that updated the model with it in the batch (1 = uniform; empty when
         none did) and the share of those steps in which its weight was 0."""
         steps = self.example_steps.cpu()
-        mean = (self.example_sums.cpu() / steps).tolist()
+        mean = self.example_means().tolist()
         zero_share = (self.example_zeros.cpu() / steps).tolist()
         lines = ["index,class,corrupted,mean_weight,zero_share,steps_seen"]
         for i, (label, corrupted, n) in enumerate(zip(self.labels.tolist(), self.corrupted.tolist(), steps.tolist())):

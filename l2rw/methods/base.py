@@ -55,7 +55,7 @@ class Method:
         """Call after `setup`, before `batches`."""
         rest = state["epoch_rest"]
         if not (isinstance(rest, torch.Tensor) and rest.dtype == torch.int64 and rest.dim() == 1
-                                     and len(rest) <= self.num_train and bool(((rest >= 0) & (rest < self.num_train)).all())):
+                and len(rest) <= self.num_train and bool(((rest >= 0) & (rest < self.num_train)).all())):
             raise ValueError(f"its place in the epoch is not a list of training image indices below {self.num_train}")
         self.generator.set_state(state["generator"])
         self.epoch_rest = rest
