@@ -30,13 +30,12 @@ from torch.profiler import ProfilerActivity, profile
 from l2rw.checkpoint import Checkpoint
 from l2rw.data import LabeledImages, Splits
 from l2rw.data.augment import random_crop_and_flip
-from l2rw.hardware import AMP_DTYPES, place_model, resolve_device
+from l2rw.hardware import AMP_DTYPES, resolve_device
 from l2rw.instantiation import build
 from l2rw.methods.base import Method
-from l2rw.models import build_model
-from l2rw.optimization import make_optimizer, make_scheduler
+from l2rw.optimization import make_scheduler
 from l2rw.reweight import LossFunction
-from l2rw.train import CONFIG_DIR
+from l2rw.train import CONFIG_DIR, build_learner
 from l2rw.training_loop import FitResult, PixelStandardizer, fit
 
 NUM_CLASSES = 10
@@ -99,9 +98,8 @@ class Run:
         device = resolve_device(cfg.hardware.device)
         torch.manual_seed(cfg.seed)
         splits = splits.to(device)
-        model = place_model(build_model(cfg.model, splits.image_shape, splits.num_classes), cfg.hardware, device)
-        class_counts = torch.bincount(splits.train.labels, minlength=splits.num_classes)
-        return cls(cfg, device, splits, model, build(cfg.loss, class_counts=class_counts), make_optimizer(model, cfg))
+        learner = build_learner(cfg, splits, device)
+        return cls(cfg, device, splits, learner.model, learner.loss_fn, learner.optimizer)
 
     @classmethod
     def on_random_data(cls, overrides: list[str], shape: tuple[int, ...], train_size: int, meta_size: int) -> Run:

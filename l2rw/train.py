@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
 import torch
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from l2rw import results_row
 from l2rw.checkpoint import Checkpoint
 from l2rw.config_schema import check_config
-from l2rw.data import build_splits
+from l2rw.data import Splits, build_splits
 from l2rw.data.augment import random_crop_and_flip
 from l2rw.errors import DivergedError, Interrupted, UserError
 from l2rw.hardware import AMP_DTYPES, peak_memory_mb, place_model, resolve_device
@@ -32,6 +33,7 @@ from l2rw.machine import threads_per_job
 from l2rw.models import build_model
 from l2rw.optimization import make_optimizer, make_scheduler
 from l2rw.results import append_row, check_results_csv, finished_row
+from l2rw.reweight import LossFunction
 from l2rw.run_files import RUN_FILES, write_run_files, write_skipped_images
 from l2rw.tracking import RunLoggers
 from l2rw.tracking.trial_pruning import TrialPruned
@@ -62,11 +64,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     torch.manual_seed(cfg.seed)
     splits = build_splits(cfg).to(device)
-    model = place_model(build_model(cfg.model, splits.image_shape, splits.num_classes), cfg.hardware, device)
+    model, loss_fn, optimizer, class_counts = build_learner(cfg, splits, device)
     method = build(cfg.method)
-    class_counts = torch.bincount(splits.train.labels, minlength=splits.num_classes)  # as the model sees them
-    loss_fn = build(cfg.loss, class_counts=class_counts)
-    optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.steps)
     checkpoint.check_fits(model, optimizer, scheduler)  # a crafted one stops the run before config.yaml too
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -108,6 +107,22 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     print(f"done: balanced accuracy {row['balanced_accuracy']:.4f}, accuracy {row['accuracy']:.4f}; "
           f"run dir {run_dir}; row appended to {results_csv}")
     return row
+
+
+class Learner(NamedTuple):
+    model: torch.nn.Module
+    loss_fn: LossFunction
+    optimizer: torch.optim.Optimizer
+    class_counts: torch.Tensor  # training images per class, as the model sees them (after noise)
+
+
+def build_learner(cfg: DictConfig, splits: Splits, device: torch.device) -> Learner:
+    """The model placed on `device`, the loss (from the training set's class counts) and the
+    optimizer of `cfg` for `splits`: what a run trains, and what the benchmarks (l2rw.bench) time.
+    Call after torch.manual_seed(cfg.seed): the model's initial weights come from it."""
+    model = place_model(build_model(cfg.model, splits.image_shape, splits.num_classes), cfg.hardware, device)
+    class_counts = torch.bincount(splits.train.labels, minlength=splits.num_classes)
+    return Learner(model, build(cfg.loss, class_counts=class_counts), make_optimizer(model, cfg), class_counts)
 
 
 def validate(cfg: DictConfig, run_dir: Path) -> Path:
