@@ -22,14 +22,18 @@ CONFIG = {"lr": 0.1, "method": {"name": "l2rw"}, "noise": {"kind": "flip", "flip
           "results_csv": "results.csv"}
 
 
-def finished_run(run_dir: Path, *loggers: RunLogger) -> RunLoggers:
+# per-example mean weights as an evaluation hands them over: NaN for an example no step has used yet
+EXAMPLE_WEIGHTS = torch.tensor([0.0, 1.0, 2.5, float("nan")])
+
+
+def finished_run(run_dir: Path, *loggers: RunLogger, example_weights: torch.Tensor = EXAMPLE_WEIGHTS) -> RunLoggers:
     """Each logger through a whole run: start, two evaluations, the row, close."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.csv").write_text("step\n10\n20\n")
     reporting = RunLoggers({type(logger).__name__: logger for logger in loggers})
     with reporting.watching(run_dir, OmegaConf.create(CONFIG)):
         for step in (10, 20):
-            reporting.log_evaluation(step, EVALUATION | {"step": step}, torch.tensor([0.0, 1.0, 2.5, float("nan")]))
+            reporting.log_evaluation(step, EVALUATION | {"step": step}, example_weights)
         reporting.finish(ROW, run_dir)
     return reporting
 
@@ -49,6 +53,35 @@ def test_tensorboard_events_hold_scalars_per_evaluation_the_weight_histogram_and
     assert [event.step for event in events.Scalars("balanced_accuracy")] == [10, 20]
     assert tags["histograms"] == ["example_weight"]
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+def tensorboard_events(run_dir: Path, example_weights: torch.Tensor):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from l2rw.tracking.tensorboard_logger import TensorBoardLogger
+
+    reporting = finished_run(run_dir, TensorBoardLogger(), example_weights=example_weights)
+    assert list(reporting.loggers) == ["TensorBoardLogger"]  # not dropped after a failure
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"histograms": 0})  # 0: every step's, not the last only
+    events.Reload()
+    return events
+
+
+def test_the_weight_histogram_holds_only_the_examples_that_have_a_weight(tmp_path):
+    """A NaN would make the histogram's min, max and sum NaN: TensorBoard draws nothing readable."""
+    events = tensorboard_events(tmp_path, EXAMPLE_WEIGHTS)
+    weighted = torch.tensor([0.0, 1.0, 2.5])  # EXAMPLE_WEIGHTS without the unused example
+    for event in events.Histograms("example_weight"):
+        histogram = event.histogram_value
+        assert (histogram.num, histogram.min, histogram.max) == (len(weighted), weighted.min().item(), weighted.max().item())
+        assert histogram.sum == pytest.approx(weighted.sum().item())
+    assert [event.step for event in events.Histograms("example_weight")] == [10, 20]
+
+
+def test_a_uniform_method_with_unused_examples_writes_no_weight_histogram(tmp_path):
+    events = tensorboard_events(tmp_path, torch.tensor([1.0, 1.0, float("nan")]))
+    assert events.Tags()["histograms"] == []
 
 
 def test_mlflow_runs_read_back_with_params_metrics_artifacts_and_their_sweep_as_parent(tmp_path, monkeypatch):

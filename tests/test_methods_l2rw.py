@@ -12,6 +12,7 @@ from l2rw.data import LabeledImages, build_splits
 from l2rw.instantiation import build
 from l2rw.models import build_model
 from l2rw.training_loop import fit
+from tests.conftest import config_options
 
 LR = 0.1
 
@@ -149,6 +150,48 @@ def test_smoothing_averages_each_examples_weights_over_steps(make_cfg):
     memory = [0.25 * m + 0.75 * 12 * w for m, w in zip(memory, second.tolist())]
     expected = torch.tensor([m / sum(memory) for m in memory])
     torch.testing.assert_close(method.step_loss(model, x, y, index, LR).weights, expected)
+
+
+# --- the meta loss under another training loss ------------------------------------------------
+
+TRAINING_LOSSES = [name for name in config_options("loss") if name != "ce"]
+
+
+def reference_weights(model: nn.Module, x, y, meta: LabeledImages, training_loss, meta_loss) -> torch.Tensor:
+    """Ren et al.'s weights written out one example at a time, independent of l2rw.reweight:
+    relu(grad mean meta loss . grad training loss of example i), normalised to sum 1."""
+    parameters = list(model.parameters())
+
+    def gradient(loss: torch.Tensor) -> torch.Tensor:
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, parameters)])
+
+    meta_gradient = gradient(meta_loss(model(meta.images), meta.labels).mean())
+    raw = torch.stack([meta_gradient @ gradient(training_loss(model(x[i:i + 1]), y[i:i + 1]).sum()) for i in range(len(y))])
+    positive = raw.clamp(min=0)
+    return positive / positive.sum()
+
+
+@pytest.mark.parametrize("impl", sorted(reweight.IMPLEMENTATIONS))
+@pytest.mark.parametrize("loss", TRAINING_LOSSES)
+def test_the_meta_loss_stays_cross_entropy_whatever_the_training_loss(make_cfg, loss, impl):
+    """The meta set stands in for the test set, which is scored by plain cross-entropy: a training
+    loss's margins, class shifts or down-weighting must not reach the meta gradient."""
+    torch.manual_seed(0)
+    x, y = torch.randn(12, 5), torch.tensor([0] * 7 + [1] * 3 + [2] * 2)  # imbalanced: class-aware losses differ from CE
+    meta = LabeledImages(torch.randn(6, 5), torch.arange(6) % 3)
+    cfg = make_cfg("method=l2rw", f"method.impl={impl}", f"loss={loss}")
+    training_loss = build(cfg.loss, class_counts=torch.bincount(y, minlength=3))
+    method = build(cfg.method)
+    method.setup(LabeledImages(x, y), meta, 3, torch.Generator().manual_seed(0), loss_fn=training_loss)
+    model = nn.Sequential(nn.Linear(5, 3))  # every parameter in the last layer: all implementations are exact
+
+    step = method.step_loss(model, x, y, torch.arange(12), LR)
+
+    expected = reference_weights(model, x, y, meta, training_loss, reweight.cross_entropy)
+    with_training_meta_loss = reference_weights(model, x, y, meta, training_loss, training_loss)
+    assert (expected - with_training_meta_loss).abs().max() > 1e-3  # the two meta losses are told apart here
+    torch.testing.assert_close(step.weights, expected)
+    torch.testing.assert_close(step.loss, (step.weights * training_loss(model(x), y)).sum())  # the update is on the training loss
 
 
 # --- a trainer step ----------------------------------------------------------------------------

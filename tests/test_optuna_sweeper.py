@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -84,6 +85,36 @@ def test_without_optuna_the_error_names_the_install_command(monkeypatch, capsys)
 def compose_with_hydra(*overrides: str):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+class ScoringLauncher:
+    """Runs no training: each trial's row scores its lr override as val_balanced_accuracy."""
+
+    def __init__(self):
+        self.scores: list[float] = []
+
+    def launch(self, overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+        returns = []
+        for job in overrides:
+            (lr,) = [float(override.removeprefix("lr=")) for override in job if override.startswith("lr=")]
+            self.scores.append(lr)
+            returns.append(JobReturn(overrides=job, status=JobStatus.COMPLETED,
+                                     _return_value={"status": "ok", "val_balanced_accuracy": lr}))
+        return returns
+
+
+@pytest.mark.parametrize("direction, best", [("minimize", min), ("maximize", max)])
+def test_the_direction_decides_which_trial_is_best(tmp_path, capsys, direction, best):
+    cfg = compose_with_hydra("hydra/sweeper=optuna", f"hydra.sweeper.direction={direction}", "hydra.sweeper.n_trials=6",
+                             "hydra.sweeper.sampler=random", f"results_csv={tmp_path / 'results.csv'}")
+    chosen = instantiate(cfg.hydra.sweeper)
+    chosen.config, chosen.launcher = cfg, ScoringLauncher()
+    chosen.sweep(["lr=interval(0.01,1)"])
+    scores = chosen.launcher.scores
+    assert len(scores) == 6 and len(set(scores)) == 6
+    assert f"optuna: best of 6 trial(s): val_balanced_accuracy {best(scores):.4f}" in capsys.readouterr().out
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert study.best_value == best(scores)
 
 
 @pytest.mark.parametrize("choice, knob", [("method=l2rw", "method.smoothing"), ("method=mwnet", "method.meta_lr"),
