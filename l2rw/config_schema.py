@@ -22,7 +22,7 @@ from l2rw.errors import UserError
 from l2rw.options import CLASS, FLAG, FLOAT32_MAX, PATH, choice, description, list_of, number, optional, text, whole
 from l2rw.run_identity import read_values
 
-SCHEDULES = ("constant", "cosine", "step")
+SCHEDULES = ("constant", "cosine", "step", "multistep")
 AMP_CHOICES = ("bf16",)  # besides null; train.AMP_DTYPES maps each to its dtype
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes it, and every CSV reader keeps it an int64
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -55,12 +55,17 @@ class TopLevel(Options):
     imbalance_ratio: number(ge=1, note=" (n_max / n_min; 1 is balanced)") = None
     meta: Meta
     noise: Noise
-    steps: whole(1)
+    steps: whole(1) = None
+    epochs: optional(whole(1), "for a run of `steps` steps")
     batch_size: whole(1)
     lr: number(gt=0)
     momentum: number(ge=0, lt=1, note=" (0: none)")
+    nesterov: FLAG
     weight_decay: number(ge=0, note=" (0: none)")
     schedule: choice(*SCHEDULES)
+    warmup_epochs: whole(0, note=" (0: no warm-up)")
+    lr_milestones: list_of(whole(1), "a list of epochs >= 1, e.g. [160,180]") = None
+    lr_factors: list_of(number(gt=0), "a list of lr multipliers, one per milestone, e.g. [0.01,0.0001]") = None
     clip_grad_norm: optional(number(gt=0), "for no clipping")
     eval_every: whole(1)
     posthoc_tau: number(ge=0, note=" (0: plain argmax)")
@@ -101,6 +106,7 @@ def check_config(cfg: DictConfig) -> None:
     groups = {group: values.pop(group) for group in ("dataset", "model", "method", "loss", "hardware")}
     loggers = values.pop("logger", None) or {}  # logger=[a,b]: one entry per logger, each built by its _target_
     _check(TopLevel, values, "")
+    check_milestones(values)
     check_dataset_keys(groups["dataset"])
     _check(Dataset, groups["dataset"], "dataset.")
     for group in BUILT_GROUPS:
@@ -118,6 +124,18 @@ def check_config(cfg: DictConfig) -> None:
     for name, options in loggers.items():
         _check(constructor_options(options["_target_"], f"logger.{name}"), {k: v for k, v in options.items() if k != "_target_"},
                f"logger.{name}.", f" of logger={name}")
+
+
+def check_milestones(values: dict) -> None:
+    """A multistep schedule's milestones rise, and each has its factor."""
+    if values["schedule"] != "multistep":
+        return
+    milestones, factors = values["lr_milestones"], values["lr_factors"]
+    if not milestones or milestones != sorted(set(milestones)):
+        raise UserError(f"lr_milestones={_as_typed(milestones)} must be rising epochs for schedule=multistep, e.g. [160,180]")
+    if len(factors) != len(milestones):
+        raise UserError(f"lr_factors={_as_typed(factors)} must hold one lr multiplier per milestone of "
+                        f"lr_milestones={_as_typed(milestones)}, e.g. [0.01,0.0001]")
 
 
 def check_dataset_keys(dataset: dict) -> None:

@@ -2,7 +2,7 @@
 their parameters with these, and `l2rw.config_schema` checks a run's config against those
 signatures before anything is written. Each type carries the description its error message and
 the docs use, so an option is declared once, where it is read."""
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field
 
@@ -35,6 +35,11 @@ def choice(*options: str) -> Any:
 
 def optional(kind: Any, null_means: str) -> Any:
     return Annotated[kind | None, Field(description=f"{description(kind)}, or null {null_means}")]
+
+
+def either(*kinds: Any) -> Any:
+    """A value of any of `kinds`, described as their descriptions joined by "or"."""
+    return Annotated[Union[kinds], Field(description=" or ".join(description(kind) for kind in kinds))]  # noqa: UP007  Union[tuple] has no | form
 
 
 def list_of(kind: Any, what: str) -> Any:

@@ -23,8 +23,8 @@ RUN_COLUMNS = ("run_id", "time", "config_hash", "run_dir")
 CONFIG_COLUMNS = (
     "dataset", "model", "method", "loss", "device", "profile", "imbalance", "imbalance_ratio", "majority_class",
     "classes", "meta_per_class", "meta_add_to_train", "val_per_class", "train_size_cap", "noise_kind", "noise_rate",
-    "noise_flip_to", "noise_background_class", "seed", "steps", "lr", "batch_size", "momentum", "weight_decay",
-    "schedule", "clip_grad_norm", "posthoc_tau",
+    "noise_flip_to", "noise_background_class", "seed", "steps", "epochs", "lr", "batch_size", "momentum", "nesterov",
+    "weight_decay", "schedule", "warmup_epochs", "lr_milestones", "lr_factors", "clip_grad_norm", "posthoc_tau",
 )
 OPTION_GROUPS = ("model", "method", "loss", "hardware")
 # Liu et al. (2019)'s groups by training images per class, used across the long-tail literature
@@ -77,12 +77,17 @@ def config_part(cfg: DictConfig, run_dir: str) -> dict:
         "noise_flip_to": read("noise.flip_to", " ".join(map(str, cfg.noise.flip_to or []))),
         "noise_background_class": read("noise.background_class", cfg.noise.background_class),
         "seed": cfg.seed,
-        "steps": cfg.steps,
+        "steps": cfg.steps,  # with `epochs`, train fills in the steps they come to
+        "epochs": "" if cfg.epochs is None else cfg.epochs,
         "lr": cfg.lr,
         "batch_size": cfg.batch_size,
         "momentum": cfg.momentum,
+        "nesterov": cfg.nesterov,
         "weight_decay": cfg.weight_decay,
         "schedule": cfg.schedule,
+        "warmup_epochs": cfg.warmup_epochs,
+        "lr_milestones": read("lr_milestones", " ".join(map(str, cfg.lr_milestones))),
+        "lr_factors": read("lr_factors", " ".join(map(str, cfg.lr_factors))),
         "clip_grad_norm": "" if cfg.clip_grad_norm is None else cfg.clip_grad_norm,
         "posthoc_tau": cfg.posthoc_tau,
     }

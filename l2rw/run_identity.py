@@ -3,7 +3,9 @@
 `config_hash` names result rows (so `skip_done` recognises finished configurations) and sweep
 subdirs (so a relaunched or requeued job finds its own checkpoint). Importing `l2rw` registers
 the `${config_hash:}` resolver: Hydra resolves `hydra.sweep.subdir` in each job's process (joblib
-worker, submitit job) after unpickling the task, which imports this package.
+worker, submitit job) after unpickling the task, which imports this package. The hash resolves
+every value the run reads, so the resolvers those values use (`${mwnet_variant:}`) are registered
+here too.
 """
 from __future__ import annotations
 
@@ -17,13 +19,15 @@ NOT_HASHED = ("results_csv", "progress", "threads", "checkpoint_every", "skip_do
 
 
 def unread_keys(cfg: DictConfig) -> set[str]:
-    """Dotted keys this configuration's run never reads: the parameters of the imbalance profile
-    and of the noise kinds it does not use, the dataset's default of meta.per_class (read as
-    meta.per_class) and its tuned values (read as the lr, momentum and method options they set,
+    """Dotted keys this configuration's run never reads: the parameters of the imbalance profile,
+    of the noise kinds and of the lr schedules it does not use, `steps` when `epochs` sets the
+    length, the dataset's default of meta.per_class (read as meta.per_class) and its tuned values
+    (read as the lr, momentum, weight decay and method options they set,
     so another method's entry does not change this run's identity). They are not validated, not
     hashed and empty in the results row, so a leftover value neither stops a run nor makes it look
     like another one."""
     profile, kind = OmegaConf.select(cfg, "dataset.profile"), OmegaConf.select(cfg, "noise.kind")
+    multistep = OmegaConf.select(cfg, "schedule") == "multistep"
     unread = {
         "dataset.meta_per_class": True,
         "dataset.tuned": True,
@@ -32,6 +36,9 @@ def unread_keys(cfg: DictConfig) -> set[str]:
         "imbalance_ratio": profile != "longtail",
         "noise.flip_to": kind != "flip",
         "noise.background_class": kind != "background",
+        "steps": OmegaConf.select(cfg, "epochs") is not None,
+        "lr_milestones": not multistep,
+        "lr_factors": not multistep,
     }
     return {key for key, is_unread in unread.items() if is_unread}
 
@@ -72,3 +79,12 @@ def _config_hash_resolver(*, _root_: DictConfig) -> str:
 
 
 OmegaConf.register_new_resolver("config_hash", _config_hash_resolver, replace=True)
+
+
+def _mwnet_variant_resolver(noise_kind: str) -> str:
+    """method=mwnet's default `variant`: of the two scripts Shu et al. released, the label-noise
+    one under label noise, else the class-imbalance one."""
+    return "imbalance" if noise_kind == "none" else "noise"
+
+
+OmegaConf.register_new_resolver("mwnet_variant", _mwnet_variant_resolver, replace=True)

@@ -31,7 +31,7 @@ from l2rw.hardware import AMP_DTYPES, peak_memory_mb, place_model, resolve_devic
 from l2rw.instantiation import build
 from l2rw.machine import threads_per_job
 from l2rw.models import build_model
-from l2rw.optimization import make_optimizer, make_scheduler
+from l2rw.optimization import lr_schedule, make_optimizer, make_scheduler, steps_per_epoch
 from l2rw.results import append_row, check_results_csv, finished_row
 from l2rw.reweight import LossFunction
 from l2rw.run_files import RUN_FILES, write_run_files, write_skipped_images
@@ -54,19 +54,23 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
               f"(run dir {done['run_dir']}); skip_done=false runs it again")
         return done
     run_dir = Path(run_dir)
-    checkpoint = Checkpoint(run_dir, cfg.checkpoint_every, row["config_hash"], steps=cfg.steps)
-    checkpoint.check_compatible()  # one this run cannot resume stops it before its config.yaml is overwritten
     loggers = RunLoggers.from_config(cfg)  # logger=...: a missing optional package stops the run here, before anything is written
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
     torch.manual_seed(cfg.seed)
     splits = build_splits(cfg).to(device)
+    batches_per_epoch = steps_per_epoch(len(splits.train), cfg.batch_size)
+    if cfg.epochs is not None:  # the length the config asks for, in steps, for everything that follows
+        cfg.steps = row["steps"] = cfg.epochs * batches_per_epoch
+    checkpoint = Checkpoint(run_dir, cfg.checkpoint_every, row["config_hash"], steps=cfg.steps)
+    checkpoint.check_compatible()  # one this run cannot resume stops it before its config.yaml is overwritten
+    run_dir.mkdir(parents=True, exist_ok=True)
     model, loss_fn, optimizer, class_counts = build_learner(cfg, splits, device)
     method = build(cfg.method)
-    scheduler = make_scheduler(optimizer, cfg.schedule, cfg.steps)
+    schedule = lr_schedule(cfg, batches_per_epoch)
+    scheduler = make_scheduler(optimizer, schedule)
     checkpoint.check_fits(model, optimizer, scheduler)  # a crafted one stops the run before config.yaml too
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     write_skipped_images(run_dir, splits.skipped_files)
@@ -84,6 +88,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 example_weights_csv=run_dir / "example_weights.csv",
                 loss_fn=loss_fn,
                 posthoc_tau=cfg.posthoc_tau,
+                first_lr_drop=schedule.first_drop,
                 on_evaluation=loggers.log_evaluation,
             )
         except DivergedError as diverged:

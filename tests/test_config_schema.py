@@ -36,15 +36,29 @@ def test_every_option_of_every_group_passes_the_check(override):
     (["momentum=1.0"], "momentum=1.0 must be a finite number >= 0 and < 1 (0: none)"),
     (["momentum=-1"], "momentum=-1 must be a finite number >= 0 and < 1 (0: none)"),
     (["weight_decay=-1"], "weight_decay=-1 must be a finite number >= 0 (0: none)"),
-    (["schedule=linear"], "schedule=linear is unknown; use one of constant, cosine, step"),
+    (["schedule=linear"], "schedule=linear is unknown; use one of constant, cosine, step, multistep"),
     (["clip_grad_norm=0"], "clip_grad_norm=0 must be a finite number > 0, or null for no clipping"),
     (["threads=0"], "threads=0 must be a whole number in [1, 4096], or null for this job's share of the cores"),
     (["checkpoint_every=-1"], "checkpoint_every=-1 must be a whole number >= 0 (0: only when interrupted)"),
     (["progress=abc"], "progress=abc must be true or false"),
     (["results_csv=[1]"], "results_csv=[1] must be a path"),
     (["+lr_decay=0.1"], "lr_decay is not an option; check its spelling (options: seed, imbalance, imbalance_ratio, "
-                        "meta, noise, steps, batch_size, lr, momentum, weight_decay, schedule, clip_grad_norm, "
+                        "meta, noise, steps, epochs, batch_size, lr, momentum, nesterov, weight_decay, schedule, "
+                        "warmup_epochs, lr_milestones, lr_factors, clip_grad_norm, "
                         "eval_every, posthoc_tau, progress, results_csv, skip_done, checkpoint_every, threads)"),
+    (["epochs=0"], "epochs=0 must be a whole number >= 1, or null for a run of `steps` steps"),
+    (["nesterov=1"], "nesterov=1 must be true or false"),
+    (["warmup_epochs=-1"], "warmup_epochs=-1 must be a whole number >= 0 (0: no warm-up)"),
+    (["schedule=multistep"], "lr_milestones=[] must be rising epochs for schedule=multistep, e.g. [160,180]"),
+    (["schedule=multistep", "lr_milestones=[180,160]", "lr_factors=[0.01,0.0001]"],
+     "lr_milestones=[180,160] must be rising epochs for schedule=multistep, e.g. [160,180]"),
+    (["schedule=multistep", "lr_milestones=[160,180]", "lr_factors=[0.01]"],
+     "lr_factors=[0.01] must hold one lr multiplier per milestone of lr_milestones=[160,180], e.g. [0.01,0.0001]"),
+    (["schedule=multistep", "lr_milestones=[0]", "lr_factors=[0.1]"],
+     "lr_milestones=[0] must be a list of epochs >= 1, e.g. [160,180]"),
+    (["+recipe=ldam_drw", "method.defer=later"],
+     "method.defer=later must be a finite number >= 0 and < 1 (the fraction of steps before the class weights switch on; "
+     "0: from the start) or one of first_lr_drop"),
     (["imbalance=abc"], "imbalance=abc must be a finite number (the majority class's share of the training set)"),
     (["dataset.profile=longtail", "imbalance_ratio=0.5"],
      "imbalance_ratio=0.5 must be a finite number >= 1 (n_max / n_min; 1 is balanced)"),
@@ -96,7 +110,7 @@ def test_every_option_of_every_group_passes_the_check(override):
       for value in ("1.0", "-0.5", "true")],
     *[(["method=class_balanced", f"method.defer={value}"],
        f"method.defer={value} must be a finite number >= 0 and < 1 (the fraction of steps before the class weights "
-       "switch on; 0: from the start)") for value in ("1.0", "-0.1")],
+       "switch on; 0: from the start) or one of first_lr_drop") for value in ("1.0", "-0.1")],
     (["loss=focal", "loss.gamma=-1"], "loss.gamma=-1 must be a finite number >= 0 (0: cross-entropy; Lin et al. use 2)"),
     (["loss=gce", "loss.q=0"], "loss.q=0 must be a finite number > 0 and <= 1 (Zhang and Sabuncu use 0.7)"),
     (["loss=ldam", "loss.scale=abc"], "loss.scale=abc must be a finite number > 0 (logit scale; Cao et al. use 30 on cosine logits)"),

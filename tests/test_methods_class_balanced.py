@@ -1,4 +1,5 @@
 """method=class_balanced: the two weight formulas on a small count vector, and per-batch weights."""
+import pytest
 import torch
 
 from l2rw.data import LabeledImages
@@ -40,3 +41,19 @@ def test_deferred_reweighting_switches_on_after_its_fraction_of_the_steps(make_c
     uniform, raw = torch.full((4,), 0.25), torch.tensor([0.01, 0.01, 0.1, 1.0])
     for step, w in enumerate(weights, start=1):  # steps 1-4 unweighted (0.4 x 10), then the class weights
         torch.testing.assert_close(w, uniform if step <= 4 else raw / raw.sum(), msg=f"step {step}")
+
+
+@pytest.mark.parametrize("first_lr_drop, switch", [(6, 6), (None, 8)])  # no drop (cosine): Cao et al.'s 160 of 200 epochs
+def test_deferred_reweighting_switches_on_with_the_first_lr_drop(make_cfg, first_lr_drop, switch):
+    method = build(make_cfg("+recipe=ldam_drw").method)
+    labels = torch.tensor([0] * 100 + [1] * 10 + [2])
+    method.setup(LabeledImages(torch.zeros(111, 1), labels), None, 3, torch.Generator().manual_seed(0),
+                 steps=10, first_lr_drop=first_lr_drop)
+    y = torch.tensor([0, 0, 1, 2])
+    weights = [method.step_loss(torch.nn.Linear(1, 3), torch.zeros(4, 1), y, torch.arange(4), 0.1).weights for _ in range(10)]
+    # Cao et al. (cifar_train.py): from the first lr drop on, effective-number weights with beta 0.9999
+    beta = 0.9999
+    raw = torch.tensor([(1 - beta) / (1 - beta**n) for n in (100, 100, 10, 1)])
+    for step, step_weights in enumerate(weights, start=1):  # step `first_lr_drop + 1` is the first at the dropped lr
+        expected = torch.full((4,), 0.25) if step <= switch else raw / raw.sum()
+        torch.testing.assert_close(step_weights, expected, msg=f"step {step}")

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from l2rw.models import build_model
+from l2rw.models.heads import NormedLinear
 from tests.conftest import config_options
 
 
@@ -31,3 +32,12 @@ def test_lenet_and_mlp_keep_the_state_dict_keys_of_earlier_checkpoints(make_cfg)
 def test_resnet32_has_the_papers_parameter_count(make_cfg):
     net = build_model(make_cfg("model=resnet32").model, (3, 32, 32), num_classes=10)
     assert sum(p.numel() for p in net.parameters()) == 464154  # He et al. 2016: 0.46M
+
+
+@pytest.mark.parametrize("features", [84, 64])  # LeNet's and ResNet-32's penultimate widths
+def test_the_cosine_heads_class_vectors_start_at_unit_norm(features):
+    # Cao et al.'s NormedLinear: uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5) on an (in, out) weight
+    torch.manual_seed(0)
+    head = NormedLinear(features, 10)
+    torch.testing.assert_close(head.weight.norm(dim=1), torch.ones(10))
+    assert head.weight.abs().max() < 1  # still the uniform draw's directions, scaled down

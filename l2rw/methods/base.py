@@ -19,8 +19,9 @@ class Method:
 
     Other methods override `batches` (which examples a step sees) or `step_loss`
     (how they are weighted). `setup` hands over what only the data and the run know: the
-    per-example `loss_fn` every method weighs (`l2rw.losses`) and the run's length in `steps`
-    (kept as `run_steps`).
+    per-example `loss_fn` every method weighs (`l2rw.losses`), the run's length in `steps`
+    (kept as `run_steps`) and the step where the lr schedule first drops (`first_lr_drop`, None
+    for a schedule without drops).
     """
 
     # steps after which every kind of step the method takes has run once (and compiled, with
@@ -29,11 +30,12 @@ class Method:
 
     def setup(
         self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator,
-        loss_fn: LossFunction = cross_entropy, steps: int = 0,
+        loss_fn: LossFunction = cross_entropy, steps: int = 0, first_lr_drop: int | None = None,
     ):
         self.num_train = len(train)
         self.loss_fn = loss_fn
         self.run_steps = steps
+        self.first_lr_drop = first_lr_drop
         self.generator = generator
         self.epoch_rest = torch.empty(0, dtype=torch.long)  # this epoch's examples not served yet
 

@@ -3,7 +3,7 @@ from torch import nn
 
 from l2rw.data import LabeledImages
 from l2rw.methods.base import Method, StepLoss
-from l2rw.options import number, optional
+from l2rw.options import choice, either, number, optional
 
 
 def class_weights(counts: torch.Tensor, beta: float | None) -> torch.Tensor:
@@ -14,17 +14,27 @@ def class_weights(counts: torch.Tensor, beta: float | None) -> torch.Tensor:
     return raw * len(raw) / raw.sum()
 
 
+# Where Cao et al. switch the class weights on when the schedule has no lr drop to tie them to:
+# epoch 160 of their 200, the share of the run their first lr drop ends
+DRW_SHARE = 0.8
+
+
 class ClassBalanced(Method):
     """Uniformly shuffled batches, each example's loss weighted by its class weight, normalised
     per batch like every method's weights so the step size stays that of plain SGD.
 
-    `defer`: the fraction of the run's steps trained with uniform weights before the class weights
-    switch on (Cao et al. 2019's deferred re-weighting, DRW; they switch at 80%)."""
+    `defer`: how long the run trains with uniform weights before the class weights switch on
+    (Cao et al. 2019's deferred re-weighting, DRW): a fraction of the run's steps, or
+    `first_lr_drop`, the step where the lr schedule first drops, as Cao et al. switch at epoch
+    160 with their first lr drop (a schedule without drops, e.g. cosine: DRW_SHARE of the steps)."""
 
     def __init__(
         self,
         beta: optional(number(ge=0, lt=1, note=" (Cui et al. use 0.9-0.9999)"), "for 1/n_c") = None,
-        defer: number(ge=0, lt=1, note=" (the fraction of steps before the class weights switch on; 0: from the start)") = 0.0,
+        defer: either(
+            number(ge=0, lt=1, note=" (the fraction of steps before the class weights switch on; 0: from the start)"),
+            choice("first_lr_drop"),
+        ) = 0.0,
     ):
         self.beta = beta
         self.defer = defer
@@ -33,7 +43,12 @@ class ClassBalanced(Method):
         super().setup(train, meta, num_classes, generator, **run)
         counts = torch.bincount(train.labels.cpu(), minlength=num_classes)
         self.class_weights = class_weights(counts, self.beta).float().to(train.labels.device)
-        self.unweighted_steps = int(self.defer * self.run_steps)
+        if self.defer != "first_lr_drop":
+            self.unweighted_steps = int(self.defer * self.run_steps)
+        elif self.first_lr_drop is not None:
+            self.unweighted_steps = self.first_lr_drop
+        else:
+            self.unweighted_steps = int(DRW_SHARE * self.run_steps)
         self.steps_taken = 0
 
     def state_dict(self) -> dict:

@@ -7,11 +7,17 @@ from torch import nn
 class NormedLinear(nn.Linear):
     """Cosine similarities between the features and each class's weight vector, in [-1, 1], no
     bias (Cao et al.'s released LDAM code: `NormedLinear`): the LDAM margin and scale assume
-    logits of that range. Not a plain linear map, so `method.impl=last_layer` refuses it."""
+    logits of that range. Not a plain linear map, so `method.impl=last_layer` refuses it.
+
+    Each class's weight vector starts at unit norm, as Cao et al.'s
+    `uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)` leaves it (their weight is stored transposed):
+    a cosine layer's angular step shrinks with 1/|w|^2, so uniform(-1, 1) vectors of norm
+    sqrt(in_features / 3) would learn that many times slower."""
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__(in_features, out_features, bias=False)
-        nn.init.uniform_(self.weight, -1, 1)
+        with torch.no_grad():
+            self.weight.uniform_(-1, 1).renorm_(2, 0, 1e-5).mul_(1e5)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.linear(F.normalize(features, dim=1), F.normalize(self.weight, dim=1))
