@@ -1,30 +1,43 @@
 """Meta-Weight-Net (Shu et al., NeurIPS 2019): a small MLP maps each example's loss to its weight.
 
-Each step, with V the MLP (parameters phi) and w_i = V(l_i) / sum_j V(l_j):
-1. look ahead: theta' = theta - lr * sum_i w_i grad l_i(theta);
+Each step, with V the MLP (parameters phi), w(phi, l) the batch's weights made from the V(l_i) and
+F(phi, l) = sum_i w_i l_i:
+1. look ahead: theta' = theta - lr * grad_theta F(phi, l(theta));
 2. update phi by the gradient of the meta loss at theta', through theta'(phi);
-3. update the model on sum_i w_i l_i with the new phi's weights.
-As in the released code: V is 1-100-1 with a ReLU and a sigmoid output, sees the losses
-detached, is trained by Adam (lr `meta_lr`, weight decay 1e-4), and the look-ahead is plain SGD at
-the model's current learning rate; the meta loss is cross-entropy on a clean meta batch.
+3. update the model on sum_i w_i l_i with the new phi's weights (no gradient through w).
+In every variant V is 1-100-1 with a ReLU and a sigmoid output, the look-ahead is plain SGD at the
+model's current learning rate and the meta loss is cross-entropy on a clean meta batch. The
+authors released two scripts that differ in three choices; `variant` picks one:
+- `imbalance` (github.com/xjtushujun/Meta-weight-net_class-imbalance,
+  meta-weight-net-class-imbalance.py): w_i = V(l_i) / sum_j V(l_j), all zeros when every V(l_j)
+  underflowed to 0; V sees the loss with its graph, so the look-ahead gradient also carries the
+  terms sum_j l_j grad_theta w_j; V is trained by SGD, lr 1e-5, momentum 0.9, Nesterov, weight
+  decay 5e-4.
+- `noise` (github.com/xjtushujun/meta-weight-net, MW-Net.py): w_i = V(l_i) / n; V sees the loss
+  detached; V is trained by Adam, lr 1e-3, weight decay 1e-4.
+- `hybrid`: the noise script's detached loss and Adam with the imbalance script's normalisation,
+  which no released script runs; this method's only behaviour before the variants existed.
 
-Step 2 without the look-ahead's double backward: by the chain rule
-    d L_meta(theta') / d phi = -lr * sum_i (g' . grad l_i(theta)) * d w_i / d phi,
-with g' = grad L_meta(theta'), and the n dot products g' . grad l_i are one forward-mode pass
-along g' (`l2rw.reweight.losses_along`, L2RW's weight computation); the sum is then a backward
-through V alone. `mwnet_gradient_double_backprop` is the published graph, kept as the reference.
+Step 2 without the look-ahead's double backward: with c_i(phi, l) = dF/dl_i (w_i itself when V
+sees the loss detached), grad_theta F = sum_i c_i grad l_i(theta), so by the chain rule
+    d L_meta(theta') / d phi = -lr * d/d phi sum_i c_i(phi, l) (g' . grad l_i(theta)),
+with g' = grad L_meta(theta'). The n dot products g' . grad l_i are one forward-mode pass along g'
+(`l2rw.reweight.losses_along`, L2RW's weight computation); c comes from a double backward through
+V alone, and the sum's gradient is one more backward through V. `mwnet_gradient_double_backprop`
+is the released graph, kept as the reference.
 """
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from l2rw import reweight
 from l2rw.data import LabeledImages
 from l2rw.methods.base import MetaMethod, StepLoss
-from l2rw.options import choice, number, whole
+from l2rw.options import choice, number, optional, whole
 from l2rw.reweight import LossFunction, cross_entropy, forward_on_scratch_buffers, trainable_parameters
-
-# The released code's weight decay for the MLP's Adam
-WEIGHT_NET_DECAY = 1e-4
 
 
 class WeightNet(nn.Module):
@@ -35,17 +48,56 @@ class WeightNet(nn.Module):
         self.layers = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid())
 
     def forward(self, losses: torch.Tensor) -> torch.Tensor:
-        return self.layers(losses.detach()[:, None]).squeeze(1)
+        return self.layers(losses[:, None]).squeeze(1)
 
 
-def normalized_weights(weight_net: WeightNet, losses: torch.Tensor) -> torch.Tensor:
-    """V(l_i) / sum_j V(l_j), differentiable w.r.t. V's parameters (a sigmoid never sums to 0)."""
-    raw = weight_net(losses)
-    return raw / raw.sum()
+def sum_to_one(raw: torch.Tensor) -> torch.Tensor:
+    """raw / sum(raw); all zeros stay zeros, so the trainer skips that step instead of dividing
+    by 0. A tensor condition, not a Python one: no host sync."""
+    total = raw.sum()
+    return raw / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def over_batch_size(raw: torch.Tensor) -> torch.Tensor:
+    return raw / len(raw)
+
+
+class Variant(NamedTuple):
+    normalize: Callable[[torch.Tensor], torch.Tensor]  # V's outputs -> the batch's weights
+    loss_keeps_graph: bool  # V's input is the loss itself, not a detached copy, in the look-ahead
+    optimizer: Callable[..., torch.optim.Optimizer]  # (V's parameters, lr=...) -> V's optimizer
+    meta_lr: float  # that optimizer's learning rate in the released script
+
+
+VARIANTS = {
+    # meta-weight-net-class-imbalance.py: normalisation and its guard 161-166, V(cost_v) undetached 157-159,
+    # SGD 112-114 with the script's argparse defaults for momentum, Nesterov and weight decay (38-40)
+    "imbalance": Variant(sum_to_one, True, partial(torch.optim.SGD, momentum=0.9, nesterov=True, weight_decay=5e-4), 1e-5),
+    # MW-Net.py: V(cost_v.data) 206, the weighted sum over len(cost_v) 207, Adam 274-275
+    "noise": Variant(over_batch_size, False, partial(torch.optim.Adam, weight_decay=1e-4), 1e-3),
+    "hybrid": Variant(sum_to_one, False, partial(torch.optim.Adam, weight_decay=1e-4), 1e-3),
+}
+
+
+def batch_weights(weight_net: WeightNet, losses: torch.Tensor, variant: str) -> torch.Tensor:
+    """The batch's weights, differentiable w.r.t. V's parameters (and w.r.t. the losses when the
+    variant's V sees their graph)."""
+    kind = VARIANTS[variant]
+    return kind.normalize(weight_net(losses if kind.loss_keeps_graph else losses.detach()))
+
+
+def lookahead_coefficients(weight_net: WeightNet, losses: torch.Tensor, variant: str) -> torch.Tensor:
+    """c_i = dF/dl_i with F = sum_i w_i(phi, l) l_i, differentiable w.r.t. V's parameters: the
+    look-ahead step's gradient is sum_i c_i grad l_i(theta)."""
+    point = losses.detach().requires_grad_()
+    (coefficients,) = torch.autograd.grad(
+        (batch_weights(weight_net, point, variant) * point).sum(), point, create_graph=True
+    )
+    return coefficients
 
 
 def mwnet_gradient_fwd(
-    model: nn.Module, weight_net: WeightNet, x, y, meta_x, meta_y, lr: float,
+    model: nn.Module, weight_net: WeightNet, x, y, meta_x, meta_y, lr: float, variant: str,
     loss_fn: LossFunction = cross_entropy, meta_loss_fn: LossFunction = cross_entropy,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """(d L_meta(theta') / d phi for each of V's parameters, the training losses of the step's
@@ -53,28 +105,29 @@ def mwnet_gradient_fwd(
     network = reweight.eager(model)
     params = trainable_parameters(network)
     first_losses = loss_fn(forward_on_scratch_buffers(network, params, x), y)
-    weights = normalized_weights(weight_net, first_losses)
-    # theta', detached: the weights reach the meta loss through the dot products below
-    grads = torch.autograd.grad((weights.detach() * first_losses).sum(), list(params.values()))
+    coefficients = lookahead_coefficients(weight_net, first_losses, variant)
+    # theta', detached: phi reaches the meta loss through the dot products below
+    grads = torch.autograd.grad((coefficients.detach() * first_losses).sum(), list(params.values()))
     lookahead = {name: (p - lr * g).detach().requires_grad_() for (name, p), g in zip(params.items(), grads)}
     meta_direction = dict(zip(lookahead, torch.autograd.grad(
         reweight.meta_loss(network, lookahead, meta_x, meta_y, meta_loss_fn), list(lookahead.values())
     )))
     losses, alignment = reweight.losses_along(network, x, y, meta_direction, loss_fn)
-    gradient = torch.autograd.grad(-lr * (alignment * weights).sum(), list(weight_net.parameters()))
+    gradient = torch.autograd.grad(-lr * (alignment * coefficients).sum(), list(weight_net.parameters()))
     return list(gradient), losses
 
 
 def mwnet_gradient_double_backprop(
-    model: nn.Module, weight_net: WeightNet, x, y, meta_x, meta_y, lr: float,
+    model: nn.Module, weight_net: WeightNet, x, y, meta_x, meta_y, lr: float, variant: str,
     loss_fn: LossFunction = cross_entropy, meta_loss_fn: LossFunction = cross_entropy,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The reference: a differentiable look-ahead step on sum_i w_i(phi) l_i, the meta loss at the
-    looked-ahead parameters back-propagated to phi (Shu et al.'s released code, functionally)."""
+    """The reference: a differentiable look-ahead step on sum_i w_i l_i, the weights from the
+    variant's V input and normalisation, the meta loss at the looked-ahead parameters
+    back-propagated to phi (the released scripts' graph, functionally)."""
     network = reweight.eager(model)
     params = trainable_parameters(network)
     losses = loss_fn(forward_on_scratch_buffers(network, params, x), y)
-    weights = normalized_weights(weight_net, losses)
+    weights = batch_weights(weight_net, losses, variant)
     grads = torch.autograd.grad((weights * losses).sum(), list(params.values()), create_graph=True)
     lookahead = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
     meta_loss = reweight.meta_loss(network, lookahead, meta_x, meta_y, meta_loss_fn)
@@ -87,17 +140,21 @@ IMPLEMENTATIONS = {"fwd": mwnet_gradient_fwd, "double_backprop": mwnet_gradient_
 
 class MetaWeightNet(MetaMethod):
     """Uniformly shuffled batches; each step the weight net is updated on a meta batch through a
-    look-ahead step, then weighs the batch (`impl`: how its meta gradient is computed, same value)."""
+    look-ahead step, then weighs the batch. `variant`: which released script's normalisation,
+    weight-net input and optimizer; `impl`: how the meta gradient is computed (same value)."""
 
     def __init__(
         self,
         meta_batch_size: whole(1),
-        meta_lr: number(gt=0, note=" (Adam's lr for the weight net; Shu et al. use 1e-3)") = 1e-3,
+        variant: choice(*VARIANTS),
+        meta_lr: optional(number(gt=0, note=" (the weight net's learning rate)"),
+                          "for the variant's released one: 1e-5 for imbalance, 1e-3 for noise and hybrid") = None,
         hidden: whole(1, note=" (the weight net's hidden units; Shu et al. use 100)") = 100,
         impl: choice(*IMPLEMENTATIONS) = "fwd",
     ):
         self.meta_batch_size = meta_batch_size
-        self.meta_lr = meta_lr
+        self.variant = variant
+        self.meta_lr = VARIANTS[variant].meta_lr if meta_lr is None else meta_lr
         self.hidden = hidden
         self.impl = impl
 
@@ -106,7 +163,7 @@ class MetaWeightNet(MetaMethod):
         with torch.random.fork_rng(devices=[]):  # the net's init must not shift the model's random stream
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
             self.weight_net = WeightNet(self.hidden).to(train.labels.device)
-        self.optimizer = torch.optim.Adam(self.weight_net.parameters(), lr=self.meta_lr, weight_decay=WEIGHT_NET_DECAY)
+        self.optimizer = VARIANTS[self.variant].optimizer(self.weight_net.parameters(), lr=self.meta_lr)
 
     def state_dict(self) -> dict:
         return super().state_dict() | {"weight_net": self.weight_net.state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -121,11 +178,11 @@ class MetaWeightNet(MetaMethod):
     ) -> StepLoss:
         meta_x, meta_y = self.meta_batch()
         gradient, losses = IMPLEMENTATIONS[self.impl](
-            model, self.weight_net, x, y, meta_x, meta_y, lr, loss_fn=self.loss_fn, meta_loss_fn=cross_entropy
+            model, self.weight_net, x, y, meta_x, meta_y, lr, self.variant, loss_fn=self.loss_fn, meta_loss_fn=cross_entropy
         )
         for parameter, grad in zip(self.weight_net.parameters(), gradient):
             parameter.grad = grad
         self.optimizer.step()
         with torch.no_grad():
-            weights = normalized_weights(self.weight_net, losses)
+            weights = batch_weights(self.weight_net, losses, self.variant)
         return StepLoss((weights * losses).sum(), weights)
