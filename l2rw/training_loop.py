@@ -8,6 +8,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -104,6 +105,14 @@ def evaluate(
     )
 
 
+def exact_balanced_accuracy(confusion: torch.Tensor) -> Fraction:
+    """Balanced accuracy as an exact fraction of the counts. The float mean rounds differently
+    depending on which classes are right (29/50 comes out as 0.58 or 0.5800000000000001), so
+    equal scores would compare unequal."""
+    recalls = [Fraction(correct, support) for correct, support in zip(confusion.diag().tolist(), confusion.sum(1).tolist()) if support]
+    return sum(recalls, Fraction(0)) / max(len(recalls), 1)
+
+
 @torch.no_grad()
 def mean_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     was_training = model.training
@@ -136,6 +145,8 @@ class LoopState:
     warmed_up_steps: int = 0
     metrics: list[dict] = field(default_factory=list)  # the metrics.csv rows so far
     best: dict | None = None  # BestEvaluation's fields at the best validation score so far
+    # the best's exact_balanced_accuracy on validation as [numerator, denominator]: a checkpoint holds no Fraction
+    best_val_exact: list[int] | None = None
     trained_prior: list[float] | None = None  # TrainedPrior's class masses
     weight_stats: dict = field(default_factory=dict)   # WeightStats' window, when checkpointed
     collapse_step: int | None = None  # first evaluation of the current collapsed stretch
@@ -144,7 +155,8 @@ class LoopState:
 @dataclass
 class BestEvaluation:
     """The test scores at the evaluation with the highest validation balanced accuracy (the
-    first such, on ties): "best" beside the last evaluation's "last". Chosen on validation only."""
+    first such, on ties, compared exactly): "best" beside the last evaluation's "last". Chosen on
+    validation only."""
 
     step: int
     val_balanced_accuracy: float
@@ -163,6 +175,14 @@ class FitResult:
     trained_prior: list[float]           # each class's share of the example weights, steps counted by their lr
     seconds_per_step: float
     warmup_seconds: float
+
+
+def best_val_score(loop: LoopState) -> Fraction:
+    """The exact validation score of `loop.best`; the float's own value for a checkpoint saved
+    before the exact one was kept."""
+    if loop.best_val_exact is None:
+        return Fraction(loop.best["val_balanced_accuracy"])
+    return Fraction(*loop.best_val_exact)
 
 
 def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, skipped: bool) -> None:
@@ -287,11 +307,13 @@ def fit(
                 evaluation = evaluate(model, splits.test, standardize, splits.num_classes, adjustment)
                 val_evaluation = None if splits.val is None else evaluate(model, splits.val, standardize, splits.num_classes, adjustment)
                 meta_loss = mean_loss(model, meta.images, meta.labels)
-                if val_evaluation and (loop.best is None or val_evaluation.balanced_accuracy > loop.best["val_balanced_accuracy"]):
+                val_score = None if val_evaluation is None else exact_balanced_accuracy(val_evaluation.confusion)
+                if val_score is not None and (loop.best is None or val_score > best_val_score(loop)):
                     loop.best = asdict(BestEvaluation(
                         step, val_evaluation.balanced_accuracy, evaluation.accuracy, evaluation.balanced_accuracy,
                         evaluation.confusion.tolist(),
                     ))
+                    loop.best_val_exact = [val_score.numerator, val_score.denominator]
                 symptom = collapse_symptom(evaluation, splits.class_names)
                 if symptom is None:
                     loop.collapse_step = None

@@ -33,12 +33,22 @@ def test_focal(make_cfg):
     torch.testing.assert_close(built(make_cfg, "focal", "loss.gamma=0")(OUTPUTS, TARGETS), built(make_cfg, "ce")(OUTPUTS, TARGETS))
 
 
-def test_logit_adjusted_shifts_by_tau_log_prior(make_cfg):
+def logit_adjusted_by_hand(tau: float) -> torch.Tensor:
+    """Cross-entropy of OUTPUTS + tau * log(COUNTS' frequencies)."""
     prior = [0.8, 0.16, 0.04]
-    adjusted = [[2 + math.log(prior[0]), math.log(prior[1]), math.log(prior[2])],
-                [math.log(prior[0]), 1 + math.log(prior[1]), math.log(prior[2])]]
-    expected = [math.log(sum(math.exp(v) for v in row)) - row[label] for row, label in zip(adjusted, (0, 2))]
-    torch.testing.assert_close(built(make_cfg, "logit_adjusted", "loss.tau=1")(OUTPUTS, TARGETS), torch.tensor(expected))
+    adjusted = [[value + tau * math.log(p) for value, p in zip(row, prior)] for row in OUTPUTS.tolist()]
+    return torch.tensor([math.log(sum(math.exp(v) for v in row)) - row[label] for row, label in zip(adjusted, TARGETS.tolist())])
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
+def test_logit_adjusted_shifts_by_tau_log_prior(make_cfg, tau):
+    torch.testing.assert_close(built(make_cfg, "logit_adjusted", f"loss.tau={tau}")(OUTPUTS, TARGETS), logit_adjusted_by_hand(tau))
+
+
+def test_logit_adjusteds_tau_follows_the_datasets_tuned_value(make_cfg):
+    cfg = make_cfg("loss=logit_adjusted", "+dataset.tuned.sgd.logit_adjusted.tau=2")
+    assert cfg.loss.tau == 2
+    torch.testing.assert_close(build(cfg.loss, class_counts=COUNTS)(OUTPUTS, TARGETS), logit_adjusted_by_hand(2.0))
 
 
 def test_ldam_subtracts_the_labels_margin_before_scaling(make_cfg):

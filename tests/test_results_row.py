@@ -90,6 +90,19 @@ def test_shot_columns_match_a_hand_computed_case():
     assert shot_accuracies(confusion, torch.tensor([50] * 5))["many_shot_accuracy"] == ""
 
 
+def test_shot_groups_split_at_more_than_100_and_fewer_than_20_training_images():
+    """Liu et al.'s bounds: 101 images is many-shot, 100 and 20 medium-shot, 19 few-shot. Each
+    class gets its own share of 10 test images right, so a class in the wrong group shows."""
+    train_counts = torch.tensor([101, 100, 20, 19])
+    correct = [9, 7, 4, 1]
+    confusion = torch.diag(torch.tensor(correct)) + torch.diag(10 - torch.tensor(correct)).roll(1, dims=1)  # wrong: the next class
+    assert shot_accuracies(confusion, train_counts) == {
+        "many_shot_accuracy": correct[0] / 10,
+        "medium_shot_accuracy": (correct[1] + correct[2]) / 20,
+        "few_shot_accuracy": correct[3] / 10,
+    }
+
+
 @pytest.mark.slow
 def test_results_row_carries_validation_and_shot_columns_of_its_confusion(make_cfg, tmp_path):
     """Liu et al.'s groups: classes with > 100 training images (many), 20-100 (medium), < 20 (few);

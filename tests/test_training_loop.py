@@ -103,31 +103,6 @@ def test_skipped_steps_move_the_schedule_on_without_torchs_warning(make_cfg, tmp
     assert scheduler.last_epoch == 4 and optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_best_is_chosen_on_validation_only(make_cfg, tmp_path, monkeypatch):
-    """Scripted scores where validation and test peak at different evaluations: "best" is the test
-    score at validation's peak (the first one on ties), never test's own peak."""
-    cfg = make_cfg("dataset.val_per_class=5")
-    splits = build_splits(cfg)
-    val_scores = iter([0.2, 0.6, 0.6, 0.3])   # peaks at the 2nd evaluation (tied with the 3rd)
-    test_scores = iter([0.1, 0.4, 0.9, 0.5])  # peaks at the 3rd
-    real_evaluate = training_loop.evaluate
-
-    def scripted(model, data, normalize, num_classes, adjustment):
-        evaluation = real_evaluate(model, data, normalize, num_classes, adjustment)
-        evaluation.balanced_accuracy = next(val_scores if data is splits.val else test_scores)
-        return evaluation
-
-    monkeypatch.setattr(training_loop, "evaluate", scripted)
-    model = build_model(cfg.model, splits.image_shape, splits.num_classes)
-    optimizer = make_optimizer(model, cfg)
-    outcome = training_loop.fit(
-        model, Method(), splits, optimizer, make_scheduler(optimizer, cfg.schedule, 8), steps=8, batch_size=10,
-        eval_every=2, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "metrics.csv", progress=False,
-    )
-    assert (outcome.best.step, outcome.best.balanced_accuracy, outcome.best.val_balanced_accuracy) == (4, 0.4, 0.6)
-    assert outcome.evaluation.balanced_accuracy == 0.5  # "last"
-
-
 def test_clip_grad_norm_bounds_each_update(make_cfg, tmp_path):
     """With a tiny clip, each SGD step moves the parameters by at most lr x clip."""
     cfg = make_cfg("clip_grad_norm=0.01", "lr=0.1", "momentum=0", "weight_decay=0", "steps=1", "eval_every=1")
