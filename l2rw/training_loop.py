@@ -219,6 +219,7 @@ def fit(
     loss_fn: LossFunction = cross_entropy,
     posthoc_tau: float = 0.0,
     on_evaluation: Callable[[int, dict, torch.Tensor], None] | None = None,
+    first_lr_drop: int | None = None,
 ) -> FitResult:
     """Train for `steps` optimizer steps; write one `metrics_csv` row per evaluation.
 
@@ -232,6 +233,8 @@ def fit(
     `on_evaluation(step, values, example_weights)` is called after each evaluation (loggers,
     `l2rw.tracking`) with the metrics.csv row plus `recall/<class>` per class, and each training
     example's mean relative weight so far (NaN for examples no update has used yet).
+    `first_lr_drop`: the step where `scheduler` first lowers the lr (None: it never drops at once),
+    for methods that act on it (deferred re-weighting).
 
     Every evaluation also checks for collapse (one class predicted for nearly all test images, or
     uniform outputs): it is a `collapsed` column in `metrics_csv` and shown on the progress bar;
@@ -247,7 +250,7 @@ def fit(
     """
     standardize = PixelStandardizer(splits.train.images)
     meta = LabeledImages(standardize(splits.meta.images), splits.meta.labels)
-    method.setup(splits.train, meta, splits.num_classes, generator, loss_fn=loss_fn, steps=steps)
+    method.setup(splits.train, meta, splits.num_classes, generator, loss_fn=loss_fn, steps=steps, first_lr_drop=first_lr_drop)
     saved = checkpoint.restore(model, optimizer, scheduler, method) if checkpoint else None
     loop = LoopState(**(saved or {}))
     batches = method.batches(batch_size)
