@@ -123,15 +123,8 @@ def _select_classes(source: Source, classes) -> Source:
     """Keep only `classes` (original label indices), relabelled 0..K'-1 in the given order."""
     if classes is None:
         return source
-    k = len(source.class_names)
-    bad = [c for c in classes if not (is_whole(c) and 0 <= c < k)]  # validate() has checked it is a list
-    if bad or len(set(classes)) != len(classes) or len(classes) < 2:
-        raise UserError(
-            f"dataset.classes={list(classes)} must list at least 2 distinct class indices in [0, {k - 1}], "
-            f"e.g. dataset.classes=[0,1] ({', '.join(f'{i}={n}' for i, n in enumerate(source.class_names))})"
-        )
-    relabel = torch.full((k,), -1, dtype=torch.long)
-    classes = list(classes)
+    classes = _class_selection(classes, source.class_names)
+    relabel = torch.full((len(source.class_names),), -1, dtype=torch.long)
     relabel[torch.tensor(classes)] = torch.arange(len(classes))
 
     def keep(part: LabeledImages | None) -> LabeledImages | None:
@@ -146,6 +139,18 @@ def _select_classes(source: Source, classes) -> Source:
         source, pool=keep(source.pool), test=keep(source.test), meta=keep(source.meta), val=keep(source.val),
         class_names=[source.class_names[c] for c in classes], groups=groups,
     )
+
+
+def _class_selection(classes, class_names: list[str]) -> list[int]:
+    """`dataset.classes` as a list of original class indices, refused unless it names 2 or more distinct classes."""
+    k = len(class_names)
+    bad = [c for c in classes if not (is_whole(c) and 0 <= c < k)]  # validate() has checked it is a list
+    if bad or len(set(classes)) != len(classes) or len(classes) < 2:
+        raise UserError(
+            f"dataset.classes={list(classes)} must list at least 2 distinct class indices in [0, {k - 1}], "
+            f"e.g. dataset.classes=[0,1] ({', '.join(f'{i}={n}' for i, n in enumerate(class_names))})"
+        )
+    return list(classes)
 
 
 def _keep_groups_together(order: torch.Tensor, groups: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,11 +178,9 @@ def _test_groups(data_cfg: DictConfig, groups_in_class: int) -> int:
     return max(1, round(data_cfg.test_fraction * groups_in_class))
 
 
-def _too_few_groups(
-    source: Source, c: int, available: int, meta: int, val: int, test: int, data_cfg: DictConfig
-) -> UserError:
+def _too_few_groups(class_name: str, unit: str, available: int, meta: int, val: int, test: int, data_cfg: DictConfig) -> UserError:
     def count(n: int) -> str:
-        return f"{n} {source.unit}" + ("" if n == 1 else "s")
+        return f"{n} {unit}" + ("" if n == 1 else "s")
 
     needs = [(f"meta.per_class={meta}", "meta.per_class")] if meta else []  # none when the dataset brings its meta set
     if val:
@@ -189,9 +192,77 @@ def _too_few_groups(
     need = " + ".join(amount for amount, _ in needs)
     fix = f"lower {' or '.join(key for _, key in needs)}" if needs else "add images of this class"
     return UserError(
-        f"class {source.class_names[c]!r} has {count(available)}, but {need + ' + ' if need else ''}1 training "
-        f"{source.unit} need {meta + val + test + 1}; {fix}"
+        f"class {class_name!r} has {count(available)}, but {need + ' + ' if need else ''}1 training "
+        f"{unit} need {meta + val + test + 1}; {fix}"
     )
+
+
+@dataclass(frozen=True)
+class PoolCounts:
+    """What the size of the training set depends on, without the images: the pool's images per
+    class (before `dataset.classes` selects), the class names and unit, and which sets the dataset
+    brings instead of having them carved from the pool (`Source.test`, `Source.meta`, `Source.val`)."""
+
+    class_sizes: list[int]
+    class_names: list[str]
+    official_test: bool
+    brought_meta: list[int] | None = None  # images per class of the meta set the dataset brings
+    brings_val: bool = False
+    unit: str = "image"
+
+    @classmethod
+    def of(cls, source: Source) -> PoolCounts:
+        def per_class(part: LabeledImages) -> list[int]:
+            return torch.bincount(part.labels.cpu(), minlength=len(source.class_names)).tolist()
+
+        return cls(
+            per_class(source.pool), source.class_names, official_test=source.test is not None,
+            brought_meta=None if source.meta is None else per_class(source.meta), brings_val=source.val is not None,
+            unit=source.unit,
+        )
+
+    def selected(self, classes) -> PoolCounts:
+        """The counts of `dataset.classes` only, in its order (as `_select_classes` keeps them)."""
+        if classes is None:
+            return self
+        classes = _class_selection(classes, self.class_names)
+
+        def pick(per_class: list) -> list:
+            return [per_class[c] for c in classes]
+
+        brought_meta = None if self.brought_meta is None else pick(self.brought_meta)
+        return replace(self, class_sizes=pick(self.class_sizes), class_names=pick(self.class_names), brought_meta=brought_meta)
+
+    def held_out(self, cfg: DictConfig, c: int, groups_in_class: int) -> tuple[int, int, int]:
+        """The test, meta and validation groups taken from class `c`'s `groups_in_class` before the
+        imbalance profile; a class left without a training group is refused."""
+        data_cfg = cfg.dataset
+        test = 0 if self.official_test else _test_groups(data_cfg, groups_in_class)
+        meta = 0 if self.brought_meta is not None else cfg.meta.per_class
+        val = 0 if self.brings_val else data_cfg.val_per_class
+        if groups_in_class < test + meta + val + 1:
+            raise _too_few_groups(self.class_names[c], self.unit, groups_in_class, meta, val, test, data_cfg)
+        return test, meta, val
+
+
+def training_counts(cfg: DictConfig, available: list[int]) -> list[int]:
+    """The training images kept of each class's `available` ones (what the hold-outs left): the
+    imbalance profile, then the `dataset.train_size` cap."""
+    return capped_counts(PROFILES[cfg.dataset.profile](cfg, available), cfg.dataset.train_size)
+
+
+def planned_train_counts(cfg: DictConfig, pool: PoolCounts) -> list[int]:
+    """The training images per class that `build_splits(cfg)` draws from a pool of these counts
+    (label noise then moves some to other labels), worked out without the images: the same
+    hold-outs, profile, cap and `meta.add_to_train`. Exact when every image is its own group; a
+    dataset with `Source.groups` holds out whole groups, whose image counts depend on the shuffle."""
+    pool = pool.selected(cfg.dataset.classes)
+    available = [n - sum(pool.held_out(cfg, c, n)) for c, n in enumerate(pool.class_sizes)]
+    counts = training_counts(cfg, available)
+    if cfg.meta.add_to_train:
+        meta = [cfg.meta.per_class] * len(counts) if pool.brought_meta is None else pool.brought_meta
+        counts = [n + m for n, m in zip(counts, meta)]
+    return counts
 
 
 def build_splits(cfg: DictConfig) -> Splits:
@@ -201,22 +272,20 @@ def build_splits(cfg: DictConfig) -> Splits:
     `dataset.train_size` caps it, and label noise, last, corrupts training labels only. A meta or
     validation set the dataset brings (`Source.meta`, `Source.val`) is used whole instead. With
     `meta.add_to_train` the (clean) meta images also join the training set: the control that gives
-    the baselines the data L2RW sees."""
+    the baselines the data L2RW sees. `planned_train_counts` works out the training set's size
+    with the same arithmetic, without the images."""
     data_cfg = cfg.dataset
     source = _select_classes(build(data_cfg.source), data_cfg.classes)
+    pool = PoolCounts.of(source)
     k = len(source.class_names)
     generator = torch.Generator().manual_seed(int(cfg.seed))
-    meta_per_class = 0 if source.meta is not None else cfg.meta.per_class
-    val_per_class = 0 if source.val is not None else data_cfg.val_per_class
 
     test_index, meta_index, val_index, rest = [], [], [], []
     for c in range(k):
         members = torch.nonzero(source.pool.labels == c).flatten()
         shuffled = members[torch.randperm(len(members), generator=generator)]
         members, group_sizes = _keep_groups_together(shuffled, source.groups)
-        test_per_class = 0 if source.test is not None else _test_groups(data_cfg, len(group_sizes))
-        if len(group_sizes) < meta_per_class + val_per_class + test_per_class + 1:
-            raise _too_few_groups(source, c, len(group_sizes), meta_per_class, val_per_class, test_per_class, data_cfg)
+        test_per_class, meta_per_class, val_per_class = pool.held_out(cfg, c, len(group_sizes))
         # image offsets where the test, meta, validation and training groups end
         ends = torch.cat([torch.zeros(1, dtype=torch.long), group_sizes.cumsum(0)])
         test_end = int(ends[test_per_class])
@@ -227,7 +296,7 @@ def build_splits(cfg: DictConfig) -> Splits:
         val_index.append(members[meta_end:val_end])
         rest.append(members[val_end:])
 
-    counts = capped_counts(PROFILES[data_cfg.profile](cfg, [len(r) for r in rest]), data_cfg.train_size)
+    counts = training_counts(cfg, [len(r) for r in rest])
     train_index = torch.cat([r[:n] for r, n in zip(rest, counts)])
 
     train = source.pool.subset(train_index)
@@ -239,13 +308,14 @@ def build_splits(cfg: DictConfig) -> Splits:
         corrupted = torch.cat([corrupted, torch.zeros(len(meta), dtype=torch.bool)])
 
     test = source.test if source.test is not None else source.pool.subset(torch.cat(test_index))
+    val = source.val if source.val is not None else source.pool.subset(torch.cat(val_index)) if data_cfg.val_per_class else None
     return Splits(
         train=train,
         meta=meta,
         test=test,
         class_names=source.class_names,
         train_corrupted=corrupted,
-        val=source.val if source.val is not None else source.pool.subset(torch.cat(val_index)) if val_per_class else None,
+        val=val,
         provenance=source.provenance,
         skipped_files=source.skipped_files,
     )
