@@ -46,8 +46,8 @@ def make_cfg(tmp_path):
 @pytest.fixture
 def optimizer_steps(monkeypatch) -> collections.Counter:
     """torch.optim.SGD.step calls, counted per optimizer: a run's model is trained by one SGD
-    optimizer (Meta-Weight-Net's weight net by Adam), so a test of a run that "trains" sees its
-    updates as `list(optimizer_steps.values()) == [steps - skipped_steps]`."""
+    optimizer (Meta-Weight-Net's weight net by SGD under `variant=imbalance`, by Adam otherwise), so
+    a test of a run that "trains" sees its updates as `list(optimizer_steps.values()) == [steps - skipped_steps]`."""
     counts = collections.Counter()
     real_step = torch.optim.SGD.step
 
