@@ -57,3 +57,16 @@ def test_deferred_reweighting_switches_on_with_the_first_lr_drop(make_cfg, first
     for step, step_weights in enumerate(weights, start=1):  # step `first_lr_drop + 1` is the first at the dropped lr
         expected = torch.full((4,), 0.25) if step <= switch else raw / raw.sum()
         torch.testing.assert_close(step_weights, expected, msg=f"step {step}")
+
+
+def test_cuis_normalisation_divides_by_the_batch_size(make_cfg):
+    # Cui et al. (class-balanced-loss, cifar_main.py): sum of w_c * loss over the batch / B, w at mean 1
+    method = build(make_cfg("+recipe=cb_focal").method)
+    labels = torch.tensor([0] * 100 + [1] * 10 + [2])
+    method.setup(LabeledImages(torch.zeros(111, 1), labels), None, 3, torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 0, 1, 2])
+    weights = method.step_loss(torch.nn.Linear(1, 3), torch.zeros(4, 1), y, torch.arange(4), 0.1).weights
+    beta = 0.9999
+    raw = torch.tensor([(1 - beta) / (1 - beta**n) for n in (100, 10, 1)])
+    per_class = raw * 3 / raw.sum()
+    torch.testing.assert_close(weights, per_class[y] / 4)

@@ -11,7 +11,10 @@ from l2rw.reweight import LossFunction, cross_entropy
 @dataclass
 class StepLoss:
     loss: torch.Tensor     # scalar to back-propagate: sum_i weights_i * loss_i
-    weights: torch.Tensor  # (batch,), sums to 1, or all zeros when the step must be skipped
+    # (batch,): each example's share of the step, 1/batch each for plain SGD; most methods' sum to 1
+    # (Meta-Weight-Net's noise variant's and `class_balanced`'s normalize=batch_size: less), all zeros
+    # when the step must be skipped
+    weights: torch.Tensor
 
 
 class Method:

@@ -20,8 +20,12 @@ DRW_SHARE = 0.8
 
 
 class ClassBalanced(Method):
-    """Uniformly shuffled batches, each example's loss weighted by its class weight, normalised
-    per batch like every method's weights so the step size stays that of plain SGD.
+    """Uniformly shuffled batches, each example's loss weighted by its class weight w_c (scaled to
+    mean 1 over the classes). `normalize`: `weights` divides the batch's weighted loss by the
+    batch's sum of weights, Σ w ℓ / Σ w, like every method's weights, so the step size stays that
+    of plain SGD (Cao et al.'s `F.cross_entropy(weight=...)`); `batch_size` divides it by the batch
+    size, Σ w ℓ / B (Cui et al.'s class-balanced losses), so a batch of frequent, lightly weighted
+    classes takes a smaller step.
 
     `defer`: how long the run trains with uniform weights before the class weights switch on
     (Cao et al. 2019's deferred re-weighting, DRW): a fraction of the run's steps, or
@@ -35,9 +39,11 @@ class ClassBalanced(Method):
             number(ge=0, lt=1, note=" (the fraction of steps before the class weights switch on; 0: from the start)"),
             choice("first_lr_drop"),
         ) = 0.0,
+        normalize: choice("weights", "batch_size") = "weights",
     ):
         self.beta = beta
         self.defer = defer
+        self.normalize = normalize
 
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator, **run):
         super().setup(train, meta, num_classes, generator, **run)
@@ -66,5 +72,5 @@ class ClassBalanced(Method):
             return super().step_loss(model, x, y, index, lr)
         losses = self.loss_fn(model(x), y)
         per_example = self.class_weights[y]
-        weights = per_example / per_example.sum()
+        weights = per_example / (per_example.sum() if self.normalize == "weights" else len(per_example))
         return StepLoss((weights * losses).sum(), weights)
