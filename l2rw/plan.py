@@ -313,8 +313,8 @@ def total_time(plans: list[JobPlan]) -> str:
     return MISSING if None in seconds else duration(sum(seconds))
 
 
-def markdown(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+def markdown(header: list[str], rows: list[list]) -> str:
+    return bench.markdown_table([dict(zip(header, row)) for row in rows], header)
 
 
 def reweighting_cell(plan: JobPlan) -> str:
@@ -349,8 +349,8 @@ def render(plans: list[JobPlan], costs_origin: str | None) -> str:
         by_method[plan.job.cfg.method.name].append(plan)
     totals = [[name, len(group), sum(p.steps for p in group), total_time(group)] for name, group in by_method.items()]
     totals.append(["all", len(plans), sum(p.steps for p in plans), total_time(plans)])
-    lines = [f"{len(plans)} job(s); nothing trained, nothing written", "", *markdown(header, rows), "",
-             *markdown(["method", "jobs", "steps", "time"], totals), ""]
+    lines = [f"{len(plans)} job(s); nothing trained, nothing written", "", markdown(header, rows), "",
+             markdown(["method", "jobs", "steps", "time"], totals), ""]
     return "\n".join(lines + time_note(plans, costs_origin))
 
 
