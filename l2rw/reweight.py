@@ -36,23 +36,15 @@ from torch.func import functional_call
 
 from l2rw.batchnorm_jvp import BatchNormTangentsInOutputDtype, FusedBatchNormTangents
 from l2rw.errors import UserError
+from l2rw.losses import LossFunction, cross_entropy
 
 # forward_ad's first use loads torch's own JVP decompositions through torch.jit.script, which
 # warns on every run; the deprecation is torch's to resolve, not something a user can act on
 warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
 
-LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> one loss per example
-
-
 class Reweighted(NamedTuple):
     weights: torch.Tensor  # (batch,), sums to 1, or all zeros when no example helps
     losses: torch.Tensor   # (batch,) per-example training losses, differentiable w.r.t. the parameters
-
-
-def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The default loss: per-example cross-entropy. One function object, so that compiled weight
-    passes (which guard on it) are built once."""
-    return F.cross_entropy(outputs, targets, reduction="none")
 
 
 def normalize(raw: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ ResNet-32, side by side in one process, and what one run of Ren et al.'s schedul
     OMP_NUM_THREADS=1 python scripts/bench_cifar10.py --steps 5   # the command behind docs/performance.md
 
 Both methods are composed as `l2rw-train +experiment=base/ren_cifar dataset=cifar10 method=...`
-(ResNet-32, batch 100, momentum 0.9, crop and flip) and timed through `fit` by `l2rw.bench`, on
+(ResNet-32, batch 100, momentum 0.9, crop and flip) and timed through `fit` by `l2rw.run.bench`, on
 random uint8 CIFAR-shaped images (neither cost depends on the pixel values). The input pipeline
 is what `fit` does to a batch before the model sees it: index, crop and flip, normalise.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from l2rw.bench import CIFAR_SHAPE, Comparison, Run, compare_methods, input_images_per_second, machine
+from l2rw.run.bench import CIFAR_SHAPE, Comparison, Run, compare_methods, input_images_per_second, machine
 
 CIFAR10 = ["+experiment=base/ren_cifar", "dataset=cifar10"]
 L2RW = "l2rw fwd"  # l2rw's default impl

@@ -6,7 +6,7 @@
     python scripts/bench_step.py --hardware cuda --overrides hardware.amp=bf16 hardware.compile=true
 
 Each method is composed from conf/ like a real run (model=..., method=..., method.impl=...,
-hardware=...) and timed through `l2rw.training_loop.fit` by `l2rw.bench` (how: its docstring),
+hardware=...) and timed through `l2rw.training.loop.fit` by `l2rw.run.bench` (how: its docstring),
 on random uint8 images: CIFAR-shaped (3x32x32) for resnet32, digits-shaped (1x8x8) for the others.
 The table shows medians over rounds and, for the ratio to sgd, the median and range of the
 per-round ratios, in wall-clock and in this process's CPU seconds; peak memory is the extra
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from l2rw.bench import METHODS, TABLE_COLUMNS, Comparison, compare_methods, machine, markdown_table
+from l2rw.run.bench import METHODS, TABLE_COLUMNS, Comparison, compare_methods, machine, markdown_table
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -9,7 +9,7 @@ when any check failed.
 
 - data: whether Fashion-MNIST's files are present (then it is trained on too, in float32;
   --quick: LeNet with sgd only);
-- train: `l2rw.train.train` on composed configs, dataset=digits, every method (sgd,
+- train: `l2rw.run.train.train` on composed configs, dataset=digits, every method (sgd,
   weighted_sampler, class_balanced, l2rw with each method.impl) on LeNet and ResNet-32, in
   float32 and with hardware.amp=bf16 hardware.compile=true (--quick: float32 only, ResNet-32
   with one block per stage, smaller batches);
@@ -34,7 +34,11 @@ from pathlib import Path
 import torch
 
 from l2rw import example_weights, reweight
-from l2rw.bench import (
+from l2rw.data import build_splits
+from l2rw.errors import UserError
+from l2rw.models import build_model
+from l2rw.run import CONFIG_DIR
+from l2rw.run.bench import (
     DIGITS_SHAPE,
     NUM_CLASSES,
     TABLE_COLUMNS,
@@ -45,14 +49,11 @@ from l2rw.bench import (
     machine,
     markdown_table,
 )
-from l2rw.bench import METHODS as BENCHED_METHODS  # the step benchmark's methods, beside this check's own
-from l2rw.checkpoint import Checkpoint
-from l2rw.data import build_splits
-from l2rw.errors import UserError
-from l2rw.instantiation import build
-from l2rw.models import build_model
-from l2rw.optimization import make_scheduler
-from l2rw.train import CONFIG_DIR, train
+from l2rw.run.bench import METHODS as BENCHED_METHODS  # the step benchmark's methods, beside this check's own
+from l2rw.run.instantiation import build
+from l2rw.run.train import train
+from l2rw.training.checkpoint import Checkpoint
+from l2rw.training.optimization import make_scheduler
 
 METHODS = {  # row label -> config overrides
     "sgd": ["method=sgd"],

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from l2rw.data.folder import load_folder
 from l2rw.data.ham10000 import CLASSES, load_ham10000
-from l2rw.machine import usable_cores
+from l2rw.run.machine import usable_cores
 
 # images per dx code in HAM10000 (10,015 in all)
 HAM10000_COUNTS = {"akiec": 327, "bcc": 514, "bkl": 1099, "df": 115, "mel": 1113, "nv": 6705, "vasc": 142}

@@ -5,7 +5,7 @@
     python scripts/profile_fwd_step.py --overrides hardware.channels_last=false
     python scripts/profile_fwd_step.py --hardware cuda
 
-The two steps are taken apart into the calls `l2rw.training_loop.fit` makes (sgd: forward, backward,
+The two steps are taken apart into the calls `l2rw.training.loop.fit` makes (sgd: forward, backward,
 optimizer step; l2rw fwd: `reweight.meta_gradient`, the dual forward, the update's
 backward, optimizer step) and timed phase by phase, the steps taking turns on one model (first
 round discarded as warm-up); the table shows medians in seconds and in sgd steps. The fwd phases
@@ -45,9 +45,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from l2rw import reweight
-from l2rw.bench import Run, image_shape, machine, run_overrides, synchronize
-from l2rw.hardware import AMP_DTYPES
-from l2rw.training_loop import PixelStandardizer
+from l2rw.run.bench import Run, image_shape, machine, run_overrides, synchronize
+from l2rw.run.hardware import AMP_DTYPES
+from l2rw.training.loop import PixelStandardizer
 
 SGD_PHASES = ["forward", "backward", "optimizer step"]
 FWD_PHASES = ["meta forward+backward", "forward with tangent", "update backward", "optimizer step"]

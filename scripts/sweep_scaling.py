@@ -25,7 +25,7 @@ def sweep_seconds(workers: int, overrides: list[str], folder: Path) -> float:
         f"results_csv={folder / 'results.csv'}", f"hydra.sweep.dir={folder / 'sweep'}",
     ]
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "l2rw.train", *args], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "l2rw.run.train", *args], capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"the {workers}-worker sweep failed (exit {done.returncode}):\n{done.stderr[-2000:]}")

@@ -5,8 +5,8 @@
     python scripts/weight_agreement.py --overrides dataset=digits --steps 200   # no Fashion-MNIST files
 
 The model trains with exact L2RW (`method.impl=fwd`, no remedy; the run's other settings as
-composed from conf/ with --overrides) through `l2rw.training_loop.fit`, built as a run is built
-(`l2rw.bench.Run`). At every step, on that step's batch, meta batch and model, it also computes the
+composed from conf/ with --overrides) through `l2rw.training.loop.fit`, built as a run is built
+(`l2rw.run.bench.Run`). At every step, on that step's batch, meta batch and model, it also computes the
 weights `method.impl=last_layer` would give, and the weights `method.update_every=K` would use
 (each example's exact weight from the last step that computed weights and saw it, as the method
 remembers them; 1 = uniform before any). Printed per kind, over the steps after the first
@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from l2rw import example_weights, reweight
-from l2rw.bench import Run, compose_config
 from l2rw.data import build_splits
 from l2rw.methods.base import StepLoss
 from l2rw.methods.l2rw import L2RW
-from l2rw.optimization import make_scheduler
+from l2rw.run.bench import Run, compose_config
+from l2rw.training.optimization import make_scheduler
 
 EXACT = ["method=l2rw", "method.impl=fwd", "method.update_every=1", "method.smoothing=0", "method.mix=0"]
 

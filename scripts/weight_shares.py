@@ -1,6 +1,6 @@
 """Where L2RW puts its weight, per setting: the majority class's share of the weight mass against
 its share of the data, the minority classes' mean share, the share of zero weights, and the
-corrupted examples' share when label noise corrupted any (`l2rw.weight_shares`: how).
+corrupted examples' share when label noise corrupted any (`l2rw.results.weight_shares`: how).
 
     python scripts/weight_shares.py outputs/results.csv            # every l2rw run with example_weights.csv
     python scripts/weight_shares.py outputs/results.csv --by method.smoothing,method.mix
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from l2rw.weight_shares import shares_by_setting
+from l2rw.results.weight_shares import shares_by_setting
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from l2rw.train import CONFIG_DIR
+from l2rw.run import CONFIG_DIR
 
 # Small enough for 2 CPU cores, long enough for the assertions to mean something.
 FAST = ["steps=20", "eval_every=10", "progress=false"]
-# Configurations setting a key the run does not read (l2rw.run_identity.unread_keys): never checked, never hashed
+# Configurations setting a key the run does not read (l2rw.run.identity.unread_keys): never checked, never hashed
 UNREAD_KEY_OVERRIDES = [
     ["imbalance_ratio=0.5"],  # the step profile reads imbalance
     ["dataset.profile=longtail", "imbalance=abc"],
@@ -64,7 +64,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     # this checkout's l2rw, whichever copy the venv has installed
     env = os.environ | {"HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run(
-        [sys.executable, "-m", "l2rw.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "l2rw.run.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
 
 

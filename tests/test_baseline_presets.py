@@ -3,7 +3,7 @@ steps on a miniature of its dataset."""
 import pytest
 
 from l2rw.data import idx
-from l2rw.train import train
+from l2rw.run.train import train
 from tests.conftest import FAST, config_options
 from tests.test_cifar10 import write_mini_cifar
 from tests.test_cifar100 import write_mini_cifar100
@@ -31,7 +31,7 @@ def test_each_preset_sweeps_every_recipe(preset):
 
 @pytest.mark.parametrize("alias, recipe", ALIASES.items())
 def test_an_alias_is_the_run_of_the_recipe_it_names(alias, recipe):
-    from l2rw.run_identity import config_hash
+    from l2rw.run.identity import config_hash
 
     for preset in BASELINE_PRESETS:
         assert config_hash(compose_preset(preset, f"+recipe={alias}")) == config_hash(compose_preset(preset, f"+recipe={recipe}"))

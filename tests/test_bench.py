@@ -1,12 +1,12 @@
-"""l2rw.bench, the timing harness the benchmarks in scripts/ share: every method composed from the
+"""l2rw.run.bench, the timing harness the benchmarks in scripts/ share: every method composed from the
 real configs and timed through `fit`, one row each, ratios to the sgd of the same round."""
 import pytest
 import torch
 
-from l2rw import bench
-from l2rw.instantiation import build
 from l2rw.losses.focal import Focal
-from l2rw.optimization import make_scheduler
+from l2rw.run import bench
+from l2rw.run.instantiation import build
+from l2rw.training.optimization import make_scheduler
 from tests.conftest import load_script
 
 

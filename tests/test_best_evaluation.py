@@ -6,12 +6,13 @@ from fractions import Fraction
 import pytest
 import torch
 
-from l2rw import results_row, training_loop
-from l2rw.checkpoint import Checkpoint
 from l2rw.data import build_splits
 from l2rw.methods.base import Method
 from l2rw.models import build_model
-from l2rw.optimization import make_optimizer, make_scheduler
+from l2rw.results import row as results_row
+from l2rw.training import loop as training_loop
+from l2rw.training.checkpoint import Checkpoint
+from l2rw.training.optimization import make_optimizer, make_scheduler
 
 VAL_SUPPORT = [5] * 10  # dataset.val_per_class=5 of digits' 10 classes
 TEST_SUPPORT = [40, 40, 20, 20, 20, 20, 10, 10, 10, 10]  # unequal, so accuracy and balanced accuracy differ

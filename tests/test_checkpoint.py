@@ -1,14 +1,14 @@
-"""l2rw.checkpoint: a checkpoint is read once, refused with its fix when it cannot be resumed
+"""l2rw.training.checkpoint: a checkpoint is read once, refused with its fix when it cannot be resumed
 (unreadable, not a checkpoint, of another shape or configuration), and refused before the run
 writes anything. (Resuming from one: test_resume.py; what a crafted file may not do: test_trust.py.)"""
 import pytest
 import torch
 from torch import nn
 
-from l2rw.checkpoint import Checkpoint
 from l2rw.data import LabeledImages
 from l2rw.errors import UserError
 from l2rw.methods.base import Method
+from l2rw.training.checkpoint import Checkpoint
 from tests.conftest import FAST, run_cli
 
 

@@ -11,7 +11,8 @@ from l2rw.data import build_splits
 from l2rw.data.augment import crop_and_flip, random_crop_and_flip
 from l2rw.data.cifar10 import CIFAR10, CifarFormat, load_cifar10
 from l2rw.errors import UserError
-from l2rw.train import CONFIG_DIR, train
+from l2rw.run import CONFIG_DIR
+from l2rw.run.train import train
 from tests.conftest import FAST, run_cli
 from tests.sources import image_ids
 

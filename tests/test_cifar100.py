@@ -6,7 +6,7 @@ import torch
 from l2rw.data.cifar10 import load_cifar10
 from l2rw.data.cifar100 import CIFAR100, load_cifar100
 from l2rw.errors import UserError
-from l2rw.train import train
+from l2rw.run.train import train
 from tests.sources import image_ids
 from tests.test_cifar10 import TEST_ID_OFFSET, dump, write_mini_cifar
 

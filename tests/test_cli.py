@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from l2rw.errors import UserError
-from l2rw.train import train
+from l2rw.run.train import train
 from tests.conftest import FAST, run_cli
 
 

@@ -1,12 +1,12 @@
-"""l2rw.config_schema: every option of every config group passes the check before a run, and each
+"""l2rw.run.config_schema: every option of every config group passes the check before a run, and each
 bad value is named in one line saying what it must be. This is the one home of those messages;
 through the command line (exit code 2, nothing written) they are test_refusals.py's."""
 import pytest
 from hydra import compose, initialize_config_dir
 
-from l2rw.config_schema import check_config
 from l2rw.errors import UserError
-from l2rw.train import CONFIG_DIR
+from l2rw.run import CONFIG_DIR
+from l2rw.run.config_schema import check_config
 from tests.conftest import UNREAD_KEY_OVERRIDES, config_options
 
 

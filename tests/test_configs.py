@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from l2rw.data import build_splits
-from l2rw.instantiation import build
 from l2rw.methods.base import Method
 from l2rw.models import build_model
+from l2rw.run.instantiation import build
 from tests.conftest import config_options
 
 

@@ -65,10 +65,11 @@ def test_every_declared_option_is_documented_in_methods_md(group):
     """An option is declared once, in its constructor's signature; docs/methods.md names each one."""
     from omegaconf import OmegaConf
 
-    from l2rw.config_schema import CONFIG_DIR, constructor_options
+    from l2rw.run import CONFIG_DIR
+    from l2rw.run.config_schema import constructor_options
 
     methods_md = (ROOT / "docs" / "methods.md").read_text()
-    for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
+    for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")):
         options = constructor_options(OmegaConf.load(path)["_target_"], group).model_fields
         undocumented = [key for key in options if f"| `{key}` |" not in methods_md and f"`{group}.{key}`" not in methods_md]
         assert undocumented == [], f"{group}={path.stem}: add these to docs/methods.md"

@@ -5,9 +5,10 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from l2rw.config_schema import check_config
 from l2rw.errors import UserError
-from l2rw.train import CONFIG_DIR, train
+from l2rw.run import CONFIG_DIR
+from l2rw.run.config_schema import check_config
+from l2rw.run.train import train
 from tests.conftest import FAST
 
 TOY_METHOD = '''

@@ -308,7 +308,7 @@ def test_skip_unreadable_leaves_damaged_files_out_and_lists_them(tmp_path):
 
 
 def test_two_copies_of_one_folder_never_share_a_config_hash_or_cache_key(make_cfg, tmp_path):
-    from l2rw.run_identity import config_hash
+    from l2rw.run.identity import config_hash
 
     for folder in ("one", "two"):
         write_folder(tmp_path / folder)
@@ -391,7 +391,7 @@ def test_the_cache_benchmark_times_both_loaders_on_the_same_files(monkeypatch, c
 
 
 def test_a_dataset_key_the_source_node_does_not_pass_on_is_refused(make_cfg, tmp_path):
-    from l2rw.config_schema import check_config
+    from l2rw.run.config_schema import check_config
 
     check_config(folder_cfg(make_cfg, tmp_path))  # every key of conf/dataset/folder.yaml reaches load_folder
     with pytest.raises(UserError, match=re.escape("dataset.workers is not passed to the loader: add `workers: ${..workers}`")):

@@ -279,7 +279,7 @@ def test_resnet18_pretrained_reads_the_local_hub_cache_only(make_cfg, tmp_path, 
 )
 def test_bad_image_size_or_workers_is_named_alone(make_cfg, tmp_path, option, message):
     """Checked from load_ham10000's signature before anything is read."""
-    from l2rw.config_schema import check_config
+    from l2rw.run.config_schema import check_config
 
     (key, value), = option.items()
     with pytest.raises(UserError, match=re.escape(message)):

@@ -1,12 +1,12 @@
-"""l2rw.hardware and the hardware.* options: the device, the model's memory layout, and a bf16 run that
+"""l2rw.run.hardware and the hardware.* options: the device, the model's memory layout, and a bf16 run that
 trains. (L2RW's weights under bf16 and torch.compile: test_reweight_precision.py.)"""
 import pandas as pd
 import pytest
 import torch
 
 from l2rw.errors import UserError
-from l2rw.hardware import resolve_device
-from l2rw.train import train
+from l2rw.run.hardware import resolve_device
+from l2rw.run.train import train
 
 
 @pytest.mark.slow
@@ -23,8 +23,8 @@ def test_bf16_autocast_run_trains_and_records_impl_and_its_step_times(make_cfg, 
 
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_place_model_uses_the_configured_layout(make_cfg, channels_last):
-    from l2rw.hardware import place_model
     from l2rw.models.resnet32 import ResNet32
+    from l2rw.run.hardware import place_model
 
     hardware = make_cfg(f"hardware.channels_last={channels_last}").hardware
     model = place_model(ResNet32((3, 8, 8), num_classes=10, blocks_per_stage=1), hardware, torch.device("cpu"))

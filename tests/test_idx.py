@@ -12,7 +12,7 @@ import torchvision.datasets
 from l2rw.data import idx
 from l2rw.data.idx import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, load_fashion_mnist, load_mnist
 from l2rw.errors import UserError
-from l2rw.train import train
+from l2rw.run.train import train
 from tests.conftest import FAST, run_cli
 from tests.sources import image_ids
 

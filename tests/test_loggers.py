@@ -9,9 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from l2rw.config_schema import check_config
 from l2rw.errors import UserError
-from l2rw.run_identity import config_hash
+from l2rw.run.config_schema import check_config
+from l2rw.run.identity import config_hash
 from l2rw.tracking import RunLogger, RunLoggers
 from tests.conftest import run_cli
 
@@ -217,7 +217,7 @@ def test_the_cli_names_the_install_command_before_training(tmp_path):
     (tmp_path / "shadow").mkdir()
     (tmp_path / "shadow" / "tensorboard.py").write_text("raise ImportError('No module named tensorboard')\n")
     env = os.environ | {"HYDRA_FULL_ERROR": "0", "PYTHONPATH": f"{tmp_path / 'shadow'}{os.pathsep}{Path(__file__).resolve().parents[1]}"}
-    done = subprocess.run([sys.executable, "-m", "l2rw.train", "logger=tensorboard", "steps=20", "progress=false",
+    done = subprocess.run([sys.executable, "-m", "l2rw.run.train", "logger=tensorboard", "steps=20", "progress=false",
                            f"results_csv={tmp_path / 'results.csv'}", f"hydra.run.dir={tmp_path / 'run'}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
@@ -228,7 +228,7 @@ def test_the_cli_names_the_install_command_before_training(tmp_path):
 
 
 def test_a_pruned_trial_stops_the_run_where_a_failing_logger_would_not(tmp_path):
-    from l2rw.tracking.trial_pruning import TrialPruned
+    from l2rw.run.trial_pruning import TrialPruned
 
     def pruning_trial(step, values):
         raise TrialPruned(f"pruned at step {step}")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from l2rw.data import build_splits
-from l2rw.instantiation import build
+from l2rw.run.instantiation import build
 from tests.conftest import config_options
 
 # Two examples, three classes; probabilities of the labels: softmax([2, 0, 0])[0] and softmax([0, 1, 0])[2]
@@ -69,7 +69,7 @@ def test_gce(make_cfg):
 def test_the_prior_is_the_training_labels_after_imbalance_and_noise(make_cfg, monkeypatch):
     """logit_adjusted is built from the labels the model trains on: counted after the imbalance
     profile and the label noise, not from the pool or the clean labels."""
-    from l2rw import train as train_module
+    from l2rw.run import train as train_module
 
     seen = {}
     real_build = train_module.build

@@ -1,9 +1,9 @@
-"""l2rw.machine: how many torch threads a job gets when `threads` is null."""
+"""l2rw.run.machine: how many torch threads a job gets when `threads` is null."""
 import os
 
 from omegaconf import OmegaConf
 
-from l2rw.machine import threads_per_job
+from l2rw.run.machine import threads_per_job
 
 
 def test_threads_are_the_jobs_share_of_the_cores():

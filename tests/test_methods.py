@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from l2rw.data import LabeledImages, build_splits
-from l2rw.instantiation import build
+from l2rw.run.instantiation import build
 from tests.conftest import config_options
 
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from l2rw.data import LabeledImages
-from l2rw.instantiation import build
 from l2rw.methods.class_balanced import class_weights
+from l2rw.run.instantiation import build
 
 COUNTS = torch.tensor([100, 10, 1])
 BATCH_LABELS = torch.tensor([0, 0, 1, 2])

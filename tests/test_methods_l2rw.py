@@ -9,9 +9,10 @@ from torch import nn
 
 from l2rw import reweight
 from l2rw.data import LabeledImages, build_splits
-from l2rw.instantiation import build
+from l2rw.losses import cross_entropy
 from l2rw.models import build_model
-from l2rw.training_loop import fit
+from l2rw.run.instantiation import build
+from l2rw.training.loop import fit
 from tests.conftest import config_options
 
 LR = 0.1
@@ -187,7 +188,7 @@ def test_the_meta_loss_stays_cross_entropy_whatever_the_training_loss(make_cfg, 
 
     step = method.step_loss(model, x, y, torch.arange(12), LR)
 
-    expected = reference_weights(model, x, y, meta, training_loss, reweight.cross_entropy)
+    expected = reference_weights(model, x, y, meta, training_loss, cross_entropy)
     with_training_meta_loss = reference_weights(model, x, y, meta, training_loss, training_loss)
     assert (expected - with_training_meta_loss).abs().max() > 1e-3  # the two meta losses are told apart here
     torch.testing.assert_close(step.weights, expected)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from l2rw.data import LabeledImages
-from l2rw.instantiation import build
+from l2rw.losses import cross_entropy
 from l2rw.losses.logit_adjusted import LogitAdjusted
 from l2rw.methods.mwnet import (
     VARIANTS,
@@ -25,7 +25,7 @@ from l2rw.methods.mwnet import (
 )
 from l2rw.models.lenet import LeNet
 from l2rw.models.resnet32 import ResNet32
-from l2rw.reweight import cross_entropy
+from l2rw.run.instantiation import build
 from tests.conftest import config_options
 
 LR = 0.1
@@ -217,7 +217,7 @@ def test_the_default_variant_is_the_script_released_for_the_setting(make_cfg, ov
     (["method.variant=hybrid"], "hybrid"),
 ], ids=["imbalance", "noise", "hybrid"])
 def test_mwnet_trains_end_to_end_an_update_every_step(make_cfg, optimizer_steps, monkeypatch, overrides, variant):
-    from l2rw.train import train
+    from l2rw.run.train import train
 
     built = []
     real_setup = MetaWeightNet.setup

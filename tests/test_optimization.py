@@ -1,9 +1,9 @@
-"""The optimizer and lr schedule (l2rw/optimization.py): Cao et al.'s LDAM-DRW protocol step by
+"""The optimizer and lr schedule (l2rw/training/optimization.py): Cao et al.'s LDAM-DRW protocol step by
 step against their released rule, the older schedules, and Nesterov reaching SGD."""
 import pytest
 import torch
 
-from l2rw.optimization import LrSchedule, lr_schedule, make_optimizer, make_scheduler, steps_per_epoch
+from l2rw.training.optimization import LrSchedule, lr_schedule, make_optimizer, make_scheduler, steps_per_epoch
 
 
 def cao_lr(epoch: int, base: float) -> float:
@@ -76,7 +76,7 @@ def test_nesterov_reaches_the_optimizer(make_cfg):
 def test_a_run_of_epochs_trains_their_steps_and_drops_lr_and_defers_weights_on_the_milestones(make_cfg, tmp_path, monkeypatch):
     """train(): `epochs` becomes the row's steps, the lr follows the milestones, and the first
     milestone reaches the method as the step its deferred class weights switch on."""
-    from l2rw import train as train_module
+    from l2rw.run import train as train_module
 
     seen = {}
     real_fit = train_module.fit

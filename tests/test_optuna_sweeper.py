@@ -15,13 +15,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from l2rw.errors import UserError
-from l2rw.train import CONFIG_DIR
+from l2rw.run import CONFIG_DIR
 
 optuna = pytest.importorskip("optuna")
 
 from hydra_plugins.l2rw_optuna_sweeper.search_space import as_override, parse  # noqa: E402
 from hydra_plugins.l2rw_optuna_sweeper.sweeper import OptunaSweeper  # noqa: E402
-from l2rw.tracking.trial_pruning import TrialPruned, TrialReporter  # noqa: E402
+from l2rw.run.trial_pruning import TrialPruned, TrialReporter  # noqa: E402
 
 TINY = ["steps=20", "eval_every=10", "progress=false", "dataset.val_per_class=5"]
 
@@ -33,7 +33,7 @@ def sweeper(**options) -> OptunaSweeper:
 
 
 def sweep_command(tmp_path: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "l2rw.train", "--multirun", "hydra/sweeper=optuna", *TINY, "lr=tag(log,interval(0.01,0.5))",
+    return [sys.executable, "-m", "l2rw.run.train", "--multirun", "hydra/sweeper=optuna", *TINY, "lr=tag(log,interval(0.01,0.5))",
             "momentum=choice(0,0.9)", f"results_csv={tmp_path / 'results.csv'}", f"hydra.sweep.dir={tmp_path / 'multirun'}", *args]
 
 
@@ -207,7 +207,7 @@ def test_a_killed_sweep_resumes_its_study(tmp_path):
 @pytest.mark.slow
 def test_median_pruning_stops_runs_below_the_curve_and_the_sweep_goes_on(tmp_path):
     # half the learning rates cannot learn in 100 steps: their curves sit below the median
-    command = [sys.executable, "-m", "l2rw.train", "--multirun", "hydra/sweeper=optuna", "hydra.sweeper.pruner=median",
+    command = [sys.executable, "-m", "l2rw.run.train", "--multirun", "hydra/sweeper=optuna", "hydra.sweeper.pruner=median",
                "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=12", "lr=choice(0.09,0.0001)", "seed=range(0,12)",
                "momentum=0.9", "imbalance=0.2", "steps=100", "eval_every=20", "dataset.val_per_class=5", "progress=false",
                f"results_csv={tmp_path / 'results.csv'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from l2rw import plan
 from l2rw.data import build_splits
 from l2rw.data.digits import load_digits
 from l2rw.data.splits import PoolCounts, planned_train_counts
+from l2rw.run import plan
 
 CIFAR10_LT = "+experiment=cifar10_lt_baselines"
 

@@ -3,7 +3,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from l2rw.train import CONFIG_DIR, train
+from l2rw.run import CONFIG_DIR
+from l2rw.run.train import train
 from tests.conftest import FAST, config_options
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from l2rw.data import idx
-from l2rw.train import train
+from l2rw.run.train import train
 from tests.conftest import FAST, run_cli
 from tests.test_idx import write_mini_idx
 from tests.test_presets import compose_preset, swept

@@ -16,8 +16,9 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from l2rw import output_dirs, report, selection
-from l2rw import train as train_module
+from l2rw.results import report, selection
+from l2rw.run import output_dirs
+from l2rw.run import train as train_module
 
 A_FILE = "notes.txt"
 NOT_A_TABLE = b"method,lr\nsgd,0.1\n"

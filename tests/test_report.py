@@ -2,8 +2,8 @@
 import pandas as pd
 import pytest
 
-from l2rw.report import learning_curves, main, mean_example_weights, weight_curves, weight_groups
-from l2rw.tables import load_results, summarise
+from l2rw.results.read import load_results, summarise
+from l2rw.results.report import learning_curves, main, mean_example_weights, weight_curves, weight_groups
 
 COLUMNS = ["run_id", "dataset", "method", "imbalance", "noise_kind", "noise_rate", "meta_per_class", "seed",
            "method.meta_batch_size", "run_dir", "status", "accuracy", "balanced_accuracy", "seconds_per_step"]

@@ -1,4 +1,4 @@
-"""l2rw.results: the results CSV keeps one text form per value, whichever append path wrote the row,
+"""l2rw.results.table: the results CSV keeps one text form per value, whichever append path wrote the row,
 and is never damaged: other files are refused untouched, damaged records are set aside, not lost,
 every read and write holds the table's lock, and concurrent writers neither interleave nor lose rows."""
 import errno
@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from filelock import FileLock, Timeout
 
-from l2rw import results
 from l2rw.errors import UserError
-from l2rw.results import append_row, check_results_csv, finished_row
+from l2rw.results import table as results
+from l2rw.results.table import append_row, check_results_csv, finished_row
 
 HEADER = "run_id,config_hash,status,accuracy\n"
 

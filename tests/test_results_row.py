@@ -1,14 +1,14 @@
-"""The results row is declared once (l2rw.results_row): a run's row has exactly the declared
+"""The results row is declared once (l2rw.results.row): a run's row has exactly the declared
 columns, in the declared order, and every reader groups runs by the same configuration columns."""
 import pandas as pd
 import pytest
 import torch
 
-from l2rw import results_row
-from l2rw.results_row import CONFIG_COLUMNS, OUTCOME_COLUMNS, RUN_COLUMNS, is_config, shot_accuracies
-from l2rw.tables import config_columns
-from l2rw.train import train
-from l2rw.training_loop import BestEvaluation, Evaluation, FitResult
+from l2rw.results import row as results_row
+from l2rw.results.read import config_columns
+from l2rw.results.row import CONFIG_COLUMNS, OUTCOME_COLUMNS, RUN_COLUMNS, is_config, shot_accuracies
+from l2rw.run.train import train
+from l2rw.training.loop import BestEvaluation, Evaluation, FitResult
 
 
 def option_columns_of(cfg) -> list[str]:

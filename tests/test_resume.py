@@ -11,7 +11,7 @@ import pytest
 
 from l2rw.errors import Interrupted
 from l2rw.methods.base import Method
-from l2rw.train import train
+from l2rw.run.train import train
 
 # What the clock gives (run_id holds the start time), and the process's peak memory, which grows
 # with whatever ran before: they differ between any two runs. Row columns, and metrics.csv's `seconds`.
@@ -49,7 +49,7 @@ def test_resume_equals_an_uninterrupted_run(make_cfg, tmp_path, monkeypatch, met
     whole = train(cfg, run_dir)
     run_dir.rename(tmp_path / "whole")
 
-    from l2rw import train as train_module
+    from l2rw.run import train as train_module
 
     real_build = train_module.build
 

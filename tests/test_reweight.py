@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from l2rw import example_weights, reweight
+from l2rw.losses import cross_entropy
 from l2rw.models.lenet import LeNet
 from l2rw.models.resnet32 import ResNet32
 
@@ -170,7 +171,7 @@ def test_a_training_loss_other_than_the_meta_loss_gives_the_same_weights_both_wa
     x, y = torch.randn(12, 1, 8, 8, dtype=torch.double), torch.randint(0, 10, (12,))
     meta_x, meta_y = torch.randn(10, 1, 8, 8, dtype=torch.double), torch.arange(10)
     adjusted = LogitAdjusted(torch.arange(1, 11) ** 2, tau=1.0)
-    kwargs = {"loss_fn": adjusted, "meta_loss_fn": reweight.cross_entropy}
+    kwargs = {"loss_fn": adjusted, "meta_loss_fn": cross_entropy}
     fwd = reweight.weights_fwd(copy.deepcopy(model), x, y, meta_x, meta_y, **kwargs)
     reference = reweight.weights_double_backprop(copy.deepcopy(model), x, y, meta_x, meta_y, **kwargs)
     torch.testing.assert_close(fwd.weights, reference.weights, atol=1e-10, rtol=0)

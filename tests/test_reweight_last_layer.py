@@ -8,6 +8,7 @@ from torch import nn
 
 from l2rw import reweight
 from l2rw.errors import UserError
+from l2rw.losses import cross_entropy
 from l2rw.models.lenet import LeNet
 from tests.conftest import FAST, run_cli
 
@@ -50,7 +51,7 @@ def per_example_loop(model: nn.Module, x, y, meta_x, meta_y, loss_fn) -> torch.T
     return positive / positive.sum()
 
 
-@pytest.mark.parametrize("loss_fn", [reweight.cross_entropy, smoothed_cross_entropy], ids=["ce", "smoothed"])
+@pytest.mark.parametrize("loss_fn", [cross_entropy, smoothed_cross_entropy], ids=["ce", "smoothed"])
 def test_equals_a_loop_over_examples_on_lenet(loss_fn):
     x, y, meta_x, meta_y = batches()
     model = LeNet((1, 8, 8), num_classes=10).double()

@@ -1,12 +1,13 @@
-"""l2rw.run_identity: `config_hash` names what a run reads and nothing else, and `skip_done` skips a
+"""l2rw.run.identity: `config_hash` names what a run reads and nothing else, and `skip_done` skips a
 configuration that already has a finished row (and only a finished one)."""
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
 from l2rw.errors import DivergedError
-from l2rw.run_identity import config_hash
-from l2rw.train import CONFIG_DIR, train
+from l2rw.run import CONFIG_DIR
+from l2rw.run.identity import config_hash
+from l2rw.run.train import train
 from tests.conftest import UNREAD_KEY_OVERRIDES
 
 

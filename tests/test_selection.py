@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from l2rw.selection import main
+from l2rw.results.selection import main
 
 FIXED = {"dataset": "digits", "imbalance": "0.9", "momentum": "0.9", "weight_decay": "0.0005", "batch_size": "100"}
 
@@ -96,7 +96,7 @@ def test_ties_go_to_lower_std_then_to_the_first_in_numeric_order(tmp_path, capsy
 def test_missing_validation_column_exits_2_naming_the_fix(results, tmp_path):
     pd.read_csv(results).drop(columns="val_balanced_accuracy").to_csv(results, index=False)
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-m", "l2rw.selection", str(results)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "l2rw.results.selection", str(results)], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("error:") and "dataset.val_per_class=N" in done.stderr

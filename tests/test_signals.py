@@ -1,4 +1,4 @@
-"""Signals to a running job (l2rw.checkpoint.DeferredInterrupt and the command line): Ctrl-C,
+"""Signals to a running job (l2rw.training.checkpoint.DeferredInterrupt and the command line): Ctrl-C,
 SIGTERM and SIGUSR2 stop a run after a whole step with a checkpoint, no row and the shell's exit
 code for the signal; a second signal stops it at once; a killed run resumes to the metrics of one
 nothing stopped.
@@ -16,9 +16,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from l2rw.checkpoint import DeferredInterrupt
 from l2rw.errors import Interrupted
-from l2rw.train import CONFIG_DIR, train
+from l2rw.run import CONFIG_DIR
+from l2rw.run.train import train
+from l2rw.training.checkpoint import DeferredInterrupt
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def signalling_step_loss(self, *args, **kwargs):
     return step_loss(self, *args, **kwargs)
 base.Method.step_loss = signalling_step_loss
 sys.argv = ["l2rw-train", *sys.argv[3:]]
-from l2rw.train import cli
+from l2rw.run.train import cli
 cli()
 """
 

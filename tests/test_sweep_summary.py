@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from l2rw.sweep_summary import summary_text, sweep_rows
+from l2rw.results.sweep_summary import summary_text, sweep_rows
 from tests.conftest import run_cli
 
 STARTED = datetime(2030, 1, 1, 12, 0, 0, 700000, tzinfo=UTC)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from l2rw.train import CONFIG_DIR
+from l2rw.run import CONFIG_DIR
 from tests.conftest import FAST, run_cli
 
 

@@ -7,15 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from l2rw import training_loop
-from l2rw.checkpoint import Checkpoint
 from l2rw.data import LabeledImages, build_splits
 from l2rw.methods.base import Method
 from l2rw.models import build_model
-from l2rw.optimization import make_optimizer, make_scheduler
-from l2rw.train import train
-from l2rw.trained_prior import SMALLEST_SHARE, TrainedPrior
-from l2rw.training_loop import PixelStandardizer, evaluate
+from l2rw.run.train import train
+from l2rw.training import loop as training_loop
+from l2rw.training.checkpoint import Checkpoint
+from l2rw.training.loop import PixelStandardizer, evaluate
+from l2rw.training.optimization import make_optimizer, make_scheduler
+from l2rw.training.trained_prior import SMALLEST_SHARE, TrainedPrior
 
 
 def test_uniform_weights_give_the_label_frequencies_and_class_weights_a_uniform_prior():

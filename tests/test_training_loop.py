@@ -1,4 +1,4 @@
-"""l2rw.training_loop: step timing (warm-up steps counted apart), the lr schedule over skipped steps,
+"""l2rw.training.loop: step timing (warm-up steps counted apart), the lr schedule over skipped steps,
 gradient clipping, and collapse that is never silent."""
 import types
 import warnings
@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from l2rw import training_loop
 from l2rw.data import build_splits
 from l2rw.methods.base import Method
 from l2rw.models import build_model
-from l2rw.optimization import make_optimizer, make_scheduler
-from l2rw.train import train
+from l2rw.run.train import train
+from l2rw.training import loop as training_loop
+from l2rw.training.optimization import make_optimizer, make_scheduler
 
 
 class Clock:

@@ -10,12 +10,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from l2rw.checkpoint import Checkpoint
 from l2rw.data.cifar10 import CIFAR10, load_cifar10
 from l2rw.errors import UserError
-from l2rw.run_identity import config_hash
-from l2rw.train import CONFIG_DIR
-from l2rw.training_loop import LoopState
+from l2rw.run import CONFIG_DIR
+from l2rw.run.identity import config_hash
+from l2rw.training.checkpoint import Checkpoint
+from l2rw.training.loop import LoopState
 from tests.test_checkpoint import run_objects
 from tests.test_cifar10 import dump, write_mini_cifar
 from tests.test_refusals import l2rw_train

@@ -3,10 +3,10 @@ measures without changing how exact L2RW trains."""
 import pytest
 import torch
 
-from l2rw.bench import Run, compose_config
 from l2rw.data import build_splits
 from l2rw.methods.l2rw import L2RW
-from l2rw.optimization import make_scheduler
+from l2rw.run.bench import Run, compose_config
+from l2rw.training.optimization import make_scheduler
 from tests.conftest import load_script
 
 

@@ -1,7 +1,7 @@
-"""l2rw.weight_shares: the shares of weight mass per class, on a hand-made run."""
+"""l2rw.results.weight_shares: the shares of weight mass per class, on a hand-made run."""
 import pytest
 
-from l2rw.weight_shares import run_shares, shares_by_setting
+from l2rw.results.weight_shares import run_shares, shares_by_setting
 
 # class a: 3 images, mass 0.5 x 2 + 0.5 x 2 + 0 x 2 = 2; class b: 1 corrupted image, mass 2 x 1 = 2;
 # zero weights in 2 of the 7 example-steps; an example no step saw has no mean weight and is left out

@@ -1,12 +1,12 @@
-"""l2rw.weight_stats: metrics.csv's weight diagnostics (clean/noisy and per-class means relative to
+"""l2rw.training.weight_stats: metrics.csv's weight diagnostics (clean/noisy and per-class means relative to
 uniform) and example_weights.csv (each training example's mean weight over the run)."""
 import pandas as pd
 import pytest
 import torch
 
 from l2rw.methods.base import Method, StepLoss
-from l2rw.train import train
-from l2rw.weight_stats import WeightStats
+from l2rw.run.train import train
+from l2rw.training.weight_stats import WeightStats
 
 
 def test_means_are_relative_to_uniform_and_reset_at_each_flush():

@@ -96,7 +96,7 @@ def main() -> int:
     command = ["--multirun", "dataset=folder", f"dataset.root={args.folder}", "dataset.channels=grey",
                f"dataset.image_size={size}", "method=sgd,class_balanced,l2rw", *overrides]
     print("l2rw-train " + shlex.join(command), flush=True)
-    return subprocess.run([sys.executable, "-m", "l2rw.train", *command]).returncode
+    return subprocess.run([sys.executable, "-m", "l2rw.run.train", *command]).returncode
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """OptunaSweeper: each batch of trials asked from an Optuna study, launched as ordinary l2rw runs
 by the configured launcher (in parallel with hydra/launcher=joblib), and told the score each
-run's results row holds (`l2rw.train.main` returns the row).
+run's results row holds (`l2rw.run.train.main` returns the row).
 
 The study lives in a database (SQLite beside results_csv by default), named after the command's
 search: rerunning a killed sweep's command loads it, counts the trials it finished, and asks
@@ -23,10 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.l2rw_optuna_sweeper.search_space import as_override, parse
 from l2rw.errors import UserError
-from l2rw.machine import jobs_at_once
-from l2rw.selection import refuse_test_metric
-from l2rw.tracking.optional import require
-from l2rw.tracking.trial_pruning import PRUNERS, STORAGE_ENV, STUDY_ENV, TRIAL_ENV, make_pruner
+from l2rw.optional import require
+from l2rw.results.selection import refuse_test_metric
+from l2rw.run.machine import jobs_at_once
+from l2rw.run.trial_pruning import PRUNERS, STORAGE_ENV, STUDY_ENV, TRIAL_ENV, make_pruner
 
 SAMPLERS = ("tpe", "random")
 DIRECTIONS = ("maximize", "minimize")
@@ -192,7 +192,7 @@ def finished_trials(study) -> int:
 
 
 def trial_env(storage: str, name: str, trial) -> list[str]:
-    """The job's pointers to its trial, which l2rw.tracking.trial_pruning reports each evaluation to."""
+    """The job's pointers to its trial, which l2rw.run.trial_pruning reports each evaluation to."""
     values = {STORAGE_ENV: storage, STUDY_ENV: name, TRIAL_ENV: trial._trial_id}
     return [f"++hydra.job.env_set.{key}={quoted(value)}" for key, value in values.items()]
 

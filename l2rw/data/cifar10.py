@@ -16,7 +16,7 @@ import torch
 
 from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError
-from l2rw.options import FLAG, PATH
+from l2rw.run.options import FLAG, PATH
 
 IMAGE_SHAPE = (3, 32, 32)  # each row holds the red, then green, then blue 32x32 plane
 _RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's ndarray rebuilder, wherever this numpy keeps it

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from l2rw.data.cifar10 import CifarFormat, load_cifar
 from l2rw.data.splits import Source
-from l2rw.options import FLAG, PATH
+from l2rw.run.options import FLAG, PATH
 
 CIFAR100 = CifarFormat(
     title="CIFAR-100",

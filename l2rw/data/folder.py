@@ -25,7 +25,7 @@ import pandas as pd
 from l2rw.data.images import SPLITS, Decoding, labelled_source, read_table
 from l2rw.data.splits import Source
 from l2rw.errors import UserError
-from l2rw.options import FLAG, PATH, choice, optional, text, whole
+from l2rw.run.options import FLAG, PATH, choice, optional, text, whole
 
 EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")  # what PIL decodes, lower case
 LAYOUT_FIX = (

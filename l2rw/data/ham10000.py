@@ -19,7 +19,7 @@ import pandas as pd
 from l2rw.data.images import Decoding, labelled_source, read_table
 from l2rw.data.splits import Source
 from l2rw.errors import UserError
-from l2rw.options import FLAG, PATH, whole
+from l2rw.run.options import FLAG, PATH, whole
 
 # The dx codes in a fixed order: class indices, confusion matrices and recalls follow it.
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]

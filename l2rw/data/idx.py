@@ -19,7 +19,7 @@ import torch
 
 from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError
-from l2rw.options import FLAG, PATH
+from l2rw.run.options import FLAG, PATH
 
 IMAGE_SIZE = (28, 28)
 UINT8 = 0x08  # the IDX type code of unsigned bytes, the only one these datasets use

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError
 from l2rw.file_io import atomic_path
-from l2rw.machine import usable_cores
+from l2rw.run.machine import usable_cores
 
 CACHE_FORMAT = 2  # part of the cache key: bump when decoding changes so old caches are rebuilt
 PIL_MODES = {"rgb": "RGB", "grey": "L"}  # dataset.channels -> the mode images are converted to

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from l2rw.data.noise import apply_label_noise
 from l2rw.errors import UserError, is_whole
-from l2rw.instantiation import build
+from l2rw.run.instantiation import build
 
 
 @dataclass

@@ -5,7 +5,18 @@ label noise, as the model sees them) plus its own options, and called as
 `loss(outputs, targets) -> one loss per example`: the function every method weighs, and the one
 L2RW's and Meta-Weight-Net's look-ahead step is taken on (their meta loss stays cross-entropy).
 """
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
+
+LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> one loss per example
+
+
+def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The default loss: per-example cross-entropy. One function object, so that compiled weight
+    passes (which guard on it) are built once."""
+    return F.cross_entropy(outputs, targets, reduction="none")
 
 
 def class_prior(class_counts: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 import torch
 
-from l2rw.reweight import cross_entropy
+from l2rw.losses import cross_entropy
 
 
 class CrossEntropy:

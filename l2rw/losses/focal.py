@@ -1,7 +1,7 @@
 import torch
 
 from l2rw.losses import true_class_probability
-from l2rw.options import number
+from l2rw.run.options import number
 
 
 class Focal:

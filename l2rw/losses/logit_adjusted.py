@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from l2rw.losses import class_prior
-from l2rw.options import number
+from l2rw.run.options import number
 
 
 class LogitAdjusted:

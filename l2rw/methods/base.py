@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from l2rw.data import LabeledImages
-from l2rw.reweight import LossFunction, cross_entropy
+from l2rw.losses import LossFunction, cross_entropy
 
 
 @dataclass

@@ -3,7 +3,7 @@ from torch import nn
 
 from l2rw.data import LabeledImages
 from l2rw.methods.base import Method, StepLoss
-from l2rw.options import choice, either, number, optional
+from l2rw.run.options import choice, either, number, optional
 
 
 def class_weights(counts: torch.Tensor, beta: float | None) -> torch.Tensor:

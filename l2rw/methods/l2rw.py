@@ -3,8 +3,9 @@ from torch import nn
 
 from l2rw import reweight
 from l2rw.data import LabeledImages
+from l2rw.losses import cross_entropy
 from l2rw.methods.base import MetaMethod, StepLoss
-from l2rw.options import choice, number, whole
+from l2rw.run.options import choice, number, whole
 
 
 class L2RW(MetaMethod):
@@ -65,7 +66,7 @@ class L2RW(MetaMethod):
             # the step's real forward; the meta loss is cross-entropy whatever the training loss: it
             # scores the clean, balanced meta set as the test scores the test set
             weights, losses = reweight.IMPLEMENTATIONS[self.impl](
-                model, x, y, meta_x, meta_y, loss_fn=self.loss_fn, meta_loss_fn=reweight.cross_entropy
+                model, x, y, meta_x, meta_y, loss_fn=self.loss_fn, meta_loss_fn=cross_entropy
             )
             if self.smoothing:
                 self.memory[index] = self.smoothing * self.memory[index] + (1 - self.smoothing) * weights * len(weights)

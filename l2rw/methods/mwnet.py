@@ -35,9 +35,10 @@ from torch import nn
 
 from l2rw import reweight
 from l2rw.data import LabeledImages
+from l2rw.losses import LossFunction, cross_entropy
 from l2rw.methods.base import MetaMethod, StepLoss
-from l2rw.options import choice, number, optional, whole
-from l2rw.reweight import LossFunction, cross_entropy, forward_on_scratch_buffers, trainable_parameters
+from l2rw.reweight import forward_on_scratch_buffers, trainable_parameters
+from l2rw.run.options import choice, number, optional, whole
 
 
 class WeightNet(nn.Module):

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from l2rw.errors import UserError
-from l2rw.instantiation import build
+from l2rw.run.instantiation import build
 
 # What torch's CPU allocator says when it gets no memory; it raises a plain RuntimeError
 CPU_ALLOCATOR_REFUSED = "can't allocate memory"

@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from l2rw.models.heads import make_head
-from l2rw.options import FLAG
+from l2rw.run.options import FLAG
 
 
 class LeNet(nn.Module):

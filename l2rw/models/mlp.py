@@ -3,7 +3,7 @@ import math
 import torch
 from torch import nn
 
-from l2rw.options import list_of, whole
+from l2rw.run.options import list_of, whole
 
 
 class MLP(nn.Module):

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from l2rw.models.heads import make_head
-from l2rw.options import FLAG, whole
+from l2rw.run.options import FLAG, whole
 
 
 class BasicBlock(nn.Module):

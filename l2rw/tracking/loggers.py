@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from l2rw.instantiation import build
-from l2rw.results_row import OUTCOME_COLUMNS
-from l2rw.run_identity import read_values
-from l2rw.tracking.trial_pruning import TrialReporter
+from l2rw.results.row import OUTCOME_COLUMNS
+from l2rw.run.identity import read_values
+from l2rw.run.instantiation import build
+from l2rw.run.trial_pruning import TrialReporter
 
 
 class RunLogger:

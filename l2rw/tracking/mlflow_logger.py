@@ -18,9 +18,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from l2rw.errors import UserError
-from l2rw.options import optional, text
+from l2rw.optional import require
+from l2rw.run.options import optional, text
 from l2rw.tracking.loggers import RunLogger, final_metrics, numbers
-from l2rw.tracking.optional import require
 
 # The launching process of a sweep starts the parent run (MlflowSweepRun) and hands its id to the
 # jobs through the environment, which every launcher's workers inherit.

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from l2rw.options import text
+from l2rw.optional import require
+from l2rw.run.options import text
 from l2rw.tracking.loggers import RunLogger, final_metrics, numbers
-from l2rw.tracking.optional import require
 
 
 def hparam_value(value) -> bool | int | float | str:

@@ -16,13 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from l2rw.checkpoint import Checkpoint, DeferredInterrupt
 from l2rw.data import LabeledImages, Splits
 from l2rw.errors import DivergedError, Interrupted
+from l2rw.losses import LossFunction, cross_entropy
 from l2rw.methods.base import Method
-from l2rw.reweight import LossFunction, cross_entropy
-from l2rw.trained_prior import TrainedPrior
-from l2rw.weight_stats import WeightStats
+from l2rw.training.checkpoint import Checkpoint, DeferredInterrupt
+from l2rw.training.trained_prior import TrainedPrior
+from l2rw.training.weight_stats import WeightStats
 
 
 class PixelStandardizer:
@@ -229,7 +229,7 @@ def fit(
     largest L2 norm of an update's gradient (None: unclipped). `example_weights_csv`: where each
     training example's mean weight over the run goes (None: not written). `loss_fn`: the
     per-example loss the method weighs (`l2rw.losses`). `posthoc_tau`: evaluations predict
-    argmax(logits - tau * log(the class prior the run trained on), `l2rw.trained_prior`); 0: argmax.
+    argmax(logits - tau * log(the class prior the run trained on), `l2rw.training.trained_prior`); 0: argmax.
     `on_evaluation(step, values, example_weights)` is called after each evaluation (loggers,
     `l2rw.tracking`) with the metrics.csv row plus `recall/<class>` per class, and each training
     example's mean relative weight so far (NaN for examples no update has used yet).

@@ -155,7 +155,7 @@ class Checkpoint:
 def _loop_problem(loop: object, steps: int | None) -> str | None:
     """Why `loop` cannot be the trainer's LoopState of a run of `steps` steps; None when it can.
     Keys left out take LoopState's defaults."""
-    from l2rw.training_loop import LoopState  # imported here: the trainer imports this module
+    from l2rw.training.loop import LoopState  # imported here: the trainer imports this module
 
     if not isinstance(loop, dict) or "step" not in loop:
         return "no loop step"

@@ -1,6 +1,6 @@
 """The results row, declared once: which columns a run's row has, which of them are its
 configuration and which its outcome, and how each is built from the resolved config and the
-`FitResult` of `l2rw.training_loop.fit`.
+`FitResult` of `l2rw.training.loop.fit`.
 
 l2rw-train appends the row to `results_csv` (and writes it to summary.json); l2rw-report,
 l2rw-select and the end-of-sweep table group runs by the configuration columns (`is_config`).
@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from l2rw.run_identity import config_hash, unread_keys
-from l2rw.training_loop import BestEvaluation, FitResult
+from l2rw.run.identity import config_hash, unread_keys
+from l2rw.training.loop import BestEvaluation, FitResult
 
 # What identifies a row, assigned when the run starts
 RUN_COLUMNS = ("run_id", "time", "config_hash", "run_dir")

@@ -7,7 +7,7 @@
 
 The sweep is expanded as Hydra's basic sweeper does (`hydra.sweeper.params`, then the command
 line's `key=a,b`: the Cartesian product, a command-line key replacing the preset's) and every job is
-composed and checked (`l2rw.config_schema.check_config`) as `l2rw-train` would. Each job's row:
+composed and checked (`l2rw.run.config_schema.check_config`) as `l2rw-train` would. Each job's row:
 its training images (`l2rw.data.splits.planned_train_counts`: CIFAR-10 and CIFAR-100 from their
 official class sizes, so without the files; any other dataset through its loader), epochs, steps,
 the lr where it changes, the step where deferred re-weighting switches the class weights on
@@ -21,7 +21,7 @@ a job costs the row of its model, batch and step: l2rw and mwnet by `method.impl
 weighted_sampler its own row, and plain SGD's row ("sgd") for sgd and class_balanced (a class
 weight per example adds nothing measurable to a step), whatever the loss (the benchmark trains
 cross-entropy; focal, LDAM and the others cost about the same). `--measure` times those steps now,
-on this machine's GPU if it has one, else its CPU, through `l2rw.bench` (random images of the
+on this machine's GPU if it has one, else its CPU, through `l2rw.run.bench` (random images of the
 job's shape, 10 classes). Evaluations, data loading and start-up come on top of either.
 Bad input (an unknown override, a value the config check refuses) is one line on stderr and exit 2.
 """
@@ -48,14 +48,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
-from l2rw import bench
-from l2rw.config_schema import check_config
 from l2rw.data import LabeledImages, build_splits
 from l2rw.data.splits import PoolCounts, planned_train_counts
 from l2rw.errors import UserError
-from l2rw.instantiation import build
-from l2rw.optimization import LrSchedule, lr_schedule, steps_per_epoch
-from l2rw.train import CONFIG_DIR
+from l2rw.run import CONFIG_DIR, bench
+from l2rw.run.config_schema import check_config
+from l2rw.run.instantiation import build
+from l2rw.training.optimization import LrSchedule, lr_schedule, steps_per_epoch
 
 LITERATURE = Path(CONFIG_DIR) / "literature.yaml"
 
@@ -67,7 +66,7 @@ OFFICIAL_POOLS = {
     "l2rw.data.cifar100.load_cifar100": (PoolCounts([500] * 100, [str(c) for c in range(100)], official_test=True), (3, 32, 32)),
 }
 
-# l2rw.bench's label of the step each method takes; l2rw and mwnet add their `method.impl`
+# l2rw.run.bench's label of the step each method takes; l2rw and mwnet add their `method.impl`
 STEP_LABELS = {"sgd": "sgd", "class_balanced": "sgd", "weighted_sampler": "weighted_sampler"}
 META_METHODS = ("l2rw", "mwnet")
 MEASURE_ROUNDS, MEASURE_STEPS = 3, 2  # an estimate for planning; scripts/bench_step.py's defaults measure more closely
@@ -79,7 +78,7 @@ class StepKind(NamedTuple):
 
     model: str
     batch: int
-    label: str  # l2rw.bench.METHODS' label, e.g. "l2rw fwd"
+    label: str  # l2rw.run.bench.METHODS' label, e.g. "l2rw fwd"
 
 
 @dataclass
@@ -161,7 +160,7 @@ def plan_job(job: Job, pools: Pools, literature: dict) -> JobPlan:
     check_config(cfg)
     train_size, shape = pools.training_set(cfg)
     batches = steps_per_epoch(train_size, cfg.batch_size)
-    if cfg.epochs is not None:  # as l2rw.train.train sets it once the splits are built
+    if cfg.epochs is not None:  # as l2rw.run.train.train sets it once the splits are built
         cfg.steps = cfg.epochs * batches
     schedule = lr_schedule(cfg, batches)
     return JobPlan(
@@ -250,7 +249,7 @@ def read_step_costs(paths: list[Path]) -> tuple[dict[StepKind, float], str]:
 
 
 class CountedContender:
-    """A contender of l2rw.bench that moves the progress bar after each timed call."""
+    """A contender of l2rw.run.bench that moves the progress bar after each timed call."""
 
     def __init__(self, contender, bar: tqdm):
         self.contender, self.bar = contender, bar
@@ -262,7 +261,7 @@ class CountedContender:
 
 
 def measure_step_costs(plans: list[JobPlan]) -> tuple[dict[StepKind, float], str]:
-    """Seconds per step of each StepKind the plans need, timed now through l2rw.bench on this
+    """Seconds per step of each StepKind the plans need, timed now through l2rw.run.bench on this
     machine, each on the image shape, meta batch size and augmentation of the first job needing it."""
     hardware = "cuda" if torch.cuda.is_available() else "cpu"
     first = {}
@@ -271,7 +270,7 @@ def measure_step_costs(plans: list[JobPlan]) -> tuple[dict[StepKind, float], str
             first.setdefault(plan.step, plan)
     unknown = sorted({kind.label for kind in first if kind.label not in bench.METHODS})
     if unknown:
-        raise UserError(f"--measure cannot time {', '.join(unknown)}: l2rw.bench times {', '.join(bench.METHODS)}")
+        raise UserError(f"--measure cannot time {', '.join(unknown)}: l2rw.run.bench times {', '.join(bench.METHODS)}")
     groups = defaultdict(dict)  # one round-robin per model and batch, its sgd the unit
     for kind, plan in first.items():
         groups[kind.model, kind.batch][kind.label] = plan

@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from l2rw.errors import UserError
-from l2rw.tables import load_results, summarise_table, table_lines
+from l2rw.results.read import load_results, summarise_table, table_lines
 
 
 def sweep_rows(table: pd.DataFrame, sweep_dir: Path, started: datetime) -> pd.DataFrame:

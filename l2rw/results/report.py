@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from l2rw.errors import UserError
-from l2rw.tables import (
+from l2rw.results.read import (
     Summary,
     fixed_settings,
     load_results,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2rw.report import EXAMPLE_WEIGHTS
-from l2rw.tables import finished_runs, load_results
+from l2rw.results.read import finished_runs, load_results
+from l2rw.results.report import EXAMPLE_WEIGHTS
 
 
 def run_shares(run_dir: Path) -> dict[str, float]:

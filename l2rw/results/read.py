@@ -1,5 +1,5 @@
 """Results tables as l2rw-report, l2rw-select and the end-of-sweep table read them: finished
-runs grouped by their configuration columns (`l2rw.results_row.is_config`), seeds averaged.
+runs grouped by their configuration columns (`l2rw.results.row.is_config`), seeds averaged.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from l2rw.errors import UserError
-from l2rw.results_row import is_config
+from l2rw.results.row import is_config
 
 REQUIRED = ("method", "seed", "status", "accuracy", "balanced_accuracy")
 METRICS = ("accuracy", "balanced_accuracy", "val_balanced_accuracy", "best_balanced_accuracy", "seconds_per_step")

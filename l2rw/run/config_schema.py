@@ -2,7 +2,7 @@
 
 `check_config(cfg)` raises one UserError, one line naming the field, its value and what it must
 be, for the first option that breaks its declaration. Keys the run does not read
-(`l2rw.run_identity.unread_keys`) are not checked. What needs the data (a class index against the
+(`l2rw.run.identity.unread_keys`) are not checked. What needs the data (a class index against the
 number of classes, a count against the images a class has) is checked where the data is.
 """
 import inspect
@@ -19,13 +19,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from l2rw.data.noise import NOISE_KINDS
 from l2rw.data.splits import PROFILES
 from l2rw.errors import UserError
-from l2rw.options import CLASS, FLAG, FLOAT32_MAX, PATH, choice, description, list_of, number, optional, text, whole
-from l2rw.run_identity import read_values
+from l2rw.run import CONFIG_DIR
+from l2rw.run.identity import read_values
+from l2rw.run.options import CLASS, FLAG, FLOAT32_MAX, PATH, choice, description, list_of, number, optional, text, whole
 
 SCHEDULES = ("constant", "cosine", "step", "multistep")
 AMP_CHOICES = ("bf16",)  # besides null; train.AMP_DTYPES maps each to its dtype
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes it, and every CSV reader keeps it an int64
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Constructor parameters the builders fill in from the data, never set in a config
 RUNTIME_ARGUMENTS = ("image_shape", "num_classes", "class_counts")
 # Groups whose choice is a class or function selected by `_target_` (the dataset's: `source._target_`)
@@ -187,7 +187,7 @@ def choices_building(group: str, target: str) -> tuple[str, ...]:
     """The options of conf/<group>/ whose YAML builds `target`."""
     key = BUILT_GROUPS[group]
     return tuple(
-        path.stem for path in sorted((CONFIG_DIR / group).glob("*.yaml"))
+        path.stem for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml"))
         if OmegaConf.select(OmegaConf.load(path), key) == target
     )
 

@@ -22,8 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from l2rw.errors import UserError
-from l2rw.results import HEADER_BYTES
-from l2rw.tables import (
+from l2rw.results.read import (
     config_columns,
     finished_runs,
     load_results,
@@ -33,6 +32,7 @@ from l2rw.tables import (
     setting_label,
     summarise,
 )
+from l2rw.results.table import HEADER_BYTES
 
 DEFAULT_TUNED = ("lr", "momentum", "weight_decay")
 DEFAULT_METRIC = "val_balanced_accuracy"
@@ -112,7 +112,7 @@ def select(results: Path, tuned: list[str] | None, metric: str) -> pd.DataFrame:
         raise UserError(f"{results} has no run with status ok; nothing to select from")
     runs[metric] = validation_scores(runs, metric, results)
     tuned = tuned_columns(runs, tuned)
-    # the metric is an outcome even when it is not (yet) an outcome column of l2rw.results_row
+    # the metric is an outcome even when it is not (yet) an outcome column of l2rw.results.row
     settings = [c for c in setting_columns(runs) if c not in tuned and c != metric]
     chosen = []
     for key, candidates in score_candidates(runs, settings, tuned, metric).groupby(settings, sort=False):

@@ -11,7 +11,7 @@ import os
 
 from hydra.core.hydra_config import HydraConfig
 
-from l2rw.tracking.optional import require
+from l2rw.optional import require
 
 STORAGE_ENV, STUDY_ENV, TRIAL_ENV = "L2RW_OPTUNA_STORAGE", "L2RW_OPTUNA_STUDY", "L2RW_OPTUNA_TRIAL_ID"
 PRUNERS = ("none", "median")

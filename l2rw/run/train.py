@@ -21,26 +21,24 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from l2rw import results_row
-from l2rw.checkpoint import Checkpoint
-from l2rw.config_schema import check_config
 from l2rw.data import Splits, build_splits
 from l2rw.data.augment import random_crop_and_flip
 from l2rw.errors import DivergedError, Interrupted, UserError
-from l2rw.hardware import AMP_DTYPES, peak_memory_mb, place_model, resolve_device
-from l2rw.instantiation import build
-from l2rw.machine import threads_per_job
+from l2rw.losses import LossFunction
 from l2rw.models import build_model
-from l2rw.optimization import lr_schedule, make_optimizer, make_scheduler, steps_per_epoch
-from l2rw.results import append_row, check_results_csv, finished_row
-from l2rw.reweight import LossFunction
-from l2rw.run_files import RUN_FILES, write_run_files, write_skipped_images
+from l2rw.results import row as results_row
+from l2rw.results.run_files import RUN_FILES, write_run_files, write_skipped_images
+from l2rw.results.table import append_row, check_results_csv, finished_row
+from l2rw.run import CONFIG_DIR
+from l2rw.run.config_schema import check_config
+from l2rw.run.hardware import AMP_DTYPES, peak_memory_mb, place_model, resolve_device
+from l2rw.run.instantiation import build
+from l2rw.run.machine import threads_per_job
+from l2rw.run.trial_pruning import TrialPruned
 from l2rw.tracking import RunLoggers
-from l2rw.tracking.trial_pruning import TrialPruned
-from l2rw.training_loop import fit
-
-# An absolute path, so the configs are found whatever folder l2rw-train is started from.
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from l2rw.training.checkpoint import Checkpoint
+from l2rw.training.loop import fit
+from l2rw.training.optimization import lr_schedule, make_optimizer, make_scheduler, steps_per_epoch
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -123,7 +121,7 @@ class Learner(NamedTuple):
 
 def build_learner(cfg: DictConfig, splits: Splits, device: torch.device) -> Learner:
     """The model placed on `device`, the loss (from the training set's class counts) and the
-    optimizer of `cfg` for `splits`: what a run trains, and what the benchmarks (l2rw.bench) time.
+    optimizer of `cfg` for `splits`: what a run trains, and what the benchmarks (l2rw.run.bench) time.
     Call after torch.manual_seed(cfg.seed): the model's initial weights come from it."""
     model = place_model(build_model(cfg.model, splits.image_shape, splits.num_classes), cfg.hardware, device)
     class_counts = torch.bincount(splits.train.labels, minlength=splits.num_classes)
@@ -131,7 +129,7 @@ def build_learner(cfg: DictConfig, splits: Splits, device: torch.device) -> Lear
 
 
 def validate(cfg: DictConfig, run_dir: Path) -> Path:
-    """Reject mistyped or out-of-range values (l2rw.config_schema), and a results_csv that cannot
+    """Reject mistyped or out-of-range values (l2rw.run.config_schema), and a results_csv that cannot
     take the run's row or is a file the run itself writes, before anything is loaded or written.
     Returns results_csv with `~` expanded."""
     check_config(cfg)

@@ -1,10 +1,10 @@
 """The timing harness every benchmark in scripts/ runs on.
 
 A benchmark names its contenders as config overrides; each is composed from conf/ like an
-`l2rw-train` command line and built the way `l2rw.train.train` builds a run (seed, splits on the
+`l2rw-train` command line and built the way `l2rw.run.train.train` builds a run (seed, splits on the
 device, placed model, the loss from the training set's class counts, optimizer), on random
 uint8 images of the model's input shape: step time does not depend on the pixel values. Steps are
-timed through `l2rw.training_loop.fit`, the loop a run trains in (batch slicing, augmentation,
+timed through `l2rw.training.loop.fit`, the loop a run trains in (batch slicing, augmentation,
 normalisation, the method's step loss and skip rule, backward, optimizer step), never a copy of it.
 
 Contenders take turns: one `fit` call each per round, round-robin, of the method's warm-up steps
@@ -27,16 +27,17 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch.profiler import ProfilerActivity, profile
 
-from l2rw.checkpoint import Checkpoint
 from l2rw.data import LabeledImages, Splits
 from l2rw.data.augment import random_crop_and_flip
-from l2rw.hardware import AMP_DTYPES, resolve_device
-from l2rw.instantiation import build
+from l2rw.losses import LossFunction
 from l2rw.methods.base import Method
-from l2rw.optimization import make_scheduler
-from l2rw.reweight import LossFunction
-from l2rw.train import CONFIG_DIR, build_learner
-from l2rw.training_loop import FitResult, PixelStandardizer, fit
+from l2rw.run import CONFIG_DIR
+from l2rw.run.hardware import AMP_DTYPES, resolve_device
+from l2rw.run.instantiation import build
+from l2rw.run.train import build_learner
+from l2rw.training.checkpoint import Checkpoint
+from l2rw.training.loop import FitResult, PixelStandardizer, fit
+from l2rw.training.optimization import make_scheduler
 
 NUM_CLASSES = 10
 DIGITS_SHAPE = (1, 8, 8)
@@ -82,7 +83,7 @@ def random_splits(shape: tuple[int, ...], train_size: int, meta_size: int) -> Sp
 
 @dataclass
 class Run:
-    """One composed configuration built as `l2rw.train.train` builds it."""
+    """One composed configuration built as `l2rw.run.train.train` builds it."""
 
     cfg: DictConfig
     device: torch.device
@@ -94,7 +95,7 @@ class Run:
     @classmethod
     def build(cls, cfg: DictConfig, splits: Splits) -> Run:
         """The device, the splits on it, the placed model, the loss from the training set's class
-        counts and the optimizer, in `l2rw.train.train`'s order from the seed on."""
+        counts and the optimizer, in `l2rw.run.train.train`'s order from the seed on."""
         device = resolve_device(cfg.hardware.device)
         torch.manual_seed(cfg.seed)
         splits = splits.to(device)

@@ -1,5 +1,5 @@
 """The types options are declared with: constructors of methods, models and losses annotate
-their parameters with these, and `l2rw.config_schema` checks a run's config against those
+their parameters with these, and `l2rw.run.config_schema` checks a run's config against those
 signatures before anything is written. Each type carries the description its error message and
 the docs use, so an option is declared once, where it is read."""
 from typing import Annotated, Any, Literal, Union

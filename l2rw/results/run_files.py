@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from l2rw.confusion_plot import save_confusion_png
-from l2rw.training_loop import Evaluation
+from l2rw.results.confusion_plot import save_confusion_png
+from l2rw.training.loop import Evaluation
 
 # Everything a run may write into its run dir: no results_csv may be one of them
 RUN_FILES = ("config.yaml", "metrics.csv", "example_weights.csv", "confusion.csv", "confusion.png",
