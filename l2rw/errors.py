@@ -10,15 +10,6 @@ class UserError(Exception):
     """
 
 
-def is_whole(value) -> bool:
-    """An int from the config (YAML's true/false are bools, not counts)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 class DivergedError(Exception):
     """The training loss became NaN or infinite; the run ends with status `diverged`."""
 

@@ -38,8 +38,11 @@ from l2rw.data import build_splits
 from l2rw.errors import UserError
 from l2rw.models import build_model
 from l2rw.run import CONFIG_DIR
+
+# every method of conf/method/, once per way it computes its weights: each trains on the device and is timed
 from l2rw.run.bench import (
     DIGITS_SHAPE,
+    METHODS,
     NUM_CLASSES,
     TABLE_COLUMNS,
     Comparison,
@@ -49,18 +52,10 @@ from l2rw.run.bench import (
     machine,
     markdown_table,
 )
-from l2rw.run.bench import METHODS as BENCHED_METHODS  # the step benchmark's methods, beside this check's own
 from l2rw.run.instantiation import build
 from l2rw.run.train import train
 from l2rw.training.checkpoint import Checkpoint
 from l2rw.training.optimization import make_scheduler
-
-METHODS = {  # row label -> config overrides
-    "sgd": ["method=sgd"],
-    "weighted_sampler": ["method=weighted_sampler"],
-    "class_balanced": ["method=class_balanced"],
-    **{f"l2rw {impl}": ["method=l2rw", f"method.impl={impl}"] for impl in reweight.IMPLEMENTATIONS},
-}
 
 
 @dataclass(frozen=True)
@@ -142,8 +137,7 @@ def run_overrides(device: str, sizes: Sizes, workdir: Path) -> list[str]:
 
 
 def method_overrides(label: str, sizes: Sizes) -> list[str]:
-    meta_batch = [f"method.meta_batch_size={sizes.meta_batch}"] if label.startswith("l2rw") else []
-    return [*METHODS[label], *meta_batch]
+    return [override.format(meta_batch=sizes.meta_batch) for override in METHODS[label]]
 
 
 def training_runs(dataset: str, variants: dict[str, list[str]], models: list[str], methods: list[str]) -> list[tuple]:
@@ -234,7 +228,7 @@ def checkpoint_resumes(common: list[str], sizes: Sizes, workdir: Path) -> str:
 
 def bench_table(report: Report, device: str, sizes: Sizes, workdir: Path) -> str:
     comparison = Comparison(
-        methods=list(BENCHED_METHODS), batch=sizes.batch, meta_batch=sizes.meta_batch, hardware=device,
+        methods=list(METHODS), batch=sizes.batch, meta_batch=sizes.meta_batch, hardware=device,
         rounds=sizes.bench_repeats, steps=sizes.bench_steps,
     )
     rows = [row for model in sizes.bench_models for row in compare_methods(model, comparison, workdir)]

@@ -47,7 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from l2rw import reweight
 from l2rw.run.bench import Run, image_shape, machine, run_overrides, synchronize
 from l2rw.run.hardware import AMP_DTYPES
-from l2rw.training.loop import PixelStandardizer
+from l2rw.training.evaluation import PixelStandardizer
 
 SGD_PHASES = ["forward", "backward", "optimizer step"]
 FWD_PHASES = ["meta forward+backward", "forward with tangent", "update backward", "optimizer step"]

@@ -1,44 +1,44 @@
-"""Tests compose the real configs in conf/ through Hydra's compose API."""
+"""Fixtures the test modules share; what they build lives in tests/helpers/.
+
+torch and the helpers are imported where they are used: under pytest-xdist the process that hands
+out the tests loads this file too and runs none, and its start delays every worker's."""
 import collections
-import importlib.util
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
-
-from l2rw.run import CONFIG_DIR
-
-# Small enough for 2 CPU cores, long enough for the assertions to mean something.
-FAST = ["steps=20", "eval_every=10", "progress=false"]
-# Configurations setting a key the run does not read (l2rw.run.identity.unread_keys): never checked, never hashed
-UNREAD_KEY_OVERRIDES = [
-    ["imbalance_ratio=0.5"],  # the step profile reads imbalance
-    ["dataset.profile=longtail", "imbalance=abc"],
-    ["dataset.profile=natural", "dataset.majority_class=abc"],
-    ["noise.flip_to=abc"],  # no noise
-    ["noise.kind=uniform", "noise.rate=0.2", "noise.background_class=[1]"],
-]
 
 
-def config_options(group: str) -> list[str]:
-    """Every option of a config group, as the files in conf/<group>/ define them."""
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+def pytest_configure(config):
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        # torch starts a thread per core in every worker: with `-n 2` on two cores, four threads
+        # whose every operation waits for the slowest, which makes small tensors many times slower
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, cores // workers))
+
+
+@pytest.fixture(autouse=True)
+def torch_threads():
+    """A run through the command line sets torch's threads to its job's share of the cores: the tests
+    after it run with the threads they would have had without it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture
 def make_cfg(tmp_path):
     """Compose conf/config.yaml with FAST settings, outputs under tmp_path, then `overrides`."""
+    from tests.helpers.configs import FAST, compose_config
 
     def _make(*overrides: str):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            # skip_done=false: tests train one configuration twice on purpose (reproducibility)
-            return compose(
-                "config", overrides=[*FAST, f"results_csv={tmp_path / 'results.csv'}", "skip_done=false", *overrides]
-            )
+        # skip_done=false: tests train one configuration twice on purpose (reproducibility)
+        return compose_config(*FAST, f"results_csv={tmp_path / 'results.csv'}", "skip_done=false", *overrides)
 
     return _make
 
@@ -48,6 +48,8 @@ def optimizer_steps(monkeypatch) -> collections.Counter:
     """torch.optim.SGD.step calls, counted per optimizer: a run's model is trained by one SGD
     optimizer (Meta-Weight-Net's weight net by SGD under `variant=imbalance`, by Adam otherwise), so
     a test of a run that "trains" sees its updates as `list(optimizer_steps.values()) == [steps - skipped_steps]`."""
+    import torch
+
     counts = collections.Counter()
     real_step = torch.optim.SGD.step
 
@@ -57,22 +59,3 @@ def optimizer_steps(monkeypatch) -> collections.Counter:
 
     monkeypatch.setattr(torch.optim.SGD, "step", counted_step)
     return counts
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`l2rw-train ARGS` in a subprocess, as a user would type it."""
-    # this checkout's l2rw, whichever copy the venv has installed
-    env = os.environ | {"HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run(
-        [sys.executable, "-m", "l2rw.run.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def load_script(name: str):
-    """scripts/<name>.py as a module (scripts are not a package)."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # where dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module

@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a fresh interpreter, the only one without Hydra imported: torch's import alone takes seconds
 def test_importing_the_library_does_not_import_hydra():
     code = "import sys; from l2rw import example_weights; assert 'hydra' not in sys.modules, 'hydra imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

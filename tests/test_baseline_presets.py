@@ -4,11 +4,9 @@ import pytest
 
 from l2rw.data import idx
 from l2rw.run.train import train
-from tests.conftest import FAST, config_options
-from tests.test_cifar10 import write_mini_cifar
-from tests.test_cifar100 import write_mini_cifar100
-from tests.test_idx import write_mini_idx
-from tests.test_presets import compose_preset, swept
+from tests.helpers.cifar_files import write_mini_cifar, write_mini_cifar100
+from tests.helpers.configs import FAST, compose_preset, config_options, swept
+from tests.helpers.idx_files import write_mini_idx
 
 BASELINE_PRESETS = ["fashion_mnist_baselines", "cifar10_lt_baselines", "cifar100_lt_baselines"]
 # recipe -> (method, loss, its own settings)

@@ -7,7 +7,7 @@ from l2rw.losses.focal import Focal
 from l2rw.run import bench
 from l2rw.run.instantiation import build
 from l2rw.training.optimization import make_scheduler
-from tests.conftest import load_script
+from tests.helpers.scripts import load_script
 
 
 def tiny(methods: list[str], with_compiled: bool = False) -> bench.Comparison:
@@ -19,7 +19,7 @@ def test_rows_cover_every_method_with_sgd_as_the_unit(tmp_path):
     rows = bench.compare_methods("lenet", tiny(list(bench.METHODS)), tmp_path)
     assert [row["method"] for row in rows] == list(bench.METHODS) and "l2rw last_layer" in bench.METHODS
     assert rows[0]["x_sgd"] == 1.0
-    assert [row["meta_batch"] for row in rows] == ["", "", *[10] * 5]  # the meta batch each meta method was built with
+    assert [row["meta_batch"] for row in rows] == ["", "", *[10] * 5, ""]  # the meta batch each meta method was built with
 
 
 def test_methods_picks_the_rows_and_sgd_stays_as_the_unit(tmp_path):

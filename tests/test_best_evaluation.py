@@ -10,8 +10,11 @@ from l2rw.data import build_splits
 from l2rw.methods.base import Method
 from l2rw.models import build_model
 from l2rw.results import row as results_row
+from l2rw.training import evaluation
 from l2rw.training import loop as training_loop
 from l2rw.training.checkpoint import Checkpoint
+from l2rw.training.evaluation import Evaluation
+from l2rw.training.loop import FitOptions
 from l2rw.training.optimization import make_optimizer, make_scheduler
 
 VAL_SUPPORT = [5] * 10  # dataset.val_per_class=5 of digits' 10 classes
@@ -22,7 +25,7 @@ TIED_VAL_CORRECT = ([5, 5, 5, 5, 5, 4, 0, 0, 0, 0], [3, 3, 3, 3, 3, 3, 3, 3, 3, 
 TRAIN_COUNTS = [500, 200, 80, 60, 40, 30, 15, 10, 5, 2]  # two many-shot, four medium-shot and four few-shot classes
 
 
-def scored(correct: list[int], support: list[int]) -> training_loop.Evaluation:
+def scored(correct: list[int], support: list[int]) -> Evaluation:
     """An evaluation with `correct` images right per class (the others predicted as the next
     class), its scores computed as `evaluate` computes them."""
     classes = len(correct)
@@ -31,7 +34,7 @@ def scored(correct: list[int], support: list[int]) -> training_loop.Evaluation:
         confusion[c, c] += right
         confusion[c, (c + 1) % classes] += n - right
     recall = confusion.diag().double() / confusion.sum(1)
-    return training_loop.Evaluation(
+    return Evaluation(
         accuracy=confusion.diag().sum().item() / confusion.sum().item(), balanced_accuracy=recall.mean().item(),
         per_class_recall=recall.tolist(), confusion=confusion,
     )
@@ -46,20 +49,20 @@ def digits(make_cfg):
 def script_evaluations(monkeypatch, splits, val: list, test: list) -> None:
     """`evaluate` returns these in turn for the validation and the test split, whatever the model."""
     queues = {id(splits.val): iter(val), id(splits.test): iter(test)}
-    monkeypatch.setattr(training_loop, "evaluate", lambda model, data, *rest: next(queues[id(data)]))
+    monkeypatch.setattr(evaluation, "evaluate", lambda model, data, *rest: next(queues[id(data)]))
 
 
 def fit_evaluating_every_two_steps(cfg, splits, tmp_path, steps: int, checkpoint: Checkpoint | None = None):
     model = build_model(cfg.model, splits.image_shape, splits.num_classes)
     optimizer = make_optimizer(model, cfg)
     return training_loop.fit(
-        model, Method(), splits, optimizer, make_scheduler(optimizer, "constant", steps), steps=steps, batch_size=10,
-        eval_every=2, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "metrics.csv",
-        checkpoint=checkpoint, progress=False,
+        model, Method(), splits, optimizer, make_scheduler(optimizer, "constant", steps),
+        FitOptions(steps=steps, batch_size=10, eval_every=2, progress=False), metrics_csv=tmp_path / "metrics.csv",
+        checkpoint=checkpoint,
     )
 
 
-def exact_recall_mean(evaluation: training_loop.Evaluation) -> Fraction:
+def exact_recall_mean(evaluation: Evaluation) -> Fraction:
     confusion = evaluation.confusion
     return sum(Fraction(int(confusion[c, c]), int(confusion[c].sum())) for c in range(len(confusion))) / len(confusion)
 

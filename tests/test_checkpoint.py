@@ -3,24 +3,13 @@
 writes anything. (Resuming from one: test_resume.py; what a crafted file may not do: test_trust.py.)"""
 import pytest
 import torch
-from torch import nn
 
 from l2rw.data import LabeledImages
 from l2rw.errors import UserError
-from l2rw.methods.base import Method
 from l2rw.training.checkpoint import Checkpoint
-from tests.conftest import FAST, run_cli
-
-
-def run_objects(width: int = 2):
-    """A model, optimizer, scheduler and method as a run holds them, at their smallest."""
-    model = nn.Linear(width, 2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    method = Method()
-    train = LabeledImages(torch.zeros(4, 1, 1, 1, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
-    method.setup(train, train, 2, torch.Generator().manual_seed(0))
-    return model, optimizer, scheduler, method
+from tests.helpers.command_line import run_cli
+from tests.helpers.configs import FAST
+from tests.helpers.run_objects import run_objects
 
 
 def saved(run_dir, config_hash: str = "this") -> Checkpoint:
@@ -38,7 +27,7 @@ def damaged(path) -> dict[str, bytes]:
 def test_an_unreadable_checkpoint_is_named_with_its_fix(tmp_path, damage):
     checkpoint = saved(tmp_path)
     checkpoint.path.write_bytes(damaged(checkpoint.path)[damage])
-    for use in (checkpoint.check_compatible, lambda: checkpoint.restore(*run_objects())):
+    for use in (checkpoint.load, lambda: checkpoint.restore(*run_objects())):
         with pytest.raises(UserError, match=f"^{checkpoint.path} cannot be read as a checkpoint .*; delete it to start the run over$"):
             use()
 
@@ -47,7 +36,7 @@ def test_a_file_that_is_no_checkpoint_and_one_of_another_shape_are_named(tmp_pat
     checkpoint = Checkpoint(tmp_path, 0, "this")
     torch.save({"weights": torch.zeros(2)}, checkpoint.path)
     with pytest.raises(UserError, match=f"^{checkpoint.path} is not an l2rw checkpoint; delete it"):
-        checkpoint.check_compatible()
+        checkpoint.load()
     checkpoint = saved(tmp_path)
     with pytest.raises(UserError, match=f"^{checkpoint.path} does not fit this run's model or method .*; delete it"):
         checkpoint.restore(*run_objects(width=3))
@@ -85,7 +74,7 @@ def test_a_resumed_run_reads_its_checkpoint_once(tmp_path, monkeypatch):
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *args, **kwargs: loads.append(args) or real_load(*args, **kwargs))
     checkpoint = Checkpoint(tmp_path, 0, "this")
-    checkpoint.check_compatible()
+    checkpoint.load()
     assert checkpoint.restore(*run_objects())["step"] == 3
     assert len(loads) == 1
     assert checkpoint.restore(*run_objects())["step"] == 3 and len(loads) == 2  # a later restore reads the file anew
@@ -94,9 +83,9 @@ def test_a_resumed_run_reads_its_checkpoint_once(tmp_path, monkeypatch):
 def test_a_checkpoint_of_another_configuration_is_refused_before_anything_is_written(tmp_path):
     foreign = saved(tmp_path, config_hash="other").path.read_bytes()
     with pytest.raises(UserError, match="belongs to another configuration \\(config_hash other, this one is this\\)"):
-        Checkpoint(tmp_path, 0, "this").check_compatible()
+        Checkpoint(tmp_path, 0, "this").load()
     assert (tmp_path / "checkpoint.pt").read_bytes() == foreign
-    Checkpoint(tmp_path / "new", 0, "this").check_compatible()  # no checkpoint: nothing to refuse
+    Checkpoint(tmp_path / "new", 0, "this").load()  # no checkpoint: nothing to refuse
 
 
 # --- through the command line ------------------------------------------------------------

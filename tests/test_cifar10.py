@@ -1,57 +1,18 @@
 """CIFAR-10 on a generated miniature `cifar-10-batches-py` in the official pickle format."""
-import pickle
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from l2rw.data import build_splits
 from l2rw.data.augment import crop_and_flip, random_crop_and_flip
-from l2rw.data.cifar10 import CIFAR10, CifarFormat, load_cifar10
+from l2rw.data.cifar10 import CIFAR10, load_cifar10
 from l2rw.errors import UserError
-from l2rw.run import CONFIG_DIR
 from l2rw.run.train import train
-from tests.conftest import FAST, run_cli
-from tests.sources import image_ids
-
-CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-TEST_ID_OFFSET = 30000  # test images get ids from here on, so every image in the miniature is unique
-
-
-def write_mini_cifar(
-    root, train_per_class: int = 20, test_per_class: int = 3, seed: int = 0,
-    fmt: CifarFormat = CIFAR10, class_names: list[str] = CLASS_NAMES,
-):
-    """The official layout of `fmt` with few images: labels shuffled across its training files,
-    every image unique (its id in the first two red pixels, read back by `image_ids`) and its
-    green plane's first pixel set to 200 + label % 50, so a wrong channel layout shows."""
-    rng = np.random.default_rng(seed)
-    folder = root / fmt.folder
-    folder.mkdir(parents=True)
-    k = len(class_names)
-
-    def rows(labels: np.ndarray, first_id: int) -> np.ndarray:
-        data = rng.integers(0, 200, size=(len(labels), 3072), dtype=np.uint8)
-        ids = first_id + np.arange(len(labels))
-        data[:, 0], data[:, 1], data[:, 1024] = ids % 256, ids // 256, 200 + labels % 50
-        return data
-
-    train_labels = rng.permutation(np.repeat(np.arange(k), train_per_class))
-    train_rows = rows(train_labels, 0)
-    parts = np.array_split(np.arange(len(train_labels)), len(fmt.train_files))
-    for name, part in zip(fmt.train_files, parts):
-        dump(folder / name, {b"batch_label": name.encode(), fmt.labels_key: train_labels[part].tolist(), b"data": train_rows[part]})
-    test_labels = rng.permutation(np.repeat(np.arange(k), test_per_class))
-    dump(folder / fmt.test_file, {fmt.labels_key: test_labels.tolist(), b"data": rows(test_labels, TEST_ID_OFFSET)})
-    dump(folder / fmt.meta_file, {fmt.names_key: [name.encode() for name in class_names], b"num_vis": 3072})
-    return root
-
-
-def dump(path, content: dict) -> None:
-    with open(path, "wb") as file:
-        pickle.dump(content, file, protocol=2)  # the official files are Python 2 pickles
+from tests.helpers.cifar_files import CLASS_NAMES, TEST_ID_OFFSET, dump, write_mini_cifar
+from tests.helpers.command_line import run_cli
+from tests.helpers.configs import FAST, compose_preset
+from tests.helpers.sources import image_ids
 
 
 @pytest.fixture
@@ -229,7 +190,6 @@ def test_preset_composes_and_runs_a_few_steps(make_cfg, tmp_path, preset):
     ],
 )
 def test_preset_sweeps_its_grid(preset, grid):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"+experiment={preset}"], return_hydra_config=True)
+    cfg = compose_preset(preset, hydra_config=True)
     assert {key: str(value) for key, value in cfg.hydra.sweeper.params.items()} == grid
     assert (cfg.steps, cfg.schedule, cfg.momentum, cfg.batch_size) == (80000, "step", 0.9, 100)

@@ -7,14 +7,8 @@ from l2rw.data.cifar10 import load_cifar10
 from l2rw.data.cifar100 import CIFAR100, load_cifar100
 from l2rw.errors import UserError
 from l2rw.run.train import train
-from tests.sources import image_ids
-from tests.test_cifar10 import TEST_ID_OFFSET, dump, write_mini_cifar
-
-FINE_NAMES = [f"fine{c}" for c in range(100)]
-
-
-def write_mini_cifar100(root, train_per_class: int = 4):
-    return write_mini_cifar(root, train_per_class, test_per_class=1, fmt=CIFAR100, class_names=FINE_NAMES)
+from tests.helpers.cifar_files import FINE_NAMES, TEST_ID_OFFSET, dump, write_mini_cifar, write_mini_cifar100
+from tests.helpers.sources import image_ids
 
 
 @pytest.fixture

@@ -2,17 +2,10 @@
 bad value is named in one line saying what it must be. This is the one home of those messages;
 through the command line (exit code 2, nothing written) they are test_refusals.py's."""
 import pytest
-from hydra import compose, initialize_config_dir
 
 from l2rw.errors import UserError
-from l2rw.run import CONFIG_DIR
 from l2rw.run.config_schema import check_config
-from tests.conftest import UNREAD_KEY_OVERRIDES, config_options
-
-
-def compose_config(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+from tests.helpers.configs import UNREAD_KEY_OVERRIDES, compose_config, config_options
 
 
 @pytest.mark.parametrize("override", [

@@ -6,7 +6,7 @@ from l2rw.data import build_splits
 from l2rw.methods.base import Method
 from l2rw.models import build_model
 from l2rw.run.instantiation import build
-from tests.conftest import config_options
+from tests.helpers.configs import config_options
 
 
 def test_every_group_has_its_documented_options():

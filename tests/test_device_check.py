@@ -2,7 +2,7 @@
 that fails the run."""
 import pytest
 
-from tests.conftest import load_script
+from tests.helpers.scripts import load_script
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,11 @@ options are checked from its constructor's signature, with no other declaration 
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from l2rw.errors import UserError
-from l2rw.run import CONFIG_DIR
 from l2rw.run.config_schema import check_config
 from l2rw.run.train import train
-from tests.conftest import FAST
+from tests.helpers.configs import FAST, compose_config
 
 TOY_METHOD = '''
 from l2rw.methods.base import Method
@@ -54,11 +52,8 @@ def toy_configs(tmp_path, monkeypatch):
 
 
 def compose_toy(root, *overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=[
-            *FAST, f"hydra.searchpath=[file://{root / 'conf'}]", "method=toy", "model=toy",
-            f"results_csv={root / 'results.csv'}", *overrides,
-        ])
+    return compose_config(*FAST, f"hydra.searchpath=[file://{root / 'conf'}]", "method=toy", "model=toy",
+                          f"results_csv={root / 'results.csv'}", *overrides)
 
 
 @pytest.mark.slow

@@ -19,8 +19,9 @@ from PIL import Image
 from l2rw.data import build_splits, images
 from l2rw.data.folder import load_folder
 from l2rw.errors import UserError
-from tests.conftest import FAST
-from tests.test_refusals import l2rw_train
+from tests.helpers.command_line import l2rw_train
+from tests.helpers.configs import FAST
+from tests.helpers.scripts import load_script
 
 SIZE = 6
 ROOT = Path(__file__).resolve().parents[1]
@@ -379,8 +380,6 @@ def test_skip_unreadable_through_the_cli_lists_and_counts_the_skipped_files(tmp_
 
 
 def test_the_cache_benchmark_times_both_loaders_on_the_same_files(monkeypatch, capsys):
-    from tests.conftest import load_script
-
     benchmark = load_script("image_cache_benchmark")
     monkeypatch.setattr(sys, "argv", ["image_cache_benchmark.py", "--images", "14", "--size", "8", "--workers", "1"])
     benchmark.main()

@@ -15,7 +15,8 @@ from PIL import Image
 from l2rw.data import build_splits, images
 from l2rw.data.ham10000 import CLASSES, load_ham10000
 from l2rw.errors import UserError
-from tests.conftest import FAST, run_cli
+from tests.helpers.command_line import run_cli
+from tests.helpers.configs import FAST
 
 # lesions per class (nv is the majority, as in HAM10000) and images per lesion, cycled
 LESIONS = {"akiec": 5, "bcc": 5, "bkl": 5, "df": 5, "mel": 5, "nv": 9, "vasc": 5}

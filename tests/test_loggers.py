@@ -13,7 +13,7 @@ from l2rw.errors import UserError
 from l2rw.run.config_schema import check_config
 from l2rw.run.identity import config_hash
 from l2rw.tracking import RunLogger, RunLoggers
-from tests.conftest import run_cli
+from tests.helpers.command_line import run_cli
 
 EVALUATION = {"step": 10, "train_loss": 1.5, "balanced_accuracy": 0.5, "val_balanced_accuracy": 0.55, "weight_noisy": "",
               "recall/T-shirt/top": 0.25, "recall/Sandal": 0.75}
@@ -31,7 +31,7 @@ def finished_run(run_dir: Path, *loggers: RunLogger, example_weights: torch.Tens
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.csv").write_text("step\n10\n20\n")
     reporting = RunLoggers({type(logger).__name__: logger for logger in loggers})
-    with reporting.watching(run_dir, OmegaConf.create(CONFIG)):
+    with reporting.watching(run_dir, CONFIG):
         for step in (10, 20):
             reporting.log_evaluation(step, EVALUATION | {"step": step}, example_weights)
         reporting.finish(ROW, run_dir)
@@ -84,6 +84,7 @@ def test_a_uniform_method_with_unused_examples_writes_no_weight_histogram(tmp_pa
     assert events.Tags()["histograms"] == []
 
 
+@pytest.mark.slow  # a real MLflow SQLite store: its schema migrations alone take seconds
 def test_mlflow_runs_read_back_with_params_metrics_artifacts_and_their_sweep_as_parent(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
@@ -164,7 +165,7 @@ def test_a_failing_logger_is_warned_about_once_and_the_others_go_on(tmp_path):
     warnings, counting = [], CountingLogger()
     BrokenLogger.calls = 0
     reporting = RunLoggers({"broken": BrokenLogger(), "counting": counting}, warn=warnings.append)
-    with reporting.watching(tmp_path, OmegaConf.create(CONFIG)):
+    with reporting.watching(tmp_path, CONFIG):
         for step in (10, 20, 30):
             reporting.log_evaluation(step, {}, torch.ones(3))
         reporting.finish(ROW, tmp_path)
@@ -176,7 +177,7 @@ def test_a_failing_logger_is_warned_about_once_and_the_others_go_on(tmp_path):
 def test_the_loggers_are_closed_unfinished_when_the_run_fails_after_training(tmp_path):
     counting = CountingLogger()
     reporting = RunLoggers({"counting": counting}, warn=pytest.fail)
-    with pytest.raises(OSError), reporting.watching(tmp_path, OmegaConf.create(CONFIG)):
+    with pytest.raises(OSError), reporting.watching(tmp_path, CONFIG):
         reporting.log_evaluation(10, {}, torch.ones(3))
         raise OSError(28, "No space left on device")  # as writing the run files on a full disk would
     assert counting.steps == [10] and counting.rows == [] and counting.finished is False

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from l2rw.data import build_splits
 from l2rw.run.instantiation import build
-from tests.conftest import config_options
+from tests.helpers.configs import config_options
 
 # Two examples, three classes; probabilities of the labels: softmax([2, 0, 0])[0] and softmax([0, 1, 0])[2]
 OUTPUTS = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])

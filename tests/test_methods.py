@@ -6,7 +6,7 @@ import torch
 
 from l2rw.data import LabeledImages, build_splits
 from l2rw.run.instantiation import build
-from tests.conftest import config_options
+from tests.helpers.configs import config_options
 
 
 def test_weighted_sampler_draws_classes_near_uniformly(make_cfg):

@@ -12,8 +12,8 @@ from l2rw.data import LabeledImages, build_splits
 from l2rw.losses import cross_entropy
 from l2rw.models import build_model
 from l2rw.run.instantiation import build
-from l2rw.training.loop import fit
-from tests.conftest import config_options
+from l2rw.training.loop import FitOptions, fit
+from tests.helpers.configs import config_options
 
 LR = 0.1
 
@@ -207,8 +207,8 @@ def one_trainer_step(make_cfg, tmp_path, *method: str) -> tuple[dict[str, torch.
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     outcome = fit(
         model, build(cfg.method), splits, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
-        steps=1, batch_size=cfg.batch_size, eval_every=1, generator=torch.Generator().manual_seed(cfg.seed),
-        metrics_csv=tmp_path / f"{'_'.join(method)}.csv", progress=False,
+        FitOptions(steps=1, batch_size=cfg.batch_size, eval_every=1, seed=cfg.seed, progress=False),
+        metrics_csv=tmp_path / f"{'_'.join(method)}.csv",
     )
     assert outcome.skipped_steps == 0
     return initial, model.state_dict()

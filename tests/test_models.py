@@ -6,7 +6,7 @@ from torch import nn
 
 from l2rw.models import build_model
 from l2rw.models.heads import NormedLinear
-from tests.conftest import config_options
+from tests.helpers.configs import config_options
 
 
 @pytest.mark.parametrize("name", config_options("model"))

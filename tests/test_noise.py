@@ -5,8 +5,8 @@ import torch
 from l2rw.data import build_splits
 from l2rw.data.noise import apply_label_noise
 from l2rw.errors import UserError
-from tests.sources import image_ids
-from tests.test_splits import INDEXED
+from l2rw.run.config_schema import check_config
+from tests.helpers.sources import INDEXED, image_ids
 
 K = 5
 LABELS = torch.arange(20_000) % K
@@ -96,5 +96,9 @@ def test_noise_classes_are_original_indices_like_majority_class(make_cfg):
     ],
 )
 def test_impossible_noise_requests_name_the_field(make_cfg, overrides, field):
+    """As a run meets them: the config schema refuses what the config alone rules out, the splits
+    what needs the data."""
+    cfg = make_cfg(*INDEXED, *overrides)
     with pytest.raises(UserError, match=field.replace(".", r"\.")):
-        build_splits(make_cfg(*INDEXED, *overrides))
+        check_config(cfg)
+        build_splits(cfg)

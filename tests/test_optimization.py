@@ -34,7 +34,7 @@ def test_cao_protocol_trains_each_epoch_at_the_released_lr(make_cfg):
     cfg = make_cfg("+experiment=cifar10_lt_baselines")
     per_epoch = 3
     cfg.steps = cfg.epochs * per_epoch
-    lrs = lrs_of(lr_schedule(cfg, per_epoch), cfg.lr)
+    lrs = lrs_of(lr_schedule(cfg, cfg.steps, per_epoch), cfg.lr)
     for epoch in range(cfg.epochs):
         for step in range(epoch * per_epoch, (epoch + 1) * per_epoch):
             assert lrs[step] == pytest.approx(cao_lr(epoch, cfg.lr), rel=1e-12), (epoch, step)
@@ -81,7 +81,7 @@ def test_a_run_of_epochs_trains_their_steps_and_drops_lr_and_defers_weights_on_t
     seen = {}
     real_fit = train_module.fit
 
-    def recording_fit(model, method, splits, optimizer, scheduler, **options):
+    def recording_fit(model, method, splits, optimizer, scheduler, fit_options, **options):
         seen["train_size"] = len(splits.train)
         seen["first_lr_drop"] = options["first_lr_drop"]
         lrs = []
@@ -92,7 +92,7 @@ def test_a_run_of_epochs_trains_their_steps_and_drops_lr_and_defers_weights_on_t
             return real_step(*args, **kwargs)
 
         monkeypatch.setattr(optimizer, "step", step)
-        result = real_fit(model, method, splits, optimizer, scheduler, **options)
+        result = real_fit(model, method, splits, optimizer, scheduler, fit_options, **options)
         seen["lrs"], seen["unweighted_steps"] = lrs, method.unweighted_steps
         return result
 

@@ -9,19 +9,18 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from l2rw.errors import UserError
-from l2rw.run import CONFIG_DIR
 
 optuna = pytest.importorskip("optuna")
 
 from hydra_plugins.l2rw_optuna_sweeper.search_space import as_override, parse  # noqa: E402
 from hydra_plugins.l2rw_optuna_sweeper.sweeper import OptunaSweeper  # noqa: E402
 from l2rw.run.trial_pruning import TrialPruned, TrialReporter  # noqa: E402
+from tests.helpers.configs import compose_config  # noqa: E402
 
 TINY = ["steps=20", "eval_every=10", "progress=false", "dataset.val_per_class=5"]
 
@@ -83,8 +82,7 @@ def test_without_optuna_the_error_names_the_install_command(monkeypatch, capsys)
 
 
 def compose_with_hydra(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
+    return compose_config(*overrides, hydra_config=True)
 
 
 class ScoringLauncher:

@@ -82,7 +82,7 @@ def write_step_costs(path: Path, rows: dict[str, float]) -> Path:
 
 
 def test_a_step_costs_csv_gives_each_job_steps_times_its_method_s_seconds_per_step(tmp_path, capsys):
-    costs = write_step_costs(tmp_path / "bench.csv", {"sgd": 0.05, "l2rw fwd": 0.2, "l2rw double_backprop": 0.9})
+    costs = write_step_costs(tmp_path / "bench.csv", {"sgd": 0.05, "class_balanced": 0.05, "l2rw fwd": 0.2, "l2rw double_backprop": 0.9})
     # the command line's +recipe replaces the preset's 15
     assert plan.main(["--step-costs", str(costs), CIFAR10_LT, "+recipe=sgd_ce,class_balanced_ce,l2rw_ce"]) == 0
     out = capsys.readouterr().out

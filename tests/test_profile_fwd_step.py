@@ -9,7 +9,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from l2rw import reweight
-from tests.conftest import load_script
+from tests.helpers.scripts import load_script
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +17,13 @@ def profiler():
     return load_script("profile_fwd_step")
 
 
-def tiny_args(model: str) -> argparse.Namespace:
-    return argparse.Namespace(model=model, hardware="cpu", batch=8, meta_batch=4, repeats=1, overrides=[])
+# ResNet-32 at its 8-layer form where a check holds for any depth (BatchNorm, residual blocks and a
+# tangent through each are all there); the count of its convolutions is checked at full depth
+SHALLOW_RESNET = ["model.blocks_per_stage=1"]
+
+
+def tiny_args(model: str, *overrides: str) -> argparse.Namespace:
+    return argparse.Namespace(model=model, hardware="cpu", batch=8, meta_batch=4, repeats=1, overrides=list(overrides))
 
 
 @pytest.mark.parametrize("model, first_layer_convolutions", [("lenet", 2), ("resnet32", 31)])
@@ -45,7 +50,7 @@ def test_profile_reports_every_phase_of_both_steps(profiler):
 
 def test_the_fwd_phases_compute_the_weights_of_the_fwd_step(profiler):
     """Timed apart, the phases still are `reweight.weights_fwd`: the same weights on the same model and batches."""
-    steps = profiler.StepPhases(tiny_args("resnet32"))
+    steps = profiler.StepPhases(tiny_args("resnet32", *SHALLOW_RESNET))
     expected = reweight.weights_fwd(copy.deepcopy(steps.network), steps.x, steps.y, steps.meta_x, steps.meta_y, steps.lr)
     meta_forward_backward, forward_with_tangent, *_ = steps.l2rw_fwd()
     meta_forward_backward()
@@ -92,7 +97,7 @@ def test_fwd_step_does_two_sgd_steps_work_plus_two_forwards(profiler, model):
     """At equal batches: meta forward+backward (an sgd step's work), a forward whose every
     convolution and linear layer runs three times (primal, input tangent, weight tangent; torch's
     JVP runs the input tangent's convolution at the image too, on zeros), and the update's backward."""
-    args = tiny_args(model)
+    args = tiny_args(model, *(SHALLOW_RESNET if model == "resnet32" else []))
     args.meta_batch = args.batch
     flops = profiler.step_flops(profiler.StepPhases(args))
     assert flops["l2rw fwd step"] == 2 * flops["sgd step"] + 2 * flops["sgd forward"]
@@ -100,8 +105,7 @@ def test_fwd_step_does_two_sgd_steps_work_plus_two_forwards(profiler, model):
 
 
 def test_bf16_weights_are_compared_with_float32_ones(profiler):
-    args = tiny_args("resnet32")
-    args.overrides = ["hardware.amp=bf16"]
+    args = tiny_args("resnet32", "hardware.amp=bf16")  # full depth: bf16 moves no weight of the 8-layer form
     comparison = profiler.weights_against_float32(profiler.StepPhases(args))
     # bf16 keeps 8 bits of mantissa: a weight moves by a few hundredths of itself, and not at all in float32
     assert 0 < comparison["largest difference"] < 0.05 * comparison["largest float32 weight"]

@@ -4,9 +4,9 @@ import pytest
 
 from l2rw.data import idx
 from l2rw.run.train import train
-from tests.conftest import FAST, run_cli
-from tests.test_idx import write_mini_idx
-from tests.test_presets import compose_preset, swept
+from tests.helpers.command_line import run_cli
+from tests.helpers.configs import FAST, compose_preset, swept
+from tests.helpers.idx_files import write_mini_idx
 
 
 @pytest.fixture

@@ -10,15 +10,15 @@ import errno
 import io
 import os
 import pathlib
-import sys
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
 
 from l2rw.results import report, selection
-from l2rw.run import output_dirs
+from l2rw.run import output_dirs, plan
 from l2rw.run import train as train_module
+from tests.helpers.command_line import l2rw_train
 
 A_FILE = "notes.txt"
 NOT_A_TABLE = b"method,lr\nsgd,0.1\n"
@@ -56,22 +56,6 @@ CASES = [
 ]
 
 
-def l2rw_train(*args: str) -> tuple[int, str]:
-    sys_argv = sys.argv
-    sys.argv = ["l2rw-train", *args]
-    stderr = io.StringIO()
-    code = 0
-    try:
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            train_module.cli()
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        sys.argv = sys_argv
-        GlobalHydra.instance().clear()
-    return code, stderr.getvalue()
-
-
 @pytest.mark.parametrize("args, code, fragment, unchanged", CASES, ids=[" ".join(case[0])[:60] for case in CASES])
 def test_a_mistake_is_one_line_and_exit_code_2_before_anything_is_written(tmp_path, args, code, fragment, unchanged):
     (tmp_path / A_FILE).write_bytes(NOT_A_TABLE)
@@ -87,6 +71,75 @@ def test_a_mistake_is_one_line_and_exit_code_2_before_anything_is_written(tmp_pa
     for name in unchanged:
         assert (tmp_path / name).read_bytes() == NOT_A_TABLE
         assert not (tmp_path / f"{name}.lock").exists()  # nothing left beside a file of the user's
+
+
+# A command line Hydra cannot compose (l2rw.run.compose_errors), for l2rw-train and l2rw-plan: a row
+# each, as above. Refused before Hydra makes the run or sweep dir, so `{tmp}` is left as it was.
+OPTIONS_LISTED = "(l2rw-train's options are listed by l2rw-train --cfg job)"
+GRAMMAR_HINT = "write key=value, a sweep as key=a,b,c or key=range(0,3)"
+COMPOSITION_CASES = [
+    (["l2rw-train", "lrr=0.1"], f"error: lrr is not an option; did you mean lr? {OPTIONS_LISTED}"),
+    (["l2rw-train", "method.strenght=1"], f"error: method.strenght is not an option of method=sgd; check its spelling {OPTIONS_LISTED}"),
+    (["l2rw-train", "logger.tracking_uri=sqlite:///{tmp}/mlflow.db"],
+     "error: logger.tracking_uri is not an option of logger=csv; did you mean logger.mlflow.tracking_uri, which logger=mlflow has?"),
+    (["l2rw-train", "method.meta_lr=0.1"], "error: method.meta_lr is not an option of method=sgd; method=mwnet has it"),
+    (["l2rw-train", "dataset.val_per_clas=3"], "error: dataset.val_per_clas is not an option of dataset=digits; did you mean dataset.val_per_class?"),
+    (["l2rw-train", "hydra.run.dirr={tmp}"], "did you mean hydra.run.dir? (l2rw-train's options are listed by l2rw-train --cfg hydra)"),
+    (["l2rw-train", "--cfg", "job", "lrr=0.1"], "error: lrr is not an option; did you mean lr?"),
+    (["l2rw-train", "method=l2rww"], "error: method=l2rww: l2rww is not an option of method; did you mean l2rw? "
+                                     "(method's options: class_balanced, l2rw, mwnet, sgd, weighted_sampler)"),
+    (["l2rw-train", "dataset=cifar"], "error: dataset=cifar: cifar is not an option of dataset; did you mean cifar10? "
+                                      "(dataset's options: cifar10, cifar100, digits, fashion_mnist, folder, ham10000, mnist)"),
+    (["l2rw-train", "+experiment=nope"], "error: +experiment=nope: nope is not an option of experiment; use one of cifar100_lt, "),
+    (["l2rw-train", "recipe=ldam_drw"], "error: recipe is an optional group: add it with +recipe=ldam_drw"),
+    (["l2rw-train", "+lr=0.1"], "error: lr is an option: set it without +, lr=0.1"),
+    (["l2rw-train", "+method=l2rw"], "error: method is a group every run has: set it without +, method=l2rw"),
+    (["l2rw-train", "seed=0,1"], "error: seed=0,1 is a sweep: add --multirun to launch one run per value (a list is written seed=[0,1])"),
+    (["l2rw-train", "seed=0,,1"], f"error: cannot parse seed=0,,1 (extraneous input ','); {GRAMMAR_HINT}"),
+    (["l2rw-train", "seed=0'"], "error: cannot parse seed=0' (unexpected \"'\" at character 7)"),
+    (["l2rw-train", "--multirun", "method=sgd,"], "error: cannot parse method=sgd, (mismatched input '<EOF>')"),
+    (["l2rw-train", "--multirun", "lrr=0.1,0.2"], "error: lrr is not an option; did you mean lr?"),
+    (["l2rw-train", "--multirun", "method=sgd,l2rww"], "error: method=sgd,l2rww: l2rww is not an option of method; did you mean l2rw?"),
+    (["l2rw-plan", "lrr=0.1"], f"error: lrr is not an option; did you mean lr? {OPTIONS_LISTED}"),
+    (["l2rw-plan", "method=sgd,l2rww"], "error: method=sgd,l2rww: l2rww is not an option of method; did you mean l2rw?"),
+]
+
+
+def l2rw_plan(*args: str) -> tuple[int, str]:
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        code = plan.main(list(args))
+    return code, stderr.getvalue()
+
+
+@pytest.mark.parametrize("args, fragment", COMPOSITION_CASES, ids=[" ".join(case[0]) for case in COMPOSITION_CASES])
+def test_a_command_line_hydra_cannot_compose_is_one_line_and_exit_code_2_before_any_dir_is_made(tmp_path, args, fragment):
+    (tmp_path / A_FILE).write_bytes(NOT_A_TABLE)
+    tool, *args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    if tool == "l2rw-plan":
+        exit_code, stderr = l2rw_plan(*args)
+    else:
+        flags = [arg for arg in args if arg.startswith("--") or arg == "job"]  # Hydra's flags (and --cfg's value) come first
+        outputs = [f"results_csv={tmp_path / 'results.csv'}", f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+        exit_code, stderr = l2rw_train(*flags, "progress=false", "steps=2", *outputs, *[arg for arg in args if arg not in flags])
+    assert exit_code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], stderr
+    assert [path.name for path in tmp_path.iterdir()] == [A_FILE]
+
+
+def test_a_composition_error_not_recognised_is_hydras_own_report(tmp_path, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    exit_code, stderr = l2rw_train("~lrr", f"hydra.run.dir={tmp_path / 'run'}")
+    assert exit_code == 1 and "Could not delete from config. 'lrr' does not exist." in stderr
+
+
+def test_with_hydra_full_error_a_mistake_is_still_one_line_and_anything_else_its_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    assert l2rw_train("lrr=0.1", f"hydra.run.dir={tmp_path / 'run'}") == (2, f"error: lrr is not an option; did you mean lr? {OPTIONS_LISTED}\n")
+    with pytest.raises(ConfigCompositionException, match="Could not delete from config"):
+        l2rw_train("~lrr", f"hydra.run.dir={tmp_path / 'run'}")
+    assert list(tmp_path.iterdir()) == []
 
 
 # The table readers, l2rw-report and l2rw-select, given something that is no results table: a row

@@ -1,4 +1,7 @@
 """l2rw-report on a hand-made results CSV whose means and stds are known, and on damaged inputs."""
+import contextlib
+import io
+
 import pandas as pd
 import pytest
 
@@ -64,9 +67,20 @@ def report(tmp_path, path) -> tuple[str, list[str]]:
     return (tmp_path / "report" / "report.md").read_text(), sorted(p.stem for p in (tmp_path / "report").iterdir())
 
 
-def test_table_means_and_stds_over_seeds(tmp_path, capsys):
-    path = results_csv(tmp_path)
-    text, _ = report(tmp_path, path)
+@pytest.fixture(scope="module")
+def whole_report(tmp_path_factory) -> tuple[str, dict[str, bytes], str]:
+    """`l2rw-report` on the undamaged results: report.md's text, each file it wrote, and its stderr.
+    Drawing the plots takes seconds, so the tests that only read what it wrote share one run."""
+    folder = tmp_path_factory.mktemp("whole_report")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        main([str(results_csv(folder)), "--out", str(folder / "report")])
+    files = {path.name: path.read_bytes() for path in (folder / "report").iterdir()}
+    return files["report.md"].decode(), files, err.getvalue()
+
+
+def test_table_means_and_stds_over_seeds(whole_report):
+    text, _, _ = whole_report
     header, rule, *rows = [line for line in text.splitlines() if line.startswith("|")]
     # method.meta_batch_size (100 = 100.0) only follows the method: not a setting; dataset is fixed
     assert header == "| method | imbalance | noise_rate | meta_per_class | accuracy | balanced accuracy | s/step | seeds |"
@@ -107,12 +121,12 @@ def test_summary_numbers(tmp_path):
     assert summary.loc[("l2rw", "0.9"), "seeds"] == 2
 
 
-def test_every_plot_is_written_and_is_a_png(tmp_path, capsys):
-    main([str(results_csv(tmp_path)), "--out", str(tmp_path / "report")])
+def test_every_plot_is_written_and_is_a_png(whole_report):
+    _, files, err = whole_report
     for name in PLOTS:
-        data = (tmp_path / "report" / f"{name}.png").read_bytes()
+        data = files[f"{name}.png"]
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
-    assert "note:" not in capsys.readouterr().err
+    assert "note:" not in err
 
 
 @pytest.mark.slow
@@ -147,6 +161,7 @@ def test_an_out_path_that_is_a_file_exits_2_naming_it(tmp_path, capsys):
     assert f"--out {taken}: cannot make this folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # l2rw-report end to end, every plot drawn
 def test_rows_whose_accuracy_is_not_a_number_are_named_and_left_out(tmp_path, capsys):
     path = results_csv(tmp_path)
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -193,6 +208,7 @@ def test_a_damaged_metrics_csv_is_named_and_its_run_left_out(tmp_path, capsys, c
     assert err.startswith(f"note: {metrics} {problem}") and "that run is left out of weights_clean_vs_noisy.png" in err
 
 
+@pytest.mark.slow  # l2rw-report end to end, every other plot drawn
 def test_l2rw_report_skips_the_plot_of_a_damaged_metrics_csv(tmp_path, capsys):
     path = results_csv(tmp_path)
     (tmp_path / "noisy_run" / "metrics.csv").write_text("")
@@ -220,6 +236,7 @@ def test_example_weights_are_pooled_over_seeds_per_setting(tmp_path):
     assert {k: v.tolist() for k, v in only_corrupted.items()} == {"corrupted examples": [0.1]}
 
 
+@pytest.mark.slow  # l2rw-report end to end, every other plot drawn
 def test_missing_or_damaged_example_weights_are_named_and_the_histogram_skipped(tmp_path, capsys):
     path = results_csv(tmp_path)
     for name in ("l2rw_a_seed0", "l2rw_a_seed1", "l2rw_b"):

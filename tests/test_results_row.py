@@ -7,8 +7,10 @@ import torch
 from l2rw.results import row as results_row
 from l2rw.results.read import config_columns
 from l2rw.results.row import CONFIG_COLUMNS, OUTCOME_COLUMNS, RUN_COLUMNS, is_config, shot_accuracies
+from l2rw.run.spec import validate
 from l2rw.run.train import train
-from l2rw.training.loop import BestEvaluation, Evaluation, FitResult
+from l2rw.training.evaluation import Evaluation
+from l2rw.training.state import BestEvaluation, FitResult
 
 
 def option_columns_of(cfg) -> list[str]:
@@ -34,7 +36,7 @@ def test_every_column_is_either_configuration_or_not():
 
 
 def test_seeds_of_one_setting_differ_only_in_columns_the_report_does_not_group_by(make_cfg, tmp_path):
-    rows = [results_row.config_part(make_cfg(f"seed={seed}"), tmp_path / str(seed)) for seed in (0, 1)]
+    rows = [results_row.config_part(validate(make_cfg(f"seed={seed}"), tmp_path / str(seed))) for seed in (0, 1)]
     differing = [column for column in rows[0] if rows[0][column] != rows[1][column]]
     assert set(differing) >= {"seed", "config_hash", "run_dir"}
     assert config_columns(pd.DataFrame(rows, dtype=str)) and not set(differing) & set(config_columns(pd.DataFrame(rows, dtype=str)))

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from l2rw.errors import Interrupted
+from l2rw.methods import catalog
 from l2rw.methods.base import Method
 from l2rw.run.train import train
 
@@ -37,7 +38,7 @@ def assert_same_files_but_timing(whole_dir, resumed_dir) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["mwnet", "l2rw", "class_balanced"])
+@pytest.mark.parametrize("method", [name for name, method in catalog().items() if method.keeps_state()])
 def test_resume_equals_an_uninterrupted_run(make_cfg, tmp_path, monkeypatch, method):
     cfg = make_cfg(
         f"method={method}", "momentum=0.9", "lr=0.05", "steps=20", "eval_every=5", "checkpoint_every=0",

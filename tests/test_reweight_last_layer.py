@@ -10,7 +10,8 @@ from l2rw import reweight
 from l2rw.errors import UserError
 from l2rw.losses import cross_entropy
 from l2rw.models.lenet import LeNet
-from tests.conftest import FAST, run_cli
+from tests.helpers.command_line import run_cli
+from tests.helpers.configs import FAST
 
 
 def smoothed_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

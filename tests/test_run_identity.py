@@ -2,18 +2,11 @@
 configuration that already has a finished row (and only a finished one)."""
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 from l2rw.errors import DivergedError
-from l2rw.run import CONFIG_DIR
 from l2rw.run.identity import config_hash
 from l2rw.run.train import train
-from tests.conftest import UNREAD_KEY_OVERRIDES
-
-
-def compose_config(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+from tests.helpers.configs import UNREAD_KEY_OVERRIDES, compose_config
 
 
 @pytest.mark.parametrize("overrides, same_run", [

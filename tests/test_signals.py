@@ -14,13 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from l2rw.errors import Interrupted
-from l2rw.run import CONFIG_DIR
 from l2rw.run.train import train
-from l2rw.training.checkpoint import DeferredInterrupt
-from tests.conftest import run_cli
+from l2rw.training.signals import DeferredInterrupt
+from tests.helpers.command_line import run_cli
+from tests.helpers.configs import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # Checkpoints fall between evaluations, so a resumed run must restore a half-accumulated window.
@@ -150,8 +149,7 @@ def test_a_second_ctrl_c_during_training_says_what_stays(tmp_path):
 def uninterrupted(tmp_path_factory):
     """metrics.csv and the results row of a RESUMABLE run that nothing stopped."""
     out = tmp_path_factory.mktemp("uninterrupted")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[*RESUMABLE, f"results_csv={out / 'results.csv'}"])
+    cfg = compose_config(*RESUMABLE, f"results_csv={out / 'results.csv'}")
     threads = torch.get_num_threads()
     try:
         row = train(cfg, out / "run")

@@ -6,9 +6,8 @@ import torch
 from l2rw.data import build_splits
 from l2rw.data.splits import longtail_counts, step_counts
 from l2rw.errors import UserError
-from tests.sources import image_ids
-
-INDEXED = ["dataset.source._target_=tests.sources.indexed_source", "dataset.test_per_class=10"]
+from l2rw.run.config_schema import check_config
+from tests.helpers.sources import INDEXED, image_ids
 
 
 def class_counts(labels: torch.Tensor, k: int) -> list[int]:
@@ -82,8 +81,12 @@ def test_count_functions_directly():
     ],
 )
 def test_impossible_requests_name_the_field(make_cfg, overrides, field):
+    """As a run meets them: the config schema refuses what the config alone rules out, the splits
+    what needs the data."""
+    cfg = make_cfg(*INDEXED, *overrides)
     with pytest.raises(UserError, match=field.replace(".", r"\.")):
-        build_splits(make_cfg(*INDEXED, *overrides))
+        check_config(cfg)
+        build_splits(cfg)
 
 
 def test_same_seed_same_split_other_seed_other_split(make_cfg):

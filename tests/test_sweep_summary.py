@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from l2rw.results.sweep_summary import summary_text, sweep_rows
-from tests.conftest import run_cli
+from tests.helpers.command_line import run_cli
 
 STARTED = datetime(2030, 1, 1, 12, 0, 0, 700000, tzinfo=UTC)
 TABLE_HEADER = "| method | accuracy | balanced accuracy | s/step | seeds | collapsed |"

@@ -3,10 +3,9 @@ preset. (A job that diverges or fails mid-sweep: test_cli.py; config_hash and sk
 test_run_identity.py; signals: test_signals.py.)"""
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
-from l2rw.run import CONFIG_DIR
-from tests.conftest import FAST, run_cli
+from tests.helpers.command_line import run_cli
+from tests.helpers.configs import FAST, compose_config
 
 
 @pytest.mark.slow
@@ -49,8 +48,7 @@ def test_the_submitit_local_launcher_runs_every_job(tmp_path):
 
 
 def test_slurm_preset_sets_the_cluster_options_over_submitit_slurm():
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    cfg = compose_config("hydra/launcher=slurm", hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.gpus_per_node, launcher.array_parallelism, launcher.max_num_timeout) == (1, 64, 3)

@@ -13,7 +13,8 @@ from l2rw.models import build_model
 from l2rw.run.train import train
 from l2rw.training import loop as training_loop
 from l2rw.training.checkpoint import Checkpoint
-from l2rw.training.loop import PixelStandardizer, evaluate
+from l2rw.training.evaluation import PixelStandardizer, evaluate
+from l2rw.training.loop import FitOptions
 from l2rw.training.optimization import make_optimizer, make_scheduler
 from l2rw.training.trained_prior import SMALLEST_SHARE, TrainedPrior
 
@@ -88,9 +89,9 @@ def fit_digits(cfg, tmp_path, method: Method, steps: int, schedule: str = "const
     model = build_model(cfg.model, splits.image_shape, splits.num_classes)
     optimizer = make_optimizer(model, cfg)
     return training_loop.fit(
-        model, method, splits, optimizer, make_scheduler(optimizer, schedule, steps), steps=steps, batch_size=50,
-        eval_every=steps, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "metrics.csv",
-        checkpoint=checkpoint, progress=False,
+        model, method, splits, optimizer, make_scheduler(optimizer, schedule, steps),
+        FitOptions(steps=steps, batch_size=50, eval_every=steps, progress=False), metrics_csv=tmp_path / "metrics.csv",
+        checkpoint=checkpoint,
     )
 
 

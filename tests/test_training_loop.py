@@ -11,8 +11,11 @@ from l2rw.data import build_splits
 from l2rw.methods.base import Method
 from l2rw.models import build_model
 from l2rw.run.train import train
+from l2rw.training import evaluation
 from l2rw.training import loop as training_loop
+from l2rw.training.loop import FitOptions
 from l2rw.training.optimization import make_optimizer, make_scheduler
+from l2rw.training.state import FitResult
 
 
 class Clock:
@@ -39,7 +42,7 @@ class TimedSGD(Method):
         return super().step_loss(*args, **kwargs)
 
 
-def timed_fit(make_cfg, tmp_path, monkeypatch, steps: int, warmup_steps: int) -> "training_loop.FitResult":
+def timed_fit(make_cfg, tmp_path, monkeypatch, steps: int, warmup_steps: int) -> "FitResult":
     cfg = make_cfg()
     splits = build_splits(cfg)
     model = build_model(cfg.model, splits.image_shape, splits.num_classes)
@@ -51,12 +54,11 @@ def timed_fit(make_cfg, tmp_path, monkeypatch, steps: int, warmup_steps: int) ->
         clock.now += 100.0
         return evaluate(*args)
 
-    evaluate = training_loop.evaluate
-    monkeypatch.setattr(training_loop, "evaluate", slow_evaluate)
+    evaluate = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", slow_evaluate)
     return training_loop.fit(
         model, TimedSGD(clock, warmup_steps), splits, optimizer, make_scheduler(optimizer, cfg.schedule, steps),
-        steps=steps, batch_size=cfg.batch_size, eval_every=2, generator=torch.Generator().manual_seed(0),
-        metrics_csv=tmp_path / "metrics.csv", progress=False,
+        FitOptions(steps=steps, batch_size=cfg.batch_size, eval_every=2, progress=False), metrics_csv=tmp_path / "metrics.csv",
     )
 
 
@@ -96,8 +98,8 @@ def test_skipped_steps_move_the_schedule_on_without_torchs_warning(make_cfg, tmp
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch's "lr_scheduler.step() before optimizer.step()" would raise
         outcome = training_loop.fit(
-            model, SkipsFirstSteps(2), splits, optimizer, scheduler, steps=4, batch_size=cfg.batch_size,
-            eval_every=4, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "metrics.csv", progress=False,
+            model, SkipsFirstSteps(2), splits, optimizer, scheduler,
+            FitOptions(steps=4, batch_size=cfg.batch_size, eval_every=4, progress=False), metrics_csv=tmp_path / "metrics.csv",
         )
     assert outcome.skipped_steps == 2
     assert scheduler.last_epoch == 4 and optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
@@ -110,9 +112,9 @@ def test_clip_grad_norm_bounds_each_update(make_cfg, tmp_path):
     model = build_model(cfg.model, splits.image_shape, splits.num_classes)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     optimizer = make_optimizer(model, cfg)
-    training_loop.fit(model, Method(), splits, optimizer, make_scheduler(optimizer, "constant", 1), steps=1, batch_size=50,
-                eval_every=1, generator=torch.Generator().manual_seed(0), metrics_csv=tmp_path / "m.csv",
-                progress=False, clip_grad_norm=cfg.clip_grad_norm)
+    training_loop.fit(model, Method(), splits, optimizer, make_scheduler(optimizer, "constant", 1),
+                      FitOptions(steps=1, batch_size=50, eval_every=1, progress=False, clip_grad_norm=cfg.clip_grad_norm),
+                      metrics_csv=tmp_path / "m.csv")
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert (after - before).norm() == pytest.approx(0.1 * 0.01, rel=1e-3)
 
@@ -133,17 +135,17 @@ class TurnsToOneClass(Method):
 
 def test_uniform_outputs_count_as_collapse_whatever_the_argmax():
     confusion = torch.eye(3, dtype=torch.long) * 3 + 2  # predictions spread over every class
-    assert training_loop.collapse_symptom(training_loop.Evaluation(0.3, 0.3, [0.3] * 3, confusion, 0.9), ["a", "b", "c"]) is None
-    uniform = training_loop.Evaluation(0.3, 0.3, [0.3] * 3, confusion, 1 / 3 + 0.001)
-    assert "the outputs are uniform" in training_loop.collapse_symptom(uniform, ["a", "b", "c"])
+    assert evaluation.collapse_symptom(evaluation.Evaluation(0.3, 0.3, [0.3] * 3, confusion, 0.9), ["a", "b", "c"]) is None
+    uniform = evaluation.Evaluation(0.3, 0.3, [0.3] * 3, confusion, 1 / 3 + 0.001)
+    assert "the outputs are uniform" in evaluation.collapse_symptom(uniform, ["a", "b", "c"])
 
 
 def test_a_model_right_on_some_classes_and_wrong_on_others_is_not_collapsed():
     """Confident outputs score a loss near ln K when half of them are right and half badly wrong;
     the outputs are not uniform, so it is no collapse (the flag once read the loss)."""
     confusion = torch.tensor([[5, 0, 0, 0], [0, 5, 0, 0], [0, 0, 0, 5], [0, 0, 5, 0]])
-    evaluation = training_loop.Evaluation(0.5, 0.5, [1, 1, 0, 0], confusion, 0.95)
-    assert training_loop.collapse_symptom(evaluation, list("abcd")) is None
+    scores = evaluation.Evaluation(0.5, 0.5, [1, 1, 0, 0], confusion, 0.95)
+    assert evaluation.collapse_symptom(scores, list("abcd")) is None
 
 
 @pytest.mark.slow

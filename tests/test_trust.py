@@ -8,17 +8,16 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from l2rw.data.cifar10 import CIFAR10, load_cifar10
 from l2rw.errors import UserError
-from l2rw.run import CONFIG_DIR
 from l2rw.run.identity import config_hash
 from l2rw.training.checkpoint import Checkpoint
-from l2rw.training.loop import LoopState
-from tests.test_checkpoint import run_objects
-from tests.test_cifar10 import dump, write_mini_cifar
-from tests.test_refusals import l2rw_train
+from l2rw.training.state import LoopState
+from tests.helpers.cifar_files import dump, write_mini_cifar
+from tests.helpers.command_line import l2rw_train
+from tests.helpers.configs import compose_config
+from tests.helpers.run_objects import run_objects
 
 
 class Payload:
@@ -59,7 +58,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path, write):
     checkpoint = saved(tmp_path)
     state = torch.load(checkpoint.path, weights_only=False)
     write(state | {"model": Payload(marker)}, checkpoint.path)
-    for use in (checkpoint.check_compatible, lambda: checkpoint.restore(*run_objects())):
+    for use in (checkpoint.load, lambda: checkpoint.restore(*run_objects())):
         with pytest.raises(UserError, match=f"^{checkpoint.path} holds .*getattr.*it was not loaded") as error:
             use()
         assert one_line(error).endswith("delete it to start the run over")
@@ -72,7 +71,7 @@ def test_a_saved_run_round_trips_with_its_random_states(tmp_path):
     checkpoint = saved(tmp_path, loop, steps=20)
     expected = random.random(), np.random.rand(), torch.rand(1)
     random.seed(2), np.random.seed(2), torch.manual_seed(2)
-    checkpoint.check_compatible()
+    checkpoint.load()
     model, optimizer, scheduler, method = run_objects()
     checkpoint.check_fits(model, optimizer, scheduler)
     assert checkpoint.restore(model, optimizer, scheduler, method) == loop
@@ -95,7 +94,7 @@ def test_a_saved_run_round_trips_with_its_random_states(tmp_path):
 def test_a_crafted_loop_state_is_refused_in_one_line(tmp_path, loop, problem):
     checkpoint = saved(tmp_path, loop, steps=20)
     with pytest.raises(UserError) as error:
-        checkpoint.check_compatible()
+        checkpoint.load()
     assert one_line(error) == f"{checkpoint.path} holds a loop state no run saves ({problem}); delete it to start the run over"
 
 
@@ -108,7 +107,7 @@ def test_a_state_of_other_keys_is_not_a_checkpoint(tmp_path, change):
     checkpoint = saved(tmp_path)
     rewrite(checkpoint.path, change)
     with pytest.raises(UserError, match=f"^{checkpoint.path} is not an l2rw checkpoint; delete it"):
-        checkpoint.check_compatible()
+        checkpoint.load()
 
 
 @pytest.mark.parametrize("change", [
@@ -171,19 +170,19 @@ def test_crafted_random_states_are_refused_before_the_run_writes(tmp_path, chang
     checkpoint = saved(tmp_path)
     rewrite(checkpoint.path, change)
     with pytest.raises(UserError) as error:
-        checkpoint.check_compatible()
+        checkpoint.load()
     message = one_line(error)
     assert message.startswith(f"{checkpoint.path} holds random states no run saves (") and problem in message
 
 
+@pytest.mark.slow  # l2rw-train end to end; the refusals themselves are checked above, without the command line
 @pytest.mark.parametrize("loop, problem", [
     ({"step": 7}, "holds a loop state no run saves (step 7 is not below this run's steps=2)"),
     ({"step": 1}, "does not fit this run's model (it lacks 'features.0.weight')"),  # a Linear's state for LeNet
 ], ids=["step-beyond-steps", "another-model"])
 def test_the_command_line_refuses_a_crafted_checkpoint_before_it_rewrites_config_yaml(tmp_path, loop, problem):
     args = ["progress=false", "steps=2", f"results_csv={tmp_path / 'results.csv'}"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=args)
+    cfg = compose_config(*args)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("lr: 0.5\n")

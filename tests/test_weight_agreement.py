@@ -7,7 +7,7 @@ from l2rw.data import build_splits
 from l2rw.methods.l2rw import L2RW
 from l2rw.run.bench import Run, compose_config
 from l2rw.training.optimization import make_scheduler
-from tests.conftest import load_script
+from tests.helpers.scripts import load_script
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 from hydra.core.plugins import Plugins
@@ -25,6 +24,7 @@ from hydra_plugins.l2rw_optuna_sweeper.search_space import as_override, parse
 from l2rw.errors import UserError
 from l2rw.optional import require
 from l2rw.results.selection import refuse_test_metric
+from l2rw.results.table import results_path
 from l2rw.run.machine import jobs_at_once
 from l2rw.run.trial_pruning import PRUNERS, STORAGE_ENV, STUDY_ENV, TRIAL_ENV, make_pruner
 
@@ -152,7 +152,7 @@ def score(row: dict, metric: str) -> float | None:
 
 def default_storage(results_csv: str) -> str:
     """SQLite in results_csv's folder: the study sits with the rows its trials wrote."""
-    folder = Path(results_csv).expanduser().resolve().parent
+    folder = results_path(results_csv).resolve().parent
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'optuna.db'}"
 

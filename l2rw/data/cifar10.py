@@ -16,7 +16,7 @@ import torch
 
 from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError
-from l2rw.run.options import FLAG, PATH
+from l2rw.run.options import filesystem_path, flag
 
 IMAGE_SHAPE = (3, 32, 32)  # each row holds the red, then green, then blue 32x32 plane
 _RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's ndarray rebuilder, wherever this numpy keeps it
@@ -77,7 +77,13 @@ CIFAR10 = CifarFormat(
 )
 
 
-def load_cifar10(root: PATH, download: FLAG = False) -> Source:
+# The options of both CIFAR loaders
+CIFAR_ROOT = filesystem_path(doc="the folder holding the official python version's folder, `cifar-10-batches-py/` "
+                                 "or `cifar-100-python/`; ~ is expanded")
+CIFAR_DOWNLOAD = flag(doc="true: fetch the official archive into root when files are missing, its MD5 checked")
+
+
+def load_cifar10(root: CIFAR_ROOT, download: CIFAR_DOWNLOAD = False) -> Source:
     """The 50,000 official training images as the pool to split, the 10,000 test images as `test`."""
     return load_cifar(CIFAR10, root, download)
 

@@ -3,9 +3,8 @@ file, one test file and `meta`, read by CIFAR-10's pickle reader. The 100 fine l
 classes; the 20 coarse superclasses are not used."""
 from __future__ import annotations
 
-from l2rw.data.cifar10 import CifarFormat, load_cifar
+from l2rw.data.cifar10 import CIFAR_DOWNLOAD, CIFAR_ROOT, CifarFormat, load_cifar
 from l2rw.data.splits import Source
-from l2rw.run.options import FLAG, PATH
 
 CIFAR100 = CifarFormat(
     title="CIFAR-100",
@@ -20,7 +19,7 @@ CIFAR100 = CifarFormat(
 )
 
 
-def load_cifar100(root: PATH, download: FLAG = False) -> Source:
+def load_cifar100(root: CIFAR_ROOT, download: CIFAR_DOWNLOAD = False) -> Source:
     """The 50,000 official training images (500 per class) as the pool to split, the 10,000 test
     images (100 per class) as `test`."""
     return load_cifar(CIFAR100, root, download)

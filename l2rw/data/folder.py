@@ -25,7 +25,7 @@ import pandas as pd
 from l2rw.data.images import SPLITS, Decoding, labelled_source, read_table
 from l2rw.data.splits import Source
 from l2rw.errors import UserError
-from l2rw.run.options import FLAG, PATH, choice, optional, text, whole
+from l2rw.run.options import choice, filesystem_path, flag, optional, text, whole
 
 EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")  # what PIL decodes, lower case
 LAYOUT_FIX = (
@@ -35,14 +35,21 @@ LAYOUT_FIX = (
 
 
 def load_folder(
-    root: PATH,
-    manifest: optional(PATH, "for the class-folder layout") = None,
-    group_column: optional(text("a column of the manifest"), "for every image its own group") = None,
-    image_size: whole(1, note=" (pixels)") = 32,
-    channels: choice("rgb", "grey") = "rgb",
-    cache_dir: optional(PATH, "for root") = None,
-    workers: whole(0, note=" (0: every available core)") = 0,
-    skip_unreadable: FLAG = False,
+    root: filesystem_path(doc="the folder holding `train/<class>/` (and `trusted/`, `val/`, `test/` beside it) or "
+                              "the manifest; ~ is expanded"),
+    manifest: optional(filesystem_path(), "for the class-folder layout",
+                       doc="a CSV with columns `path,label[,split]` (and the group column), relative to root unless "
+                           "absolute; its paths are relative to its own folder") = None,
+    group_column: optional(text("a column of the manifest"), "for every image its own group",
+                           doc="the manifest column whose groups (patient, lesion) stay in one split: carved splits "
+                               "take whole groups") = None,
+    image_size: whole(1, note=" (pixels)", doc="the square side images are centre-cropped and resized to") = 32,
+    channels: choice("rgb", "grey", doc="the channels images are converted to") = "rgb",
+    cache_dir: optional(filesystem_path(), "for root",
+                        doc="where the decoded images are cached; set it when root is read-only") = None,
+    workers: whole(0, note=" (0: every available core)", doc="processes decoding images when the cache is built") = 0,
+    skip_unreadable: flag(doc="true: leave out images that cannot be decoded (listed in the run dir's "
+                              "`skipped_images.txt`) instead of stopping") = False,
 ) -> Source:
     """The training images as the pool to split; trusted, val and test images, when present,
     as the meta, validation and test sets."""

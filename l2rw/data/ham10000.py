@@ -19,7 +19,7 @@ import pandas as pd
 from l2rw.data.images import Decoding, labelled_source, read_table
 from l2rw.data.splits import Source
 from l2rw.errors import UserError
-from l2rw.run.options import FLAG, PATH, whole
+from l2rw.run.options import filesystem_path, flag, whole
 
 # The dx codes in a fixed order: class indices, confusion matrices and recalls follow it.
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -29,11 +29,14 @@ DOWNLOAD_FIX = "is it the file from the download?"
 
 
 def load_ham10000(
-    root: PATH,
-    image_size: whole(1, note=" (pixels)"),
-    cache_dir: PATH,
-    workers: whole(0, note=" (0: every available core)") = 0,
-    skip_unreadable: FLAG = False,
+    root: filesystem_path(doc="the folder holding `HAM10000_metadata.csv` and the images in any layout, and the ISIC "
+                              "2018 test set when you have it; ~ is expanded"),
+    image_size: whole(1, note=" (pixels)", doc="the square side images are centre-cropped and resized to"),
+    cache_dir: filesystem_path(doc="where the decoded images are cached, once per image_size; set it when root is "
+                                   "read-only"),
+    workers: whole(0, note=" (0: every available core)", doc="processes decoding JPEGs when the cache is built") = 0,
+    skip_unreadable: flag(doc="true: leave out JPEGs that cannot be decoded (listed in the run dir's "
+                              "`skipped_images.txt`) instead of stopping") = False,
 ) -> Source:
     """The HAM10000 pool (grouped by lesion) and, when present, the ISIC 2018 test set."""
     decoding = Decoding(image_size, "rgb", Path(cache_dir).expanduser(), cache_name="ham10000", title="HAM10000",

@@ -19,7 +19,7 @@ import torch
 
 from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError
-from l2rw.run.options import FLAG, PATH
+from l2rw.run.options import filesystem_path, flag
 
 IMAGE_SIZE = (28, 28)
 UINT8 = 0x08  # the IDX type code of unsigned bytes, the only one these datasets use
@@ -48,12 +48,20 @@ FASHION_MNIST = IdxDataset(
 )
 
 
-def load_mnist(root: PATH, download: FLAG = False) -> Source:
+# The options of both IDX loaders
+IDX_ROOT = filesystem_path(doc="the folder holding the four IDX files, gzipped or not, or torchvision's layout "
+                               "below it (`MNIST/raw/`, `FashionMNIST/raw/`); ~ is expanded. Fashion-MNIST is also "
+                               "looked for in `/usr/share/datasets/fashion-mnist/`")
+IDX_DOWNLOAD = flag(doc="true: fetch the four files through torchvision into root's `MNIST/raw/` or "
+                        "`FashionMNIST/raw/` when no folder holds them")
+
+
+def load_mnist(root: IDX_ROOT, download: IDX_DOWNLOAD = False) -> Source:
     """The 60,000 training digits as the pool to split, the 10,000 test digits as `test`."""
     return load_idx_dataset(MNIST, root, download)
 
 
-def load_fashion_mnist(root: PATH, download: FLAG = False) -> Source:
+def load_fashion_mnist(root: IDX_ROOT, download: IDX_DOWNLOAD = False) -> Source:
     """The 60,000 training images as the pool to split, the 10,000 test images as `test`."""
     return load_idx_dataset(FASHION_MNIST, root, download)
 

@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig
 
 from l2rw.data.noise import apply_label_noise
-from l2rw.errors import UserError, is_whole
+from l2rw.errors import UserError
 from l2rw.run.instantiation import build
 
 
@@ -36,7 +36,7 @@ class Source:
     messages. Without groups every image is its own group. `meta` and `val`, when the dataset
     brings them (a folder's trusted/ and val/), are used whole instead of being carved from the
     pool, and are never trained on (but with meta.add_to_train). `provenance` says what was read
-    (`l2rw.row.PROVENANCE_COLUMNS`: the folder, the cache key, the count of images left out);
+    (`l2rw.results.row.PROVENANCE_COLUMNS`: the folder, the cache key, the count of images left out);
     `skipped_files` lists the images left out because they could not be read.
     """
 
@@ -144,7 +144,7 @@ def _select_classes(source: Source, classes) -> Source:
 def _class_selection(classes, class_names: list[str]) -> list[int]:
     """`dataset.classes` as a list of original class indices, refused unless it names 2 or more distinct classes."""
     k = len(class_names)
-    bad = [c for c in classes if not (is_whole(c) and 0 <= c < k)]  # validate() has checked it is a list
+    bad = [c for c in classes if not 0 <= c < k]  # the config schema has checked they are class indices
     if bad or len(set(classes)) != len(classes) or len(classes) < 2:
         raise UserError(
             f"dataset.classes={list(classes)} must list at least 2 distinct class indices in [0, {k - 1}], "
@@ -370,6 +370,6 @@ def _label_noise(cfg: DictConfig, labels: torch.Tensor, k: int, generator: torch
 def _position_of(class_index: int, classes, k: int, field: str) -> int:
     """`field` holds an original class index; return its position after `dataset.classes` selection."""
     chosen = list(range(k)) if classes is None else list(classes)
-    if not is_whole(class_index) or class_index not in chosen:  # YAML's true would pass as class 1
+    if class_index not in chosen:  # the config schema has checked it is a class index, not a flag
         raise UserError(f"{field}={class_index} is not one of the selected classes {chosen}")
     return chosen.index(class_index)

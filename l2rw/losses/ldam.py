@@ -6,14 +6,16 @@ from l2rw.run.options import number
 
 class LDAM:
     """Label-distribution-aware margin loss (Cao et al. 2019): cross-entropy of
-    scale * (logits - m_y on the label's logit), with margins m_c proportional to n_c^(-1/4) and
-    the largest equal to `max_margin`. As in Cao et al.'s released code, the margins and scale
-    assume cosine logits in [-1, 1] (`model.normed_head=true`); with plain logits use a scale of about 1."""
+    s * (logits - m_y on the label's logit), with margins m_c proportional to n_c^(-1/4), so rarer
+    classes get larger ones. As in Cao et al.'s released code, the margins and s assume cosine
+    logits in [-1, 1] (`model.normed_head=true`)."""
 
     def __init__(
         self, class_counts: torch.Tensor,
-        max_margin: number(gt=0, note=" (the rarest class's margin; Cao et al. use 0.5)") = 0.5,
-        scale: number(gt=0, note=" (logit scale; Cao et al. use 30 on cosine logits)") = 30.0,
+        max_margin: number(gt=0, note=" (the rarest class's margin; Cao et al. use 0.5)",
+                           doc="the largest margin m_c, which the others are scaled with") = 0.5,
+        scale: number(gt=0, note=" (logit scale; Cao et al. use 30 on cosine logits)",
+                      doc="s, the factor on the shifted logits; about 1 suits plain logits (`model.normed_head=false`)") = 30.0,
     ):
         margins = class_counts.double().clamp(min=1).pow(-0.25)
         self.margins = (margins * (max_margin / margins.max())).float()

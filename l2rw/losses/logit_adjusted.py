@@ -10,7 +10,11 @@ class LogitAdjusted:
     the prior being the training set's class frequencies. Only training sees the shift: the model's
     plain argmax is then a balanced classifier, so evaluation needs nothing special."""
 
-    def __init__(self, class_counts: torch.Tensor, tau: number(ge=0, note=" (0: cross-entropy; Menon et al. use 1)") = 1.0):
+    def __init__(
+        self, class_counts: torch.Tensor,
+        tau: number(ge=0, note=" (0: cross-entropy; Menon et al. use 1)",
+                    doc="the factor on the log class prior added to the training logits") = 1.0,
+    ):
         self.adjustment = tau * class_prior(class_counts).log()
 
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

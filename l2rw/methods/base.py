@@ -6,6 +6,7 @@ from torch import nn
 
 from l2rw.data import LabeledImages
 from l2rw.losses import LossFunction, cross_entropy
+from l2rw.run.options import whole
 
 
 @dataclass
@@ -30,6 +31,16 @@ class Method:
     # steps after which every kind of step the method takes has run once (and compiled, with
     # hardware.compile): the trainer keeps each process's first ones out of seconds_per_step
     warmup_steps = 1
+    # What the harness reads instead of the method's name (l2rw.methods.catalog):
+    uses_meta_set = False           # draws a batch of the clean meta set each step (`meta_batch_size`)
+    learns_example_weights = False  # weighs each example on its own: example_weights.csv is worth plotting
+    implementations: tuple[str, ...] = ()  # the values of its `impl` option, each a different computation to time
+
+    @classmethod
+    def keeps_state(cls) -> bool:
+        """Whether it keeps state of its own across steps, beyond the batch order, that a resume
+        must restore: it extends `state_dict`."""
+        return cls.state_dict is not Method.state_dict
 
     def setup(
         self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator,
@@ -74,10 +85,17 @@ class Method:
         return StepLoss((weights * losses).sum(), weights)
 
 
+# Every method that draws meta batches takes this option
+META_BATCH_SIZE = whole(1, doc="the meta batch of each step: the whole meta set when it fits, else a fresh sample of "
+                               "this size")
+
+
 class MetaMethod(Method):
     """A method that learns from the clean meta set each step (L2RW, Meta-Weight-Net): it keeps the
     meta images the trainer hands over (normalised to float) and draws a meta batch per step."""
 
+    uses_meta_set = True
+    learns_example_weights = True
     meta_batch_size: int
 
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator, **run):

@@ -20,26 +20,25 @@ DRW_SHARE = 0.8
 
 
 class ClassBalanced(Method):
-    """Uniformly shuffled batches, each example's loss weighted by its class weight w_c (scaled to
-    mean 1 over the classes). `normalize`: `weights` divides the batch's weighted loss by the
-    batch's sum of weights, Σ w ℓ / Σ w, like every method's weights, so the step size stays that
-    of plain SGD (Cao et al.'s `F.cross_entropy(weight=...)`); `batch_size` divides it by the batch
-    size, Σ w ℓ / B (Cui et al.'s class-balanced losses), so a batch of frequent, lightly weighted
-    classes takes a smaller step.
-
-    `defer`: how long the run trains with uniform weights before the class weights switch on
-    (Cao et al. 2019's deferred re-weighting, DRW): a fraction of the run's steps, or
-    `first_lr_drop`, the step where the lr schedule first drops, as Cao et al. switch at epoch
-    160 with their first lr drop (a schedule without drops, e.g. cosine: DRW_SHARE of the steps)."""
+    """Uniformly shuffled batches, each example's loss weighted by its class weight w_c, scaled to
+    mean 1 over the classes: inverse frequency, or Cui et al. 2019's inverse effective number;
+    optionally switched on late in the run (Cao et al. 2019's deferred re-weighting, DRW)."""
 
     def __init__(
         self,
-        beta: optional(number(ge=0, lt=1, note=" (Cui et al. use 0.9-0.9999)"), "for 1/n_c") = None,
+        beta: optional(number(ge=0, lt=1, note=" (Cui et al. use 0.9-0.9999)"), "for 1/n_c",
+                       doc="the effective number's beta: class weights proportional to (1 - beta) / (1 - beta^n_c)") = None,
         defer: either(
             number(ge=0, lt=1, note=" (the fraction of steps before the class weights switch on; 0: from the start)"),
             choice("first_lr_drop"),
+            doc="how long the run trains unweighted first (DRW); `first_lr_drop`: until the lr schedule's first drop, "
+                "as Cao et al. switch at epoch 160 with theirs (a schedule without drops, e.g. cosine: "
+                f"{DRW_SHARE:.0%} of the steps, their 160 of 200)",
         ) = 0.0,
-        normalize: choice("weights", "batch_size") = "weights",
+        normalize: choice("weights", "batch_size",
+                          doc="`weights`: the batch's loss is sum w*loss / sum w, the step size of plain SGD (Cao et "
+                              "al.'s weighted cross-entropy); `batch_size`: sum w*loss / B (Cui et al.'s class-balanced "
+                              "losses), so a batch of frequent, lightly weighted classes takes a smaller step") = "weights",
     ):
         self.beta = beta
         self.defer = defer

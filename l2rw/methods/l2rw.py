@@ -4,33 +4,35 @@ from torch import nn
 from l2rw import reweight
 from l2rw.data import LabeledImages
 from l2rw.losses import cross_entropy
-from l2rw.methods.base import MetaMethod, StepLoss
+from l2rw.methods.base import META_BATCH_SIZE, MetaMethod, StepLoss
 from l2rw.run.options import choice, number, whole
 
 
 class L2RW(MetaMethod):
-    """Online meta-reweighting: each step's example weights come from `l2rw.reweight`.
+    """Online meta-reweighting (Ren et al. 2018): each step weighs the batch's examples by how well
+    each one's gradient agrees with the gradient of the loss on a clean meta batch
+    (`l2rw.reweight`), clipped at 0 and normalised to sum to 1; a step whose weights are all 0 is
+    skipped."""
 
-    `impl` picks how they are computed: "fwd", one forward-mode pass, and "double_backprop", the
-    published look-ahead graph kept as the reference, give the same weights; "last_layer" uses the
-    final linear layer's gradients only (cheaper, other weights).
-    With `update_every=k` the weights are computed only on every k-th step and remembered per
-    training example; the steps in between reuse the batch's remembered weights (k=1: plain L2RW).
-
-    Remedies, each off at its default (then the weights are plain L2RW's):
-    - `mix`: weights (1 - mix) * L2RW + mix * uniform, so no step is skipped and no example is
-      ever ignored entirely;
-    - `smoothing`: each example's remembered weight moves only (1 - smoothing) of the way to its
-      new L2RW weight, an average over the steps that saw it.
-    """
+    implementations = tuple(reweight.IMPLEMENTATIONS)
 
     def __init__(
         self,
-        meta_batch_size: whole(1),
-        update_every: whole(1, note=" (1: every step)") = 1,
-        impl: choice(*reweight.IMPLEMENTATIONS) = "fwd",
-        mix: number(ge=0, le=1, note=" (0: plain L2RW weights)") = 0.0,
-        smoothing: number(ge=0, lt=1, note=" (0: each step's own weights)") = 0.0,
+        meta_batch_size: META_BATCH_SIZE,
+        update_every: whole(1, note=" (1: every step)",
+                            doc="compute weights on every k-th step only and remember them per training example (each "
+                                "starts uniform); the steps between use the batch's remembered weights, normalised to "
+                                "sum to 1") = 1,
+        impl: choice(*reweight.IMPLEMENTATIONS,
+                     doc="how the weights are computed: `fwd`: one forward-mode pass; `double_backprop`: the "
+                         "published look-ahead graph, the reference (the same weights); `last_layer`: the final linear "
+                         "layer's gradients only (cheaper, other weights)") = "fwd",
+        mix: number(ge=0, le=1, note=" (0: plain L2RW weights)",
+                    doc="weights = (1 - mix) * L2RW + mix * uniform, so no step is skipped and no example is ever "
+                        "ignored entirely") = 0.0,
+        smoothing: number(ge=0, lt=1, note=" (0: each step's own weights)",
+                          doc="each example's remembered weight moves only (1 - smoothing) of the way to its new L2RW "
+                              "weight: an average over the steps that saw it") = 0.0,
     ):
         self.meta_batch_size = meta_batch_size
         self.update_every = update_every

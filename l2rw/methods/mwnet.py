@@ -36,7 +36,7 @@ from torch import nn
 from l2rw import reweight
 from l2rw.data import LabeledImages
 from l2rw.losses import LossFunction, cross_entropy
-from l2rw.methods.base import MetaMethod, StepLoss
+from l2rw.methods.base import META_BATCH_SIZE, MetaMethod, StepLoss
 from l2rw.reweight import forward_on_scratch_buffers, trainable_parameters
 from l2rw.run.options import choice, number, optional, whole
 
@@ -141,17 +141,26 @@ IMPLEMENTATIONS = {"fwd": mwnet_gradient_fwd, "double_backprop": mwnet_gradient_
 
 class MetaWeightNet(MetaMethod):
     """Uniformly shuffled batches; each step the weight net is updated on a meta batch through a
-    look-ahead step, then weighs the batch. `variant`: which released script's normalisation,
-    weight-net input and optimizer; `impl`: how the meta gradient is computed (same value)."""
+    look-ahead step, then weighs the batch (the module's docstring has the step and the variants)."""
+
+    implementations = tuple(IMPLEMENTATIONS)
 
     def __init__(
         self,
-        meta_batch_size: whole(1),
-        variant: choice(*VARIANTS),
+        meta_batch_size: META_BATCH_SIZE,
+        variant: choice(*VARIANTS, doc="which released script's weights, loss input and optimizer for the weight net: "
+                                       "`imbalance`: meta-weight-net-class-imbalance.py; `noise`: MW-Net.py; `hybrid`: "
+                                       "neither (Adam and a detached loss, weights summing to 1). The default follows "
+                                       "`noise.kind`: `noise` under label noise, else `imbalance`"),
         meta_lr: optional(number(gt=0, note=" (the weight net's learning rate)"),
-                          "for the variant's released one: 1e-5 for imbalance, 1e-3 for noise and hybrid") = None,
-        hidden: whole(1, note=" (the weight net's hidden units; Shu et al. use 100)") = 100,
-        impl: choice(*IMPLEMENTATIONS) = "fwd",
+                          "for the variant's released one: 1e-5 for imbalance, 1e-3 for noise and hybrid",
+                          doc="the step size of the variant's optimizer for the weight net (SGD for imbalance, Adam "
+                              "otherwise)") = None,
+        hidden: whole(1, note=" (the weight net's hidden units; Shu et al. use 100)",
+                      doc="the weight net is Linear(1, hidden), ReLU, Linear(hidden, 1), sigmoid") = 100,
+        impl: choice(*IMPLEMENTATIONS, doc="how the weight net's meta gradient is computed: `fwd`: one forward-mode "
+                                           "pass along the meta gradient; `double_backprop`: the released graph, the "
+                                           "reference (the same values)") = "fwd",
     ):
         self.meta_batch_size = meta_batch_size
         self.variant = variant

@@ -3,6 +3,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from l2rw.run.options import flag
+
+# The option of every model whose last layer can be NormedLinear
+NORMED_HEAD = flag(doc="true: the last layer gives cosine scores in [-1, 1] (`NormedLinear`, Cao et al.'s), the logits "
+                       "`loss=ldam` assumes; `method.impl=last_layer` refuses it")
+
 
 class NormedLinear(nn.Linear):
     """Cosine similarities between the features and each class's weight vector, in [-1, 1], no

@@ -1,8 +1,7 @@
 import torch
 from torch import nn
 
-from l2rw.models.heads import make_head
-from l2rw.run.options import FLAG
+from l2rw.models.heads import NORMED_HEAD, make_head
 
 
 class LeNet(nn.Module):
@@ -10,11 +9,10 @@ class LeNet(nn.Module):
 
     Convolutions are padded so that 8x8 digits and 32x32 CIFAR images both fit;
     the flattened size is measured from the actual image shape. `penultimate` gives the 84
-    features that `head`, the last linear layer, maps to class scores; `normed_head`: cosine
-    scores (LDAM's layer, `l2rw.models.heads.NormedLinear`) instead.
+    features that `head`, the last layer, maps to class scores.
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, normed_head: FLAG = False):
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, normed_head: NORMED_HEAD = False):
         super().__init__()
         channels = image_shape[0]
         self.features = nn.Sequential(

@@ -7,12 +7,13 @@ from l2rw.run.options import list_of, whole
 
 
 class MLP(nn.Module):
-    """Flattened pixels through ReLU hidden layers of the given widths; `penultimate` gives the
-    last hidden layer's output (the pixels when there is none), `head` the final linear layer."""
+    """Flattened pixels through ReLU hidden layers; `penultimate` gives the last hidden layer's
+    output (the pixels when there is none), `head` the final linear layer."""
 
     def __init__(
         self, image_shape: tuple[int, int, int], num_classes: int,
-        hidden: list_of(whole(1), "a list of hidden layer widths, each a whole number >= 1, e.g. [256,256]"),
+        hidden: list_of(whole(1), "a list of hidden layer widths, each a whole number >= 1, e.g. [256,256]",
+                        doc="the ReLU hidden layers between the pixels and the classes, in order; [] is a linear model"),
     ):
         super().__init__()
         widths = [math.prod(image_shape), *hidden]

@@ -6,6 +6,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from l2rw.errors import UserError
+from l2rw.run.options import flag
 
 IMAGENET_WEIGHTS = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
 
@@ -30,11 +31,12 @@ class ResNet18(torchvision.models.ResNet):
         return self.head(self.penultimate(x))
 
 
-def resnet18(image_shape: tuple[int, int, int], num_classes: int, pretrained: bool = False) -> nn.Module:
-    """torchvision's ResNet-18 with a `num_classes`-way head and a stem for the data's channels.
-
-    `pretrained` loads the ImageNet weights from the local torch hub cache; nothing is downloaded,
-    so a run never depends on the network."""
+def resnet18(
+    image_shape: tuple[int, int, int], num_classes: int,
+    pretrained: flag(doc="true: start from torchvision's ImageNet weights, read from the local torch hub cache (RGB "
+                         "images only); nothing is downloaded, so a run never depends on the network") = False,
+) -> nn.Module:
+    """torchvision's ResNet-18 with a `num_classes`-way head and a stem for the data's channels."""
     channels = image_shape[0]
     if not pretrained:
         model = ResNet18(num_classes=num_classes)

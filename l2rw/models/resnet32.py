@@ -2,8 +2,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from l2rw.models.heads import make_head
-from l2rw.run.options import FLAG, whole
+from l2rw.models.heads import NORMED_HEAD, make_head
+from l2rw.run.options import whole
 
 
 class BasicBlock(nn.Module):
@@ -29,11 +29,13 @@ class BasicBlock(nn.Module):
 class ResNet32(nn.Module):
     """The CIFAR ResNet-32 of He et al. 2016: 3 stages x 5 basic blocks, 16/32/64 channels,
     about 0.46M parameters, BatchNorm. `penultimate` gives the 64 globally pooled channels that
-    `head` maps to class scores (`normed_head`: cosine scores, LDAM's layer)."""
+    `head` maps to class scores."""
 
     def __init__(
         self, image_shape: tuple[int, int, int], num_classes: int,
-        blocks_per_stage: whole(1, note=" (6n+2 layers: 5 gives ResNet-32)") = 5, normed_head: FLAG = False,
+        blocks_per_stage: whole(1, note=" (6n+2 layers: 5 gives ResNet-32)",
+                                doc="basic blocks in each of the three stages (16, 32 and 64 channels)") = 5,
+        normed_head: NORMED_HEAD = False,
     ):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(image_shape[0], 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())

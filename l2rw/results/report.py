@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from l2rw.errors import UserError
+from l2rw.methods import learns_example_weights
 from l2rw.results.read import (
     Summary,
     fixed_settings,
@@ -36,11 +37,11 @@ from l2rw.results.read import (
     summarise_table,
     table_lines,
 )
+from l2rw.results.run_files import EXAMPLE_WEIGHTS, METRICS
 
 # x axis of each "balanced accuracy vs ..." plot: the results column, and its label
 AXES = {"imbalance": "imbalance (majority class share)", "noise_rate": "noise rate", "meta_per_class": "meta images per class"}
 WEIGHT_CURVES = "weights_clean_vs_noisy.png"
-EXAMPLE_WEIGHTS = "example_weights.csv"  # per training example of a run: its mean weight over the run
 HISTOGRAM = "example_weights_histogram.png"
 HISTOGRAM_BINS = 30
 LEARNING_CURVES = "learning_curves.png"
@@ -112,13 +113,13 @@ def weight_curves(runs: pd.DataFrame, settings: list[str]) -> dict[str, pd.DataF
     if not {"noise_rate", "run_dir"} <= set(runs.columns):
         return {}
     noisy = runs[pd.to_numeric(runs.noise_rate, errors="coerce") > 0]
-    noisy = noisy[noisy.run_dir.map(lambda d: has_file(d, "metrics.csv")).astype(bool)]
+    noisy = noisy[noisy.run_dir.map(lambda d: has_file(d, METRICS)).astype(bool)]
     panels = [c for c in settings if c != "noise_rate"]
     curves = {}
     for key, group in sorted_groups(noisy, panels):
         rate = max(group.noise_rate, key=float)
         seeds = group[group.noise_rate == rate]
-        metrics = [read_run_csv(Path(d) / "metrics.csv", ("step", "weight_clean", "weight_noisy"), WEIGHT_CURVES)
+        metrics = [read_run_csv(Path(d) / METRICS, ("step", "weight_clean", "weight_noisy"), WEIGHT_CURVES)
                    for d in seeds.run_dir]
         metrics = [m for m in metrics if m is not None]
         if metrics:
@@ -132,7 +133,7 @@ def learning_curves(runs: pd.DataFrame, settings: list[str]) -> dict[str, dict[s
     accuracy at each evaluation (from each run's metrics.csv)."""
     if "run_dir" not in runs.columns:
         return {}
-    runs = runs[runs.run_dir.map(lambda d: has_file(d, "metrics.csv")).astype(bool)]
+    runs = runs[runs.run_dir.map(lambda d: has_file(d, METRICS)).astype(bool)]
     # a method's own options, and a column with one value per method (each method's own lr, say),
     # name lines, not panels
     per_method = [c for c in settings if c != "method"
@@ -144,7 +145,7 @@ def learning_curves(runs: pd.DataFrame, settings: list[str]) -> dict[str, dict[s
     for key, group in groups:
         lines = {}
         for line, seeds in sorted_groups(group, line_columns):
-            metrics = [read_run_csv(Path(d) / "metrics.csv", ("step", "balanced_accuracy"), LEARNING_CURVES)
+            metrics = [read_run_csv(Path(d) / METRICS, ("step", "balanced_accuracy"), LEARNING_CURVES)
                        for d in seeds.run_dir]
             metrics = [m for m in metrics if m is not None]
             if metrics:
@@ -207,19 +208,21 @@ def plot_weight_curves(curves: dict[str, pd.DataFrame], path: Path) -> bool:
 
 
 def mean_example_weights(runs: pd.DataFrame, settings: list[str]) -> dict[str, pd.DataFrame]:
-    """Per setting of the l2rw runs: each training example's mean weight over its run, pooled over
-    seeds (examples that were in no update have none and are left out)."""
+    """Per setting of the runs of methods that weigh each example on their own (L2RW, Meta-Weight-Net):
+    each training example's mean weight over its run, pooled over seeds (examples that were in no
+    update have none and are left out)."""
     if "run_dir" not in runs.columns:
         return {}
-    l2rw = runs[runs.method == "l2rw"]
-    present = l2rw.run_dir.map(lambda d: has_file(d, EXAMPLE_WEIGHTS)).astype(bool)
+    weighing = runs[runs.method.map(learns_example_weights).astype(bool)]
+    present = weighing.run_dir.map(lambda d: has_file(d, EXAMPLE_WEIGHTS)).astype(bool)
     if (~present).any():
-        note(f"{(~present).sum()} l2rw run(s) have no {EXAMPLE_WEIGHTS} in their run_dir (e.g. "
+        methods = "/".join(sorted(set(weighing.method[~present])))
+        note(f"{(~present).sum()} {methods} run(s) have no {EXAMPLE_WEIGHTS} in their run_dir (e.g. "
              f"{row_name(runs, present.index[~present][0])}: written before the file existed, or moved since); "
              f"they are left out of {HISTOGRAM}")
-    l2rw = l2rw[present]
+    weighing = weighing[present]
     panels = {}
-    for key, group in sorted_groups(l2rw, settings):
+    for key, group in sorted_groups(weighing, settings):
         tables = [read_run_csv(Path(d) / EXAMPLE_WEIGHTS, ("corrupted", "mean_weight"), HISTOGRAM, text=("class",))
                   for d in group.run_dir]
         tables = [t for t in tables if t is not None]
@@ -296,7 +299,7 @@ def write_report(results: Path, out: Path) -> list[Path]:
     plots = [
         (LEARNING_CURVES, plot_learning_curves, learning_curves, "no run with a readable run_dir/metrics.csv"),
         (WEIGHT_CURVES, plot_weight_curves, weight_curves, "no noisy run with a readable run_dir/metrics.csv"),
-        (HISTOGRAM, plot_example_weights, mean_example_weights, f"no l2rw run with a readable run_dir/{EXAMPLE_WEIGHTS}"),
+        (HISTOGRAM, plot_example_weights, mean_example_weights, f"no l2rw or mwnet run with a readable run_dir/{EXAMPLE_WEIGHTS}"),
     ]
     for name, plot, read, reason in plots:
         path = out / name

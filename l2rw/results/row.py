@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from l2rw.run.identity import config_hash, unread_keys
-from l2rw.training.loop import BestEvaluation, FitResult
+from l2rw.training.state import BestEvaluation, FitResult
+
+if TYPE_CHECKING:
+    from l2rw.run.spec import RunSpec
 
 # What identifies a row, assigned when the run starts
 RUN_COLUMNS = ("run_id", "time", "config_hash", "run_dir")
@@ -47,16 +50,17 @@ def is_config(column: str) -> bool:
     return column not in RUN_COLUMNS and column not in OUTCOME_COLUMNS
 
 
-def config_part(cfg: DictConfig, run_dir: str) -> dict:
+def config_part(spec: RunSpec) -> dict:
     """The row's run and configuration columns. `config_hash` identifies the configuration (seed
     included) so reruns are recognised; keys the run does not read are empty."""
-    data, unread = cfg.dataset, unread_keys(cfg)
+    cfg, unread = spec.cfg, spec.unread
+    data = cfg.dataset
 
     def read(key: str, value):
         return "" if key in unread else value
 
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    digest = config_hash(cfg)
+    digest = spec.config_hash
     values = {
         "dataset": data.name,
         "model": cfg.model.name,
@@ -98,7 +102,7 @@ def config_part(cfg: DictConfig, run_dir: str) -> dict:
         **values,
         **option_columns(cfg),
         "config_hash": digest,
-        "run_dir": str(run_dir),
+        "run_dir": str(spec.run_dir),
     }
 
 

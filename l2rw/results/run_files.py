@@ -8,10 +8,12 @@ from pathlib import Path
 import torch
 
 from l2rw.results.confusion_plot import save_confusion_png
-from l2rw.training.loop import Evaluation
+from l2rw.training.evaluation import Evaluation
 
+METRICS = "metrics.csv"                  # one row per evaluation, written as the run goes
+EXAMPLE_WEIGHTS = "example_weights.csv"  # per training example: its mean weight over the run
 # Everything a run may write into its run dir: no results_csv may be one of them
-RUN_FILES = ("config.yaml", "metrics.csv", "example_weights.csv", "confusion.csv", "confusion.png",
+RUN_FILES = ("config.yaml", METRICS, EXAMPLE_WEIGHTS, "confusion.csv", "confusion.png",
              "per_class_recall.csv", "summary.json", "checkpoint.pt", "skipped_images.txt")
 
 

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from l2rw.errors import UserError
 from l2rw.results.read import load_results, summarise_table, table_lines
+from l2rw.results.table import results_path
 
 
 def sweep_rows(table: pd.DataFrame, sweep_dir: Path, started: datetime) -> pd.DataFrame:
@@ -64,4 +65,4 @@ class SweepSummary(Callback):
         self.started = datetime.now(UTC)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        print(summary_text(Path(config.results_csv), Path(config.hydra.sweep.dir), self.started))
+        print(summary_text(results_path(config.results_csv), Path(config.hydra.sweep.dir), self.started))

@@ -43,6 +43,12 @@ class Table:
     ends_with_newline: bool     # false: the last record lacks its line end, so a plain append would join it
 
 
+def results_path(results_csv: str | Path) -> Path:
+    """`results_csv` as every reader and writer takes it: `~` expanded, relative to the folder the
+    command started in. A symlink stays one: the table follows it itself (`_table_path`)."""
+    return Path(results_csv).expanduser()
+
+
 def check_results_csv(results_csv: str | Path) -> None:
     """Refuse, before training, a results_csv the run's row could not be appended to: a folder, a
     path whose folder cannot be made, anything but a regular file, a file that cannot be written

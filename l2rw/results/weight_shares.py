@@ -1,7 +1,7 @@
-"""Where L2RW puts its weight: each class's share of the total weight a run gave, against the
+"""Where L2RW (or another method that weighs each example) puts its weight: each class's share of the total weight a run gave, against the
 class's share of the training set (what sgd gives it) and 1/K (what class_balanced gives it).
 
-Read from each l2rw run's example_weights.csv (through the results CSV's run_dir column): an
+Read from each such run's example_weights.csv (through the results CSV's run_dir column): an
 example's weight mass is its mean relative weight x the steps that saw it, so every step counts
 alike (the results row's `trained_prior` counts each step by its lr instead).
 """
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from l2rw.methods import learns_example_weights
 from l2rw.results.read import finished_runs, load_results
-from l2rw.results.report import EXAMPLE_WEIGHTS
+from l2rw.results.run_files import EXAMPLE_WEIGHTS
 
 
 def run_shares(run_dir: Path) -> dict[str, float]:
@@ -38,9 +39,9 @@ def run_shares(run_dir: Path) -> dict[str, float]:
 
 def shares_by_setting(results: list[Path], by: list[str]) -> pd.DataFrame:
     """Mean and std over seeds of `run_shares`, per setting (the `by` columns), for the finished
-    l2rw runs whose example_weights.csv is readable."""
+    runs of methods that weigh each example whose example_weights.csv is readable."""
     runs, _ = finished_runs(pd.concat([load_results(path) for path in results]))
-    runs = runs[runs.method == "l2rw"]
+    runs = runs[runs.method.map(learns_example_weights).astype(bool)]
     rows = [
         {column: run[column] for column in by} | run_shares(Path(run.run_dir))
         for _, run in runs.iterrows() if (Path(run.run_dir) / EXAMPLE_WEIGHTS).is_file()

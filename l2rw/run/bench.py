@@ -19,7 +19,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -30,32 +30,41 @@ from torch.profiler import ProfilerActivity, profile
 from l2rw.data import LabeledImages, Splits
 from l2rw.data.augment import random_crop_and_flip
 from l2rw.losses import LossFunction
+from l2rw.methods import catalog
 from l2rw.methods.base import Method
 from l2rw.run import CONFIG_DIR
-from l2rw.run.hardware import AMP_DTYPES, resolve_device
+from l2rw.run.hardware import resolve_device
 from l2rw.run.instantiation import build
 from l2rw.run.train import build_learner
 from l2rw.training.checkpoint import Checkpoint
-from l2rw.training.loop import FitResult, PixelStandardizer, fit
+from l2rw.training.evaluation import PixelStandardizer
+from l2rw.training.loop import FitOptions, fit
 from l2rw.training.optimization import make_scheduler
+from l2rw.training.state import FitResult
 
 NUM_CLASSES = 10
 DIGITS_SHAPE = (1, 8, 8)
 CIFAR_SHAPE = (3, 32, 32)
 IMAGE_SHAPES = {"resnet32": CIFAR_SHAPE}  # the CIFAR model; every other model is timed on digits' shape
 
-# table label -> method overrides; {meta_batch} is filled in with the benchmark's meta batch size
-METHODS = {
-    "sgd": ["method=sgd"],
-    "weighted_sampler": ["method=weighted_sampler"],
-    "l2rw double_backprop": ["method=l2rw", "method.impl=double_backprop", "method.meta_batch_size={meta_batch}"],
-    "l2rw fwd": ["method=l2rw", "method.impl=fwd", "method.meta_batch_size={meta_batch}"],
-    "l2rw last_layer": ["method=l2rw", "method.impl=last_layer", "method.meta_batch_size={meta_batch}"],
-    "mwnet double_backprop": ["method=mwnet", "method.impl=double_backprop", "method.meta_batch_size={meta_batch}"],
-    "mwnet fwd": ["method=mwnet", "method.impl=fwd", "method.meta_batch_size={meta_batch}"],
-}
 UNIT = "sgd"  # every ratio is to the sgd contender of the same round
 COMPILED = ", compiled"  # label suffix of the hardware.compile=true contenders, whose unit is compiled sgd
+
+
+def method_contenders() -> dict[str, list[str]]:
+    """Table label -> method overrides: each method of conf/method/ (sgd, the unit, first), once per
+    way it computes its weights (`impl`); one that draws meta batches gets the benchmark's meta
+    batch size ({meta_batch}, filled in per comparison)."""
+    contenders = {}
+    for name, method in sorted(catalog().items(), key=lambda item: item[0] != UNIT):
+        meta_batch = ["method.meta_batch_size={meta_batch}"] if method.uses_meta_set else []
+        for impl in method.implementations or [None]:
+            label, chosen = (name, []) if impl is None else (f"{name} {impl}", [f"method.impl={impl}"])
+            contenders[label] = [f"method={name}", *chosen, *meta_batch]
+    return contenders
+
+
+METHODS = method_contenders()
 
 
 def image_shape(model: str) -> tuple[int, ...]:
@@ -108,15 +117,10 @@ class Run:
         return cls.build(compose_config(overrides), random_splits(shape, train_size, meta_size))
 
     def fit(self, method: Method, steps: int, scheduler, metrics_csv: Path, checkpoint: Checkpoint | None = None) -> FitResult:
-        """`steps` steps of `fit` with the run's settings; one evaluation, at the end."""
-        cfg = self.cfg
-        return fit(
-            self.model, method, self.splits, self.optimizer, scheduler,
-            steps=steps, batch_size=cfg.batch_size, eval_every=steps,
-            generator=torch.Generator().manual_seed(cfg.seed), metrics_csv=metrics_csv, checkpoint=checkpoint,
-            progress=False, augment=random_crop_and_flip if cfg.dataset.augment else None,
-            amp=AMP_DTYPES[cfg.hardware.amp], clip_grad_norm=cfg.clip_grad_norm, loss_fn=self.loss_fn,
-        )
+        """`steps` steps of `fit` with the run's settings; one evaluation, at the end, and no progress bar."""
+        options = replace(FitOptions.from_config(self.cfg, steps), eval_every=steps, progress=False)
+        return fit(self.model, method, self.splits, self.optimizer, scheduler, options,
+                   metrics_csv=metrics_csv, checkpoint=checkpoint, loss_fn=self.loss_fn)
 
 
 class Contender:
@@ -253,7 +257,7 @@ def compare_methods(model: str, comparison: Comparison, workdir: Path) -> list[d
             "input": "x".join(map(str, shape)),
             "method": label,
             "batch": comparison.batch,
-            "meta_batch": comparison.meta_batch if label.startswith(("l2rw", "mwnet")) else "",
+            "meta_batch": comparison.meta_batch if catalog()[contender.run.cfg.method.name].uses_meta_set else "",
             "hardware": comparison.hardware,
             "amp": contender.run.cfg.hardware.amp,
             "compile": contender.run.cfg.hardware.compile,

@@ -5,6 +5,7 @@ be, for the first option that breaks its declaration. Keys the run does not read
 (`l2rw.run.identity.unread_keys`) are not checked. What needs the data (a class index against the
 number of classes, a count against the images a class has) is checked where the data is.
 """
+import copy
 import inspect
 import typing
 from functools import cache
@@ -21,10 +22,10 @@ from l2rw.data.splits import PROFILES
 from l2rw.errors import UserError
 from l2rw.run import CONFIG_DIR
 from l2rw.run.identity import read_values
-from l2rw.run.options import CLASS, FLAG, FLOAT32_MAX, PATH, choice, description, list_of, number, optional, text, whole
+from l2rw.run.options import CLASS, FLOAT32_MAX, choice, description, filesystem_path, flag, list_of, number, optional, text, whole
 
 SCHEDULES = ("constant", "cosine", "step", "multistep")
-AMP_CHOICES = ("bf16",)  # besides null; train.AMP_DTYPES maps each to its dtype
+AMP_CHOICES = ("bf16",)  # besides null; l2rw.run.hardware.AMP_DTYPES maps each to its dtype
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes it, and every CSV reader keeps it an int64
 # Constructor parameters the builders fill in from the data, never set in a config
 RUNTIME_ARGUMENTS = ("image_shape", "num_classes", "class_counts")
@@ -38,42 +39,69 @@ class Options(BaseModel):
 
 
 class Meta(Options):
-    per_class: whole(1, note=" (clean images per class)")
-    add_to_train: FLAG
+    per_class: whole(1, note=" (clean images per class)",
+                     doc="the meta set, clean and balanced, carved from each class's pool before the imbalance profile")
+    add_to_train: flag(doc="true: the meta images also join the training set, the control that gives a baseline the "
+                           "clean images l2rw learns from (l2rw itself keeps them apart)")
 
 
 class Noise(Options):
-    kind: choice(*NOISE_KINDS)
-    rate: number(ge=0, le=1, note=" (the probability that a training label is replaced)") = None
-    flip_to: optional(list_of(CLASS, "a list of target classes, one per class, e.g. [1,2,0]"), "for c -> c+1 mod K") = None
-    background_class: optional(CLASS, "for the first class") = None
+    kind: choice(*NOISE_KINDS, doc="the label noise on the training set, applied after the imbalance profile (meta, "
+                                   "validation and test stay clean): `uniform`: a uniformly random other class; `flip`: "
+                                   "class c becomes `noise.flip_to`[c]; `background`: `noise.background_class`")
+    rate: number(ge=0, le=1, note=" (the probability that a training label is replaced)",
+                 doc="must be 0 with `noise.kind=none`; `background` leaves the background class's own examples alone") = None
+    flip_to: optional(list_of(CLASS, "a list of target classes, one per class, e.g. [1,2,0]"), "for c -> c+1 mod K",
+                      doc="`noise.kind=flip`: each class's target, as original class indices in class order") = None
+    background_class: optional(CLASS, "for the first class",
+                               doc="`noise.kind=background`: the class noisy labels become (original index)") = None
 
 
 class TopLevel(Options):
-    seed: whole(0, SEED_MAX)
-    imbalance: number(note=" (the majority class's share of the training set)") = None
-    imbalance_ratio: number(ge=1, note=" (n_max / n_min; 1 is balanced)") = None
+    seed: whole(0, SEED_MAX, doc="seeds the split, the model's initialisation, the batch order and meta sampling")
+    imbalance: number(note=" (the majority class's share of the training set)",
+                      doc="`dataset.profile=step`: in [1/K, 1) for K classes, 1/K balanced; the other classes share "
+                          "the rest equally") = None
+    imbalance_ratio: number(ge=1, note=" (n_max / n_min; 1 is balanced)",
+                            doc="`dataset.profile=longtail`: class c keeps n_max * ratio^(-c/(K-1)) images") = None
     meta: Meta
     noise: Noise
-    steps: whole(1) = None
-    epochs: optional(whole(1), "for a run of `steps` steps")
-    batch_size: whole(1)
-    lr: number(gt=0)
-    momentum: number(ge=0, lt=1, note=" (0: none)")
-    nesterov: FLAG
-    weight_decay: number(ge=0, note=" (0: none)")
-    schedule: choice(*SCHEDULES)
-    warmup_epochs: whole(0, note=" (0: no warm-up)")
-    lr_milestones: list_of(whole(1), "a list of epochs >= 1, e.g. [160,180]") = None
-    lr_factors: list_of(number(gt=0), "a list of lr multipliers, one per milestone, e.g. [0.01,0.0001]") = None
-    clip_grad_norm: optional(number(gt=0), "for no clipping")
-    eval_every: whole(1)
-    posthoc_tau: number(ge=0, note=" (0: plain argmax)")
-    progress: FLAG
-    results_csv: PATH
-    skip_done: FLAG
-    checkpoint_every: whole(0, note=" (0: only when interrupted)")
-    threads: optional(whole(1, 4096), "for this job's share of the cores")
+    steps: whole(1, doc="the run's length in optimizer steps, one batch each; unread when `epochs` is set") = None
+    epochs: optional(whole(1), "for a run of `steps` steps",
+                     doc="the run's length in passes over the training set after the imbalance profile, "
+                         "`len(train) // batch_size` steps each (the row's `steps` holds what they came to)")
+    batch_size: whole(1, doc="training examples per step")
+    lr: number(gt=0, doc="SGD's learning rate, also the rate of l2rw's and mwnet's look-ahead step")
+    momentum: number(ge=0, lt=1, note=" (0: none)", doc="SGD's momentum")
+    nesterov: flag(doc="Nesterov momentum")
+    weight_decay: number(ge=0, note=" (0: none)", doc="L2 penalty on every parameter (SGD's weight_decay)")
+    schedule: choice(*SCHEDULES, doc="the lr schedule: `constant`; `cosine`: to 0 over the run; `step`: x0.1 at 50% and "
+                                     "75% of the steps; `multistep`: lr x `lr_factors[i]` from epoch `lr_milestones[i]` on")
+    warmup_epochs: whole(0, note=" (0: no warm-up)",
+                         doc="epoch e < `warmup_epochs` trains at lr * (e+1) / `warmup_epochs` whatever the schedule, "
+                             "the lr set once per epoch")
+    lr_milestones: list_of(whole(1), "a list of epochs >= 1, e.g. [160,180]",
+                           doc="`schedule=multistep`: the rising epochs where the lr drops") = None
+    lr_factors: list_of(number(gt=0), "a list of lr multipliers, one per milestone, e.g. [0.01,0.0001]",
+                        doc="`schedule=multistep`: the base lr's multiplier from each milestone on") = None
+    clip_grad_norm: optional(number(gt=0), "for no clipping", doc="the L2 norm each update's gradient is clipped to, "
+                                                                  "whatever the method")
+    eval_every: whole(1, doc="steps between evaluations on the test (and validation) set, and one at the end; with a "
+                             "validation split the row's `best_*` columns hold the test scores of the evaluation with "
+                             "the highest validation balanced accuracy")
+    posthoc_tau: number(ge=0, note=" (0: plain argmax)",
+                        doc="post-hoc logit adjustment: evaluations predict argmax(logits - posthoc_tau * log prior), "
+                            "the prior being the one the run trained on, each class's share of the example weights with "
+                            "every step counted by its lr")
+    progress: flag(doc="a progress bar on stderr: the step, the recent training loss, the last balanced accuracy")
+    results_csv: filesystem_path(doc="the results table, one row per finished run, relative to where you launch")
+    skip_done: flag(doc="a job whose `config_hash` already has a `status=ok` row in `results_csv` exits at once")
+    checkpoint_every: whole(0, note=" (0: only when interrupted)",
+                            doc="steps between checkpoints in the run dir; a run started in a dir holding one resumes "
+                                "from it")
+    threads: optional(whole(1, 4096), "for this job's share of the cores",
+                      doc="torch's CPU threads per job; a job's share is the cores over joblib's `n_jobs`, or "
+                          "submitit's `cpus_per_task`")
 
 
 class Dataset(Options):
@@ -81,32 +109,52 @@ class Dataset(Options):
     in the loader's signature and checked from it."""
     model_config = ConfigDict(extra="allow")
     name: str
-    profile: choice(*PROFILES)
-    classes: optional(list_of(CLASS, "a list of class indices, e.g. [0,1]"), "for all")
-    majority_class: optional(CLASS, "for the first of dataset.classes") = None
-    val_per_class: whole(0, note=" (0: no validation split)")
-    train_size: optional(whole(1), "for all the imbalance profile allows")
-    augment: FLAG
-    test_per_class: whole(1, note=" (test images per class)") = None
-    test_fraction: number(gt=0, lt=1) = None
+    profile: choice(*PROFILES, doc="how the training pool is subsampled: `step`: one majority class (`imbalance`); "
+                                   "`longtail`: an exponential decay (`imbalance_ratio`); `natural`: the pool as collected")
+    classes: optional(list_of(CLASS, "a list of class indices, e.g. [0,1]"), "for all",
+                      doc="the classes kept, original indices, relabelled 0..K'-1 in the order given")
+    majority_class: optional(CLASS, "for the first of dataset.classes",
+                             doc="the step profile's majority class (original index)") = None
+    val_per_class: whole(0, note=" (0: no validation split)",
+                         doc="balanced validation images per class (for `l2rw-select`), taken before the imbalance "
+                             "profile, disjoint from meta and test")
+    train_size: optional(whole(1), "for all the imbalance profile allows",
+                         doc="a cap on the training set after the imbalance profile, its proportions kept and at least "
+                             "one image per class")
+    augment: flag(doc="random crop (padding 4) and horizontal flip of each training batch")
+    test_per_class: whole(1, note=" (test images per class)",
+                          doc="a balanced test set carved from each class's pool, for data without a test split") = None
+    test_fraction: number(gt=0, lt=1, doc="HAM10000 without the ISIC 2018 test set: the share of each class's lesions "
+                                          "held out as test (at least one)") = None
 
 
 class Hardware(Options):
-    device: text("a device name, e.g. cpu, cuda or cuda:1")
-    amp: optional(choice(*AMP_CHOICES), "for full precision")
-    compile: FLAG
-    channels_last: FLAG
+    device: text("a device name, e.g. cpu, cuda or cuda:1",
+                 doc="where the model and data live; a machine without CUDA stops with a message")
+    amp: optional(choice(*AMP_CHOICES), "for full precision",
+                  doc="`bf16`: bfloat16 autocast for the step's forward passes, the weights to bf16 rounding")
+    compile: flag(doc="`torch.compile` the model and `fwd`'s weight passes; the first step compiles (counted in "
+                      "`warmup_seconds`)")
+    channels_last: flag(doc="NHWC layout for convolution weights and activations; false: PyTorch's NCHW (results "
+                            "differ in the last digits)")
 
 
 def check_config(cfg: DictConfig) -> None:
+    """`check_values` of the values `cfg`'s run reads."""
+    check_values(read_values(cfg))
+
+
+def check_values(values: dict) -> None:
     """Raise UserError for the first option, in the order declared above, that is of the wrong
-    type or out of range; keys the run does not read are left alone. A model's, method's and
-    loss's options are the parameters of the constructor its `_target_` names."""
-    values = read_values(cfg)
+    type or out of range, or breaks a rule between options; `values` are what the run reads
+    (`l2rw.run.identity.read_values`: unread keys are left out, so never checked). A model's,
+    method's and loss's options are the parameters of the constructor its `_target_` names."""
+    values = copy.deepcopy(values)
     groups = {group: values.pop(group) for group in ("dataset", "model", "method", "loss", "hardware")}
     loggers = values.pop("logger", None) or {}  # logger=[a,b]: one entry per logger, each built by its _target_
     _check(TopLevel, values, "")
     check_milestones(values)
+    check_noise(values["noise"])
     check_dataset_keys(groups["dataset"])
     _check(Dataset, groups["dataset"], "dataset.")
     for group in BUILT_GROUPS:
@@ -132,10 +180,17 @@ def check_milestones(values: dict) -> None:
         return
     milestones, factors = values["lr_milestones"], values["lr_factors"]
     if not milestones or milestones != sorted(set(milestones)):
-        raise UserError(f"lr_milestones={_as_typed(milestones)} must be rising epochs for schedule=multistep, e.g. [160,180]")
+        raise UserError(f"lr_milestones={as_typed(milestones)} must be rising epochs for schedule=multistep, e.g. [160,180]")
     if len(factors) != len(milestones):
-        raise UserError(f"lr_factors={_as_typed(factors)} must hold one lr multiplier per milestone of "
-                        f"lr_milestones={_as_typed(milestones)}, e.g. [0.01,0.0001]")
+        raise UserError(f"lr_factors={as_typed(factors)} must hold one lr multiplier per milestone of "
+                        f"lr_milestones={as_typed(milestones)}, e.g. [0.01,0.0001]")
+
+
+def check_noise(noise: dict) -> None:
+    """A noise rate needs a kind of noise to apply."""
+    if noise["kind"] == "none" and noise["rate"]:
+        raise UserError(f"noise.rate={as_typed(noise['rate'])} has no effect with noise.kind=none; "
+                        "set noise.kind (e.g. noise.kind=uniform) or noise.rate=0")
 
 
 def check_dataset_keys(dataset: dict) -> None:
@@ -216,22 +271,22 @@ def _message(schema: type[Options], error: dict, values: dict, prefix: str, of_c
     field = prefix + ".".join(fields)
     what = info.description or description(info.annotation)
     if error["type"] in ("less_than_equal", "greater_than_equal") and abs(error["ctx"].get("le", error["ctx"].get("ge"))) == FLOAT32_MAX:
-        return f"{field}={_as_typed(value)} is too large: it must fit a float32 (magnitude at most 3.4e38)"
+        return f"{field}={as_typed(value)} is too large: it must fit a float32 (magnitude at most 3.4e38)"
     if error["type"] == "missing":
         return f"{field} is missing; set it to {what}"
     if error["type"] == "literal_error":
-        return f"{field}={_as_typed(value)} is unknown; use {what}"
-    return f"{field}={_as_typed(value)} must be {what}"
+        return f"{field}={as_typed(value)} is unknown; use {what}"
+    return f"{field}={as_typed(value)} must be {what}"
 
 
-def _as_typed(value: Any) -> str:
+def as_typed(value: Any) -> str:
     """A value as it is written on the command line (YAML's null, true, false; lists as [a,b])."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
-        return f"[{','.join(map(_as_typed, value))}]"
+        return f"[{','.join(map(as_typed, value))}]"
     if isinstance(value, str) and not isinstance(_parsed(value), str):
         return repr(value)  # text that reads as a number, flag, list or null: show that it is text
     return str(value)

@@ -43,11 +43,12 @@ def unread_keys(cfg: DictConfig) -> set[str]:
     return {key for key, is_unread in unread.items() if is_unread}
 
 
-def read_values(cfg: DictConfig) -> dict:
-    """The resolved config as the run reads it: without `hydra` and the unread keys."""
+def read_values(cfg: DictConfig, unread: set[str] | frozenset[str] | None = None) -> dict:
+    """The resolved config as the run reads it: without `hydra` and the unread keys (`unread`,
+    when the caller has them already)."""
     kept = [key for key in cfg if key != "hydra"]
     values = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True)
-    for key in unread_keys(cfg):
+    for key in unread_keys(cfg) if unread is None else unread:
         *parents, name = key.split(".")
         group = values
         for parent in parents:
@@ -57,9 +58,14 @@ def read_values(cfg: DictConfig) -> dict:
 
 
 def config_hash(cfg: DictConfig) -> str:
+    """`hash_values` of what `cfg`'s run reads."""
+    return hash_values(read_values(cfg))
+
+
+def hash_values(values: dict) -> str:
     """16 hex digits of what the run reads (`read_values`, seed included) minus NOT_HASHED: two
     runs that read the same values share it, whether a number was written 1 or 1.0."""
-    hashed = {key: value for key, value in read_values(cfg).items() if key not in NOT_HASHED}
+    hashed = {key: value for key, value in values.items() if key not in NOT_HASHED}
     return hashlib.sha256(json.dumps(_canonical(hashed), sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -51,10 +51,12 @@ from tqdm import tqdm
 from l2rw.data import LabeledImages, build_splits
 from l2rw.data.splits import PoolCounts, planned_train_counts
 from l2rw.errors import UserError
+from l2rw.methods import catalog
 from l2rw.run import CONFIG_DIR, bench
+from l2rw.run.compose_errors import composition_mistake
 from l2rw.run.config_schema import check_config
 from l2rw.run.instantiation import build
-from l2rw.training.optimization import LrSchedule, lr_schedule, steps_per_epoch
+from l2rw.training.optimization import LrSchedule, lr_schedule, run_steps, steps_per_epoch
 
 LITERATURE = Path(CONFIG_DIR) / "literature.yaml"
 
@@ -66,9 +68,6 @@ OFFICIAL_POOLS = {
     "l2rw.data.cifar100.load_cifar100": (PoolCounts([500] * 100, [str(c) for c in range(100)], official_test=True), (3, 32, 32)),
 }
 
-# l2rw.run.bench's label of the step each method takes; l2rw and mwnet add their `method.impl`
-STEP_LABELS = {"sgd": "sgd", "class_balanced": "sgd", "weighted_sampler": "weighted_sampler"}
-META_METHODS = ("l2rw", "mwnet")
 MEASURE_ROUNDS, MEASURE_STEPS = 3, 2  # an estimate for planning; scripts/bench_step.py's defaults measure more closely
 MISSING = "–"
 
@@ -160,11 +159,10 @@ def plan_job(job: Job, pools: Pools, literature: dict) -> JobPlan:
     check_config(cfg)
     train_size, shape = pools.training_set(cfg)
     batches = steps_per_epoch(train_size, cfg.batch_size)
-    if cfg.epochs is not None:  # as l2rw.run.train.train sets it once the splits are built
-        cfg.steps = cfg.epochs * batches
-    schedule = lr_schedule(cfg, batches)
+    steps = run_steps(cfg, train_size)
+    schedule = lr_schedule(cfg, steps, batches)
     return JobPlan(
-        job, train_size, shape, batches, cfg.steps,
+        job, train_size, shape, batches, steps,
         lr_at=[(where(step, cfg, batches), cfg.lr * schedule.multiplier(step)) for step in lr_changes(schedule)],
         reweighting_from=reweighting_from(cfg, schedule),
         step=step_kind(cfg),
@@ -202,9 +200,14 @@ def reweighting_from(cfg: DictConfig, schedule: LrSchedule) -> int | None:
 
 
 def step_kind(cfg: DictConfig) -> StepKind | None:
+    """The step a job takes, labelled as l2rw.run.bench labels it: the method, and its `impl` when
+    it has several ways to compute its weights; None for a method outside conf/method/, which no
+    benchmark times."""
     name = cfg.method.name
-    label = f"{name} {cfg.method.impl}" if name in META_METHODS else STEP_LABELS.get(name)
-    return None if label is None else StepKind(cfg.model.name, cfg.batch_size, label)
+    if (method := catalog().get(name)) is None:
+        return None
+    label = f"{name} {cfg.method.impl}" if method.implementations else name
+    return StepKind(cfg.model.name, cfg.batch_size, label)
 
 
 def load_literature(path: Path = LITERATURE) -> dict:
@@ -420,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (HydraException, OmegaConfBaseException) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
+        # a command line that does not compose is worded as l2rw-train words it; Hydra's message, joined, for the rest
+        print(f"error: {composition_mistake(args.overrides, multirun=True) or one_line(error)}", file=sys.stderr)
         return 2
     print(render(plans, origin))
     return 0

@@ -5,8 +5,8 @@
     l2rw-train method=l2rw dataset.profile=longtail imbalance_ratio=100
     l2rw-train --multirun method=sgd,weighted_sampler,l2rw imbalance=0.5,0.7,0.9 seed=0,1,2
 
-Each run writes config.yaml, metrics.csv, confusion.csv, confusion.png, per_class_recall.csv and
-summary.json into its run dir and appends one row to `results_csv`.
+Each run writes its files into its run dir (docs/outputs.md lists them) and appends one row to
+`results_csv`; docs/architecture.md follows a run through the packages.
 """
 from __future__ import annotations
 
@@ -22,18 +22,18 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from l2rw.data import Splits, build_splits
-from l2rw.data.augment import random_crop_and_flip
 from l2rw.errors import DivergedError, Interrupted, UserError
 from l2rw.losses import LossFunction
 from l2rw.models import build_model
 from l2rw.results import row as results_row
-from l2rw.results.run_files import RUN_FILES, write_run_files, write_skipped_images
-from l2rw.results.table import append_row, check_results_csv, finished_row
+from l2rw.results.run_files import EXAMPLE_WEIGHTS, METRICS, write_run_files, write_skipped_images
+from l2rw.results.table import append_row, finished_row
 from l2rw.run import CONFIG_DIR
-from l2rw.run.config_schema import check_config
-from l2rw.run.hardware import AMP_DTYPES, peak_memory_mb, place_model, resolve_device
+from l2rw.run.compose_errors import refuse_composition_mistakes
+from l2rw.run.hardware import peak_memory_mb, place_model, resolve_device
 from l2rw.run.instantiation import build
 from l2rw.run.machine import threads_per_job
+from l2rw.run.spec import validate
 from l2rw.run.trial_pruning import TrialPruned
 from l2rw.tracking import RunLoggers
 from l2rw.training.checkpoint import Checkpoint
@@ -44,14 +44,14 @@ from l2rw.training.optimization import lr_schedule, make_optimizer, make_schedul
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Run one configuration; write the run dir files and append one results row. Returns the row
     (with `skip_done`, the finished row already in `results_csv` instead of running again)."""
-    results_csv = validate(cfg, Path(run_dir))
+    spec = validate(cfg, run_dir)
     device = resolve_device(cfg.hardware.device)  # an unusable device stops the run before anything is written
-    row = results_row.config_part(cfg, run_dir)
-    if cfg.skip_done and (done := finished_row(results_csv, row["config_hash"])):
-        print(f"skipped: config_hash {row['config_hash']} already finished in {results_csv} "
+    row = results_row.config_part(spec)
+    if cfg.skip_done and (done := finished_row(spec.results_csv, spec.config_hash)):
+        print(f"skipped: config_hash {spec.config_hash} already finished in {spec.results_csv} "
               f"(run dir {done['run_dir']}); skip_done=false runs it again")
         return done
-    run_dir = Path(run_dir)
+    run_dir = spec.run_dir
     loggers = RunLoggers.from_config(cfg)  # logger=...: a missing optional package stops the run here, before anything is written
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -59,38 +59,28 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     torch.manual_seed(cfg.seed)
     splits = build_splits(cfg).to(device)
-    batches_per_epoch = steps_per_epoch(len(splits.train), cfg.batch_size)
-    if cfg.epochs is not None:  # the length the config asks for, in steps, for everything that follows
-        cfg.steps = row["steps"] = cfg.epochs * batches_per_epoch
-    checkpoint = Checkpoint(run_dir, cfg.checkpoint_every, row["config_hash"], steps=cfg.steps)
-    checkpoint.check_compatible()  # one this run cannot resume stops it before its config.yaml is overwritten
+    options = spec.fit_options(len(splits.train))
+    row["steps"] = options.steps
+    checkpoint = Checkpoint(run_dir, cfg.checkpoint_every, spec.config_hash, steps=options.steps)
+    checkpoint.load()  # one this run cannot resume stops it before its config.yaml is overwritten
     run_dir.mkdir(parents=True, exist_ok=True)
     model, loss_fn, optimizer, class_counts = build_learner(cfg, splits, device)
     method = build(cfg.method)
-    schedule = lr_schedule(cfg, batches_per_epoch)
+    schedule = lr_schedule(cfg, options.steps, steps_per_epoch(len(splits.train), cfg.batch_size))
     scheduler = make_scheduler(optimizer, schedule)
     checkpoint.check_fits(model, optimizer, scheduler)  # a crafted one stops the run before config.yaml too
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    # with `epochs`, the steps they came to: config.yaml holds what the run trained
+    OmegaConf.save(OmegaConf.merge(cfg, {"steps": options.steps}), run_dir / "config.yaml", resolve=True)
     write_skipped_images(run_dir, splits.skipped_files)
-    with loggers.watching(run_dir, cfg):
+    with loggers.watching(run_dir, spec.values):
         try:
             result = fit(
-                model, method, splits, optimizer, scheduler,
-                steps=cfg.steps, batch_size=cfg.batch_size, eval_every=cfg.eval_every,
-                generator=torch.Generator().manual_seed(cfg.seed),
-                metrics_csv=run_dir / "metrics.csv", checkpoint=checkpoint,
-                progress=cfg.progress, label=cfg.method.name,
-                augment=random_crop_and_flip if cfg.dataset.augment else None,
-                amp=AMP_DTYPES[cfg.hardware.amp],
-                clip_grad_norm=cfg.clip_grad_norm,
-                example_weights_csv=run_dir / "example_weights.csv",
-                loss_fn=loss_fn,
-                posthoc_tau=cfg.posthoc_tau,
-                first_lr_drop=schedule.first_drop,
-                on_evaluation=loggers.log_evaluation,
+                model, method, splits, optimizer, scheduler, options,
+                metrics_csv=run_dir / METRICS, checkpoint=checkpoint, example_weights_csv=run_dir / EXAMPLE_WEIGHTS,
+                loss_fn=loss_fn, on_evaluation=loggers.log_evaluation, first_lr_drop=schedule.first_drop,
             )
         except DivergedError as diverged:
-            append_row(results_csv, row | results_row.diverged_part(diverged.step))
+            append_row(spec.results_csv, row | results_row.diverged_part(diverged.step))
             checkpoint.path.unlink(missing_ok=True)  # resuming would only diverge again
             raise
 
@@ -100,15 +90,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             provenance=splits.provenance, wall_seconds=time.perf_counter() - started, peak_memory_mb=peak_memory_mb(device),
         )
         write_run_files(run_dir, row, result.evaluation, splits.class_names)
-        append_row(results_csv, row)
+        append_row(spec.results_csv, row)
         checkpoint.path.unlink(missing_ok=True)  # the row says the run is done; nothing to resume
         loggers.finish(row, run_dir)
     if result.collapse_step:
         print(f"warning: this run ended collapsed (since step {result.collapse_step}): its model predicts "
-              f"(nearly) one class or uniform outputs; see {run_dir / 'metrics.csv'}. Collapsed after learning: "
+              f"(nearly) one class or uniform outputs; see {run_dir / METRICS}. Collapsed after learning: "
               "lower lr or momentum; never learned: train longer", file=sys.stderr)
     print(f"done: balanced accuracy {row['balanced_accuracy']:.4f}, accuracy {row['accuracy']:.4f}; "
-          f"run dir {run_dir}; row appended to {results_csv}")
+          f"run dir {run_dir}; row appended to {spec.results_csv}")
     return row
 
 
@@ -126,21 +116,6 @@ def build_learner(cfg: DictConfig, splits: Splits, device: torch.device) -> Lear
     model = place_model(build_model(cfg.model, splits.image_shape, splits.num_classes), cfg.hardware, device)
     class_counts = torch.bincount(splits.train.labels, minlength=splits.num_classes)
     return Learner(model, build(cfg.loss, class_counts=class_counts), make_optimizer(model, cfg), class_counts)
-
-
-def validate(cfg: DictConfig, run_dir: Path) -> Path:
-    """Reject mistyped or out-of-range values (l2rw.run.config_schema), and a results_csv that cannot
-    take the run's row or is a file the run itself writes, before anything is loaded or written.
-    Returns results_csv with `~` expanded."""
-    check_config(cfg)
-    results_csv = Path(cfg.results_csv).expanduser()
-    if not cfg.results_csv:
-        raise UserError("results_csv is empty; give the path of a file, e.g. results_csv=outputs/results.csv")
-    if results_csv.resolve().parent == run_dir.resolve() and results_csv.name in RUN_FILES:
-        raise UserError(f"results_csv={cfg.results_csv} is the run's own {results_csv.name}; choose a path outside "
-                        "the run dir, e.g. results_csv=outputs/results.csv")
-    check_results_csv(results_csv)
-    return results_csv
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -176,9 +151,11 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 def cli() -> None:
-    """`l2rw-train`: `main`, with Ctrl-C while Hydra composes the config (before any job started)
-    as one line and the shell's exit code instead of a traceback."""
+    """`l2rw-train`: `main`, once l2rw.run.compose_errors has refused a command line Hydra cannot
+    compose (one line, exit code 2), with Ctrl-C while Hydra composes the config (before any job
+    started) as one line and the shell's exit code instead of a traceback."""
     try:
+        refuse_composition_mistakes(sys.argv[1:])
         main()
     except KeyboardInterrupt:
         print("interrupted before any run started; nothing was written", file=sys.stderr)

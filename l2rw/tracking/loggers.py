@@ -11,7 +11,6 @@ import torch
 from omegaconf import DictConfig
 
 from l2rw.results.row import OUTCOME_COLUMNS
-from l2rw.run.identity import read_values
 from l2rw.run.instantiation import build
 from l2rw.run.trial_pruning import TrialReporter
 
@@ -73,10 +72,11 @@ class RunLoggers:
         return cls({name: build(options) for name, options in chosen.items()}, trial=TrialReporter.for_this_job(cfg.steps))
 
     @contextmanager
-    def watching(self, run_dir: Path, cfg: DictConfig) -> Iterator[RunLoggers]:
-        """Start every logger; close them when the block ends, as finished when it ends without an
-        exception (diverged, interrupted, pruned or failed: unfinished)."""
-        self._each("start", run_dir, flatten(read_values(cfg)) if self.loggers else {})
+    def watching(self, run_dir: Path, values: dict) -> Iterator[RunLoggers]:
+        """Start every logger with the values the run reads (`l2rw.run.spec.RunSpec.values`); close
+        them when the block ends, as finished when it ends without an exception (diverged,
+        interrupted, pruned or failed: unfinished)."""
+        self._each("start", run_dir, flatten(values) if self.loggers else {})
         finished = False
         try:
             yield self

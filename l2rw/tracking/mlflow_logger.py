@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from l2rw.errors import UserError
 from l2rw.optional import require
+from l2rw.results.table import results_path
 from l2rw.run.options import optional, text
 from l2rw.tracking.loggers import RunLogger, final_metrics, numbers
 
@@ -60,7 +61,7 @@ def experiment_id(mlflow_client, name: str, tracking_uri: str) -> str:
 
 def experiment_name(results_csv: str) -> str:
     """One experiment per results file: its absolute path."""
-    return str(Path(results_csv).expanduser().resolve())
+    return str(results_path(results_csv).resolve())
 
 
 def metric_name(key: str) -> str:
@@ -71,8 +72,11 @@ def metric_name(key: str) -> str:
 class MlflowLogger(RunLogger):
     def __init__(
         self,
-        tracking_uri: text("an MLflow tracking URI, e.g. sqlite:///outputs/mlflow.db or http://host:5000") = "sqlite:///outputs/mlflow.db",
-        experiment: optional(text("an experiment name"), "for the results_csv path") = None,
+        tracking_uri: text("an MLflow tracking URI, e.g. sqlite:///outputs/mlflow.db or http://host:5000",
+                           doc="the tracking store runs are logged to; a relative SQLite file is relative to where you "
+                               "launch, with the artifacts in `mlflow-artifacts/` beside it") = "sqlite:///outputs/mlflow.db",
+        experiment: optional(text("an experiment name"), "for the results_csv path",
+                             doc="the MLflow experiment the runs are logged in") = None,
     ):
         self.client = client(tracking_uri)
         self.tracking_uri = tracking_uri

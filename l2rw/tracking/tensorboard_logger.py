@@ -21,7 +21,7 @@ def hparam_value(value) -> bool | int | float | str:
 
 
 class TensorBoardLogger(RunLogger):
-    def __init__(self, subdir: text("a folder name inside the run dir") = "tensorboard"):
+    def __init__(self, subdir: text("a folder name inside the run dir", doc="where the event files are written") = "tensorboard"):
         require("tensorboard", "tensorboard", "logger=tensorboard")  # torch's SummaryWriter writes through it
         self.subdir = subdir
         self.writer = None

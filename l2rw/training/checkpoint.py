@@ -8,9 +8,7 @@ from __future__ import annotations
 import pickle
 import random
 import re
-import signal
 import sys
-import threading
 import types
 import typing
 import warnings
@@ -20,9 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from l2rw.errors import Interrupted, UserError, is_whole
+from l2rw.errors import UserError
 from l2rw.file_io import atomic_path
 from l2rw.methods.base import Method
+from l2rw.training.state import LoopState
 
 FILENAME = "checkpoint.pt"
 STATE_KEYS = {"config_hash", "model", "optimizer", "scheduler", "method", "loop", "rng"}
@@ -44,7 +43,7 @@ class Checkpoint:
         self.every = every
         self.config_hash = config_hash
         self.steps = steps  # the run's; a saved step must lie below it (None: not checked)
-        self._checked_state = _UNREAD  # what check_compatible read, handed on to restore
+        self._checked_state = _UNREAD  # what `load` read, handed on to restore
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
@@ -67,9 +66,10 @@ class Checkpoint:
         with atomic_path(self.path) as temporary:
             torch.save(state, temporary)
 
-    def check_compatible(self) -> None:
-        """Refuse a checkpoint this run could not resume (unreadable, or of another configuration),
-        before the run writes anything into its dir."""
+    def load(self) -> None:
+        """Read the saved state, if any, refusing one this run could not resume (unreadable, or of
+        another configuration) before the run writes anything into its dir; `check_fits` and
+        `restore` use what it read."""
         self._checked_state = self._load()
 
     def check_fits(self, model: nn.Module, optimizer, scheduler) -> None:
@@ -155,8 +155,6 @@ class Checkpoint:
 def _loop_problem(loop: object, steps: int | None) -> str | None:
     """Why `loop` cannot be the trainer's LoopState of a run of `steps` steps; None when it can.
     Keys left out take LoopState's defaults."""
-    from l2rw.training.loop import LoopState  # imported here: the trainer imports this module
-
     if not isinstance(loop, dict) or "step" not in loop:
         return "no loop step"
     hints = typing.get_type_hints(LoopState)
@@ -220,7 +218,7 @@ def _optimizer_problem(saved: object, optimizer) -> str | None:
         return problem
     groups, state = saved["param_groups"], saved["state"]
     if not (isinstance(groups, list) and len(groups) == len(optimizer.param_groups)
-            and all(isinstance(g, dict) and isinstance(g.get("params"), list) and all(is_whole(i) for i in g["params"])
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list) and all(_is_index(i) for i in g["params"])
                     for g in groups)):
         return f"optimizer (param_groups are not its {len(optimizer.param_groups)} group(s))"
     parameters = {}
@@ -238,6 +236,11 @@ def _optimizer_problem(saved: object, optimizer) -> str | None:
             if isinstance(buffer, torch.Tensor) and buffer.dim() > 0 and buffer.shape != shape:  # dim 0: a step count
                 return f"optimizer ({name} of parameter {index} is {_described(buffer)}, its parameter {_shape(shape)})"
     return None
+
+
+def _is_index(value: object) -> bool:
+    """An int that is not a bool (True would pass as parameter 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _described(tensor: torch.Tensor) -> str:
@@ -258,44 +261,3 @@ def _runtime_types(hint) -> tuple[type, ...]:
 
 def _first_line(error: BaseException | str) -> str:
     return (str(error).strip().splitlines() or [""])[0]
-
-
-# Ctrl-C, and what schedulers send before they stop a job: SIGTERM (preemption, scancel, and
-# SLURM's time limit) and SIGUSR2 (submitit's, and sbatch --signal's usual choice, ahead of it).
-DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
-
-
-class DeferredInterrupt:
-    """DEFERRED_SIGNALS only set `requested` and `signum`, so the loop stops after a whole step and
-    saves a consistent checkpoint; a second signal acts at once (the handlers from before are
-    back). When the loop stops that way (Interrupted), a Python handler that was there before is
-    called last, as if the signal had just come: submitit's requeues the job, which resumes from
-    the checkpoint. Signals reach the main thread only, so elsewhere (or when not `enabled`) this
-    does nothing."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-
-    def __enter__(self) -> DeferredInterrupt:
-        self.requested = False
-        self.signum = None
-        self.previous = {}
-        if self.enabled and threading.current_thread() is threading.main_thread():
-            # None: a handler not set from Python, which cannot be set back; the default is the nearest
-            self.previous = {s: signal.signal(s, self._request) or signal.SIG_DFL for s in DEFERRED_SIGNALS}
-        return self
-
-    def _request(self, signum, frame) -> None:
-        self.requested = True
-        self.signum = signum
-        self._restore()
-
-    def _restore(self) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def __exit__(self, exception_type, exception, traceback) -> None:
-        self._restore()
-        handler = self.previous.get(self.signum)
-        if isinstance(exception, Interrupted) and callable(handler) and handler is not signal.default_int_handler:
-            handler(self.signum, None)

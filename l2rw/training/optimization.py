@@ -64,10 +64,16 @@ def steps_per_epoch(train_size: int, batch_size: int) -> int:
     return max(train_size // batch_size, 1)
 
 
-def lr_schedule(cfg: DictConfig, steps_per_epoch: int) -> LrSchedule:
-    """The schedule of a run of `cfg.steps` steps whose training set holds `steps_per_epoch` batches."""
+def run_steps(cfg: DictConfig, train_size: int) -> int:
+    """A run's length in optimizer steps: `steps`, or what `epochs` come to over a training set of
+    `train_size` images."""
+    return cfg.steps if cfg.epochs is None else cfg.epochs * steps_per_epoch(train_size, cfg.batch_size)
+
+
+def lr_schedule(cfg: DictConfig, steps: int, steps_per_epoch: int) -> LrSchedule:
+    """The schedule of a run of `steps` steps whose training set holds `steps_per_epoch` batches."""
     return LrSchedule(
-        cfg.schedule, cfg.steps, steps_per_epoch, cfg.warmup_epochs, tuple(cfg.lr_milestones), tuple(cfg.lr_factors)
+        cfg.schedule, steps, steps_per_epoch, cfg.warmup_epochs, tuple(cfg.lr_milestones), tuple(cfg.lr_factors)
     )
 
 

@@ -3,6 +3,9 @@ import torch
 
 from l2rw.data import LabeledImages, Source
 
+# dataset=digits with indexed_source's images in its place: 4 classes of 60, 10 test images each
+INDEXED = ["dataset.source._target_=tests.helpers.sources.indexed_source", "dataset.test_per_class=10"]
+
 
 def indexed_source(num_classes: int = 4, per_class: int = 60, with_test: bool = False) -> Source:
     n = num_classes * per_class
@@ -14,5 +17,7 @@ def indexed_source(num_classes: int = 4, per_class: int = 60, with_test: bool = 
 
 
 def image_ids(images: torch.Tensor) -> set[int]:
+    """The id each image carries in its first two pixels (low byte, high byte), as the sources and
+    miniatures here write it."""
     flat = images.view(len(images), -1).long()
     return set((flat[:, 0] + 256 * flat[:, 1]).tolist())
