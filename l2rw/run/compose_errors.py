@@ -123,14 +123,24 @@ def failed_composition(loader: ConfigLoader, overrides: list[str], multirun: boo
             return failure
     try:
         master = loader.load_configuration(CONFIG_NAME, overrides, RunMode.MULTIRUN)
-        if master.hydra.sweeper._target_ != BASIC_SWEEPER:
-            return None  # any other sweeper chooses its jobs while it runs
-        params = [f"{key}={values}" for key, values in (master.hydra.sweeper.params or {}).items()]
-        parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + list(master.hydra.overrides.task))
-        [jobs] = BasicSweeper.split_arguments(parsed, None)
+        jobs = basic_sweep_grid(loader, master)
     except COMPOSITION_ERRORS as error:
         return Failure(error, overrides, RunMode.MULTIRUN)
+    if jobs is None:
+        return None  # any other sweeper chooses its jobs while it runs
     return next((failure for job in jobs if (failure := composing(loader, [*master.hydra.overrides.hydra, *job], RunMode.RUN))), None)
+
+
+def basic_sweep_grid(loader: ConfigLoader, master: DictConfig) -> list[list[str]] | None:
+    """Each job's overrides, in the order the basic sweeper launches them (its own expansion), from
+    a sweep's master config; None when the sweep has another sweeper, which picks its trials while
+    it runs."""
+    if master.hydra.sweeper._target_ != BASIC_SWEEPER:
+        return None
+    params = [f"{key}={values}" for key, values in (master.hydra.sweeper.params or {}).items()]
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + list(master.hydra.overrides.task))
+    [grid] = BasicSweeper.split_arguments(parsed, None)
+    return grid
 
 
 def composing(loader: ConfigLoader, overrides: list[str], run_mode: RunMode) -> Failure | None:

@@ -39,9 +39,7 @@ from typing import NamedTuple
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -53,7 +51,7 @@ from l2rw.data.splits import PoolCounts, planned_train_counts
 from l2rw.errors import UserError
 from l2rw.methods import catalog
 from l2rw.run import CONFIG_DIR, bench
-from l2rw.run.compose_errors import composition_mistake
+from l2rw.run.compose_errors import basic_sweep_grid, composition_mistake
 from l2rw.run.config_schema import check_config
 from l2rw.run.instantiation import build
 from l2rw.training.optimization import LrSchedule, lr_schedule, run_steps, steps_per_epoch
@@ -112,14 +110,10 @@ def sweep_jobs(overrides: list[str]) -> list[Job]:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         master = loader.load_configuration("config", overrides=overrides, run_mode=RunMode.MULTIRUN)
-        sweeper = master.hydra.sweeper
-        if sweeper._target_ != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
-            raise UserError(f"hydra.sweeper is {sweeper._target_}, which picks its trials while it runs; "
+        grid = basic_sweep_grid(loader, master)
+        if grid is None:
+            raise UserError(f"hydra.sweeper is {master.hydra.sweeper._target_}, which picks its trials while it runs; "
                             "l2rw-plan expands the basic sweeper's grid only")
-        params = [f"{key}={values}" for key, values in (sweeper.params or {}).items()]
-        task = list(master.hydra.overrides.task)
-        # the basic sweeper's own expansion, so that these are the jobs --multirun launches
-        [grid] = BasicSweeper.split_arguments(OverridesParser.create(config_loader=loader).parse_overrides(params + task), None)
         varied = [i for i in range(len(grid[0])) if len({job[i] for job in grid}) > 1]
         jobs = []
         for job in grid:
