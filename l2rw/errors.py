@@ -2,6 +2,12 @@ import signal
 from pathlib import Path
 
 
+def shown(text) -> str:
+    """`text` (a path, a message) on one line: a control character in it, a newline in a file name
+    say, is written as an escape (\\n), so that a message stays one line and a list one name per line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
 class UserError(Exception):
     """A mistake the user can fix (config value, data path, data content).
 
@@ -17,8 +23,19 @@ class DivergedError(Exception):
         self.step = step
         super().__init__(
             f"training diverged: loss is {loss} at step {step}, where the scheduled learning rate was "
-            f"{lr:.4g}; lower `lr` or `momentum`"
+            f"{lr:.4g}; lower `lr` or `momentum`, or an option that scales the loss or the updates: `weight_decay`, "
+            "the loss's (`loss.*`) or the method's (`method.*`)"
         )
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGTERM or SIGUSR2 while the first still waited for its step to end: the run stops
+    where it is, as a second Ctrl-C's KeyboardInterrupt stops it. `exit_code` is the shell's for
+    that signal: 143, 140."""
+
+    def __init__(self, signum: int):
+        self.exit_code = 128 + signum
+        super().__init__(signal.Signals(signum).name)
 
 
 class Interrupted(KeyboardInterrupt):

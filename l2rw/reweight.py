@@ -264,11 +264,14 @@ def example_weights(
         (weights * losses).sum().backward()   # skip the step when weights.sum() == 0
         optimizer.step()
 
-    `model`: any nn.Module, in the mode of a training step (or its torch.compile wrapper);
+    `model`: any nn.Module, in the mode of a training step (or its torch.compile wrapper), taking
+    floating-point `inputs` and `meta_inputs` with the examples along the first dimension;
     BatchNorm's running statistics are updated once, by the training forward whose losses are
     returned. `loss_fn(outputs, targets)`: one loss per example (reduction="none"), loss i
-    depending on example i's outputs only; default: cross-entropy. `meta_loss_fn`: the same kind
-    of function, whose mean over the meta batch is the meta loss; default: `loss_fn`. `impl`: "fwd" (exact, one forward-mode pass), "double_backprop"
+    depending on example i's outputs only; default: cross-entropy, whose targets are class indices
+    (a 1-D torch.long tensor, each below the model's number of outputs) or class probabilities (a
+    float tensor, examples x outputs). `meta_loss_fn`: the same kind of function, whose mean over
+    the meta batch is the meta loss; default: `loss_fn`. `impl`: "fwd" (exact, one forward-mode pass), "double_backprop"
     (exact, the published look-ahead graph; the reference) or "last_layer" (both gradients
     restricted to the final linear layer: cheaper, other weights; see `weights_last_layer`).
 
@@ -284,6 +287,8 @@ def example_weights(
     if impl not in IMPLEMENTATIONS:
         raise UserError(f"impl={impl!r} is unknown; use one of {', '.join(IMPLEMENTATIONS)}")
     check_arguments(model, inputs, targets, meta_inputs, meta_targets)
+    check_targets(model, meta_inputs, {"targets": targets if loss_fn is None else None,
+                                       "meta_targets": meta_targets if (meta_loss_fn or loss_fn) is None else None})
     loss_fn = loss_fn or cross_entropy
     result = IMPLEMENTATIONS[impl](
         model, inputs, targets, meta_inputs, meta_targets, loss_fn=loss_fn, meta_loss_fn=meta_loss_fn or loss_fn
@@ -308,6 +313,12 @@ def check_arguments(model, inputs, targets, meta_inputs, meta_targets) -> None:
     for name, value in (("inputs", inputs), ("targets", targets), ("meta_inputs", meta_inputs), ("meta_targets", meta_targets)):
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__} (torch.as_tensor converts it)")
+        if value.dim() == 0:
+            raise ValueError(f"{name} must hold one entry per example along its first dimension, got a 0-d tensor")
+    for name, value in (("inputs", inputs), ("meta_inputs", meta_inputs)):
+        if not value.is_floating_point():  # a weight's gradient needs floating-point inputs to the layers
+            raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}; convert it, e.g. "
+                            f"{name}.float() / 255 for uint8 images")
     for name, value, labels in (("inputs", inputs, targets), ("meta_inputs", meta_inputs, meta_targets)):
         if len(value) == 0:
             raise ValueError(f"{name} is empty: the weights need at least one example")
@@ -319,3 +330,36 @@ def check_arguments(model, inputs, targets, meta_inputs, meta_targets) -> None:
             isinstance(module, nn.modules.batchnorm._BatchNorm) for module in eager(model).modules()
         ):
             raise ValueError(f"{name} has one example: BatchNorm in training mode needs at least two")
+
+
+# The dtypes F.cross_entropy takes class indices in
+CLASS_INDEX_DTYPES = (torch.long, torch.uint8)
+
+
+def check_targets(model: nn.Module, meta_inputs: torch.Tensor, named_targets: dict[str, torch.Tensor | None]) -> None:
+    """A ValueError naming the targets that the default cross-entropy cannot take (those of a
+    user's loss_fn are None here, that loss's to judge): class indices out of the model's range,
+    or neither class indices nor class probabilities for each of its outputs. The number of
+    outputs comes from a forward of two meta examples that records nothing."""
+    named_targets = {name: targets for name, targets in named_targets.items() if targets is not None}
+    if not named_targets:
+        return
+    # dropout's draws in that forward must not shift the caller's random stream
+    with torch.no_grad(), torch.random.fork_rng(devices=[meta_inputs.device] if meta_inputs.is_cuda else []):
+        classes = forward_on_scratch_buffers(eager(model), {}, meta_inputs[:2]).shape[-1]
+    for name, targets in named_targets.items():
+        if targets.dtype in CLASS_INDEX_DTYPES and targets.dim() == 1:
+            outside = targets[(targets < 0) | (targets >= classes)]
+            if len(outside):
+                raise ValueError(f"{name} holds class {int(outside[0])}, but the model has {classes} outputs: class "
+                                 f"indices must be in [0, {classes - 1}]")
+        elif targets.is_floating_point() and targets.dim() == 2:
+            if targets.shape[1] != classes:
+                raise ValueError(f"{name} holds {targets.shape[1]} class probabilities per example, but the model has "
+                                 f"{classes} outputs")
+        else:
+            raise ValueError(
+                f"{name} must be class indices (a 1-D torch.long tensor) or class probabilities (a float tensor, examples "
+                f"x classes) for the default cross-entropy, got a {targets.dim()}-D {targets.dtype} tensor; convert it, "
+                "or pass a loss_fn that takes it"
+            )

@@ -31,6 +31,13 @@ def torch_threads():
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path_factory, monkeypatch):
+    """The user's cache (dataset=folder's default `cache_dir`) in the tests' temporary folder, never
+    in the real home; one for the whole session, as a user has one."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "user_cache"))
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     """Compose conf/config.yaml with FAST settings, outputs under tmp_path, then `overrides`."""

@@ -9,7 +9,7 @@ from l2rw.errors import UserError
 from l2rw.training.checkpoint import Checkpoint
 from tests.helpers.command_line import run_cli
 from tests.helpers.configs import FAST
-from tests.helpers.run_objects import run_objects
+from tests.helpers.run_objects import EARLIER_CONFIG, run_objects
 
 
 def saved(run_dir, config_hash: str = "this") -> Checkpoint:
@@ -90,6 +90,7 @@ def test_a_checkpoint_of_another_configuration_is_refused_before_anything_is_wri
 
 # --- through the command line ------------------------------------------------------------
 
+# An earlier run's config.yaml, as far as the run dir check goes (l2rw.run.spec): the dir is a run's to resume
 def cli_refuses(tmp_path, *args: str) -> str:
     """Run `l2rw-train ARGS` that must stop with exit code 2 before anything of the run is
     written; return its one-line message."""
@@ -105,6 +106,7 @@ def cli_refuses(tmp_path, *args: str) -> str:
 @pytest.mark.slow
 def test_cli_names_a_damaged_checkpoint_instead_of_a_traceback(tmp_path):
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(EARLIER_CONFIG)
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"\x80\x04garbage")
     message = cli_refuses(tmp_path)
     assert f"{tmp_path / 'run' / 'checkpoint.pt'} cannot be read as a checkpoint" in message
@@ -117,7 +119,7 @@ def test_cli_refuses_a_checkpoint_of_another_configuration_before_overwriting_it
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     saved(run_dir, config_hash="other")
-    (run_dir / "config.yaml").write_text("lr: 0.5\n")
+    (run_dir / "config.yaml").write_text(EARLIER_CONFIG)
     message = cli_refuses(tmp_path)
     assert "belongs to another configuration (config_hash other" in message
-    assert (run_dir / "config.yaml").read_text() == "lr: 0.5\n"
+    assert (run_dir / "config.yaml").read_text() == EARLIER_CONFIG

@@ -320,7 +320,7 @@ def test_two_copies_of_one_folder_never_share_a_config_hash_or_cache_key(make_cf
 
 
 CLI_CASES = [
-    ("unreadable", ["dataset.workers=1"], "cannot decode image "),
+    ("unreadable", ["dataset.workers=1", "dataset.test_per_class=1"], "cannot decode image "),
     ("empty class folder", [], "holds no images"),
     ("label not in trusted", [], "is not one of trusted's classes"),
 ]

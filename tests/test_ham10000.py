@@ -14,6 +14,7 @@ from PIL import Image
 
 from l2rw.data import build_splits, images
 from l2rw.data.ham10000 import CLASSES, load_ham10000
+from l2rw.data.images import user_cache_dir
 from l2rw.errors import UserError
 from tests.helpers.command_line import run_cli
 from tests.helpers.configs import FAST
@@ -129,18 +130,34 @@ def test_cache_is_reused_and_rebuilt_after_a_file_changes(mini_ham, monkeypatch)
     assert row_of(again[1:2]) != row_of(first[1:2]) and torch.equal(again[2:], first[2:])
 
 
-@pytest.mark.parametrize("write", [
-    lambda path: path.write_bytes(b"not a cache\n" * 10),
-    lambda path: torch.save([1, 2], path),
-    lambda path: torch.save({"key": "stale", "images": torch.zeros(1)}, path),
-], ids=["garbage", "list", "stale"])
-def test_a_damaged_cache_is_rebuilt(mini_ham, write):
+def test_a_stale_cache_is_rebuilt(mini_ham):
     cache = mini_ham / "cache" / f"ham10000_{SIZE}px.pt"
     cache.parent.mkdir()
-    write(cache)
+    torch.save({"key": "stale", "images": torch.zeros(1)}, cache)
     images = load_ham10000(str(mini_ham), SIZE, str(cache.parent), workers=1).pool.images
     assert row_of(images) == list(range(len(metadata_rows())))
     assert torch.equal(torch.load(cache, weights_only=True)["images"], images)  # written anew
+
+
+@pytest.mark.parametrize("write", [
+    lambda path: path.write_bytes(b"not a cache\n" * 10),
+    lambda path: torch.save([1, 2], path),
+], ids=["garbage", "list"])
+def test_a_file_at_the_cache_path_that_l2rw_did_not_write_is_left_alone(mini_ham, write):
+    cache = mini_ham / "cache" / f"ham10000_{SIZE}px.pt"
+    cache.parent.mkdir()
+    write(cache)
+    before = cache.read_bytes()
+    with pytest.raises(UserError, match="is a file l2rw did not write as its image cache"):
+        load_ham10000(str(mini_ham), SIZE, str(cache.parent), workers=1)
+    assert cache.read_bytes() == before
+
+
+def test_the_cache_defaults_to_the_user_cache_not_the_dataset_folder(mini_ham):
+    before = sorted(mini_ham.rglob("*"))
+    load_ham10000(str(mini_ham), SIZE, workers=1)
+    assert sorted(mini_ham.rglob("*")) == before
+    assert (user_cache_dir("ham10000", mini_ham) / f"ham10000_{SIZE}px.pt").is_file()
 
 
 def test_process_pool_decodes_like_one_process(mini_ham, tmp_path):

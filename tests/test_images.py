@@ -1,11 +1,14 @@
-"""l2rw.data.images: the decoded-image cache is read as tensors only; a cache file that is not
-one (damaged, or crafted to run code when unpickled) is decoded again, never executed."""
+"""l2rw.data.images: the decoded-image cache is read as tensors only; a file at its path that is
+not one this tool wrote (damaged, or crafted to run code when unpickled) is never executed, and
+is refused rather than replaced."""
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
 from l2rw.data import images
+from l2rw.errors import UserError
 
 SIZE = 4
 
@@ -24,20 +27,22 @@ class RunsCodeWhenUnpickled:
         return leave_marker, (str(self.marker),)
 
 
-def test_a_cache_crafted_to_run_code_is_never_executed_and_is_rebuilt(tmp_path):
+def test_a_cache_crafted_to_run_code_is_never_executed_nor_replaced(tmp_path):
     paths = []
     for grey in (40, 200):
         paths.append(tmp_path / f"{grey}.png")
         Image.new("L", (7, 5), grey).save(paths[-1])
     decoding = images.Decoding(image_size=SIZE, channels="grey", cache_dir=tmp_path / "cache", cache_name="t", title="t", workers=1)
     decoded = images.cached_images(paths, [], tmp_path, decoding)
+    assert [int(image.float().mean()) for image in decoded.images] == [40, 200]
     marker = tmp_path / "unpickled"
-    # the right key, so that a loader unpickling arbitrary objects would take the cache as current
-    torch.save({"key": decoded.key, "images": RunsCodeWhenUnpickled(marker), "unreadable": {}}, decoding.cache_file)
+    # the right key and the mark, so that a loader unpickling arbitrary objects would take the cache as current
+    torch.save({"made_by": images.CACHE_MARK, "key": decoded.key, "images": RunsCodeWhenUnpickled(marker),
+                "unreadable": {}}, decoding.cache_file)
+    crafted = decoding.cache_file.read_bytes()
 
-    rebuilt = images.cached_images(paths, [], tmp_path, decoding)
+    with pytest.raises(UserError, match="is a file l2rw did not write as its image cache"):
+        images.cached_images(paths, [], tmp_path, decoding)
 
     assert not marker.exists()
-    assert torch.equal(rebuilt.images, decoded.images)
-    assert [int(image.float().mean()) for image in rebuilt.images] == [40, 200]
-    assert torch.equal(torch.load(decoding.cache_file, weights_only=True)["images"], decoded.images)  # the cache is whole again
+    assert decoding.cache_file.read_bytes() == crafted

@@ -104,7 +104,7 @@ class ScoringLauncher:
 @pytest.mark.parametrize("direction, best", [("minimize", min), ("maximize", max)])
 def test_the_direction_decides_which_trial_is_best(tmp_path, capsys, direction, best):
     cfg = compose_with_hydra("hydra/sweeper=optuna", f"hydra.sweeper.direction={direction}", "hydra.sweeper.n_trials=6",
-                             "hydra.sweeper.sampler=random", f"results_csv={tmp_path / 'results.csv'}")
+                             "hydra.sweeper.sampler=random", "dataset.val_per_class=5", f"results_csv={tmp_path / 'results.csv'}")
     chosen = instantiate(cfg.hydra.sweeper)
     chosen.config, chosen.launcher = cfg, ScoringLauncher()
     chosen.sweep(["lr=interval(0.01,1)"])
@@ -177,6 +177,14 @@ def test_a_resumed_study_does_not_replay_its_first_draws(kind):
     assert again == first[0].params["lr"]  # the same command asks the same trials
     study.sampler = make_sampler(optuna, kind, seed=0, trials_so_far=len(study.trials))
     assert study.ask(space).params["lr"] not in [trial.params["lr"] for trial in first]
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random"])
+def test_the_largest_seed_still_seeds_a_resumed_study(kind):
+    from hydra_plugins.l2rw_optuna_sweeper.sweeper import SEED_MAX, make_sampler
+
+    study = optuna.create_study(sampler=make_sampler(optuna, kind, seed=SEED_MAX, trials_so_far=3))
+    assert 0.01 <= study.ask({"lr": optuna.distributions.FloatDistribution(0.01, 1)}).params["lr"] <= 1
 
 
 @pytest.mark.slow

@@ -2,8 +2,15 @@
 before anything is trained or any file of theirs changes: one row per case.
 
 Extend it by adding a row: (arguments, expected exit code, a fragment of the message, files that
-must stay as they were). `{tmp}` in an argument is the test's folder. The command runs in this
+must stay as they were). `{tmp}` in an argument is the test's folder, the command's current folder,
+which holds USER_FILES (some named as a run's files are). The command runs in this
 process (as `l2rw-train` would, Hydra included), so a row costs about a second.
+
+Mistakes that need a setup of their own have their tables beside this one, one file per surface:
+test_refusals_folder.py (image folders and their cache), test_refusals_results.py (the results
+table, l2rw-select's and l2rw-report's --out, the run's CSVs), test_refusals_checkpoint.py (crafted
+checkpoints), test_refusals_tracking.py (MLflow stores, the Optuna sweeper) and
+test_refusals_run.py (a full disk, a second signal, the library call's arguments).
 """
 import contextlib
 import errno
@@ -22,11 +29,13 @@ from tests.helpers.command_line import l2rw_train
 
 A_FILE = "notes.txt"
 NOT_A_TABLE = b"method,lr\nsgd,0.1\n"
+# The user's files in `{tmp}`, the current folder of a CASES row: A_FILE, and some named as a run's files are
+USER_FILES = [A_FILE, "config.yaml", "metrics.csv", "theirs/metrics.csv", "their_config/config.yaml"]
 
 CASES = [
     (["lr=1e39"], 2, "lr=1e+39 is too large: it must fit a float32", []),
     (["lr=1e308"], 2, "lr=1e+308 is too large", []),
-    (["weight_decay=1e39"], 2, "weight_decay=1e+39 is too large", []),
+    (["weight_decay=1e39"], 2, "weight_decay=1e+39 must be a finite number >= 0 and <= 1", []),
     (["threads=1099511627776"], 2, "threads=1099511627776 must be a whole number in [1, 4096]", []),
     (["hardware.device=cpu:99"], 2, "hardware.device=cpu:99 names a CPU by number", []),
     (["imbalance='0.9'"], 2, "imbalance='0.9' must be a finite number", []),
@@ -53,12 +62,52 @@ CASES = [
     (["dataset=folder", "dataset.root={tmp}", f"dataset.manifest={A_FILE}"], 2, f"{A_FILE} lacks the column(s) path, label", [A_FILE]),
     (["dataset=folder", "dataset.root={tmp}", "dataset.group_column=patient"], 2, "dataset.group_column=patient needs a manifest", []),
     (["dataset=folder", "dataset.channels=cmyk"], 2, "dataset.channels=cmyk is unknown; use one of rgb, grey", []),
+    # a run or sweep dir that is the current folder, or under a file, or shared by two jobs
+    (["hydra.run.dir="], 2, "hydra.run.dir='' is the current folder", USER_FILES),
+    (["hydra.run.dir=."], 2, "hydra.run.dir=. is the current folder", USER_FILES),
+    (["hydra.run.dir={tmp}"], 2, "is the current folder", USER_FILES),
+    (["--multirun", "hydra.sweep.dir=", "seed=0,1"], 2, "hydra.sweep.dir='' is the current folder", USER_FILES),
+    (["--multirun", "hydra.sweep.dir={tmp}/sweep", "hydra.sweep.subdir=..", "seed=0,1"], 2,
+     "hydra.sweep.subdir=.. is the current folder", USER_FILES),
+    (["--multirun", "hydra.sweep.dir={tmp}/sweep", f"hydra.sweep.subdir=../{A_FILE}/job", "seed=0,1"], 2,
+     f"hydra.sweep.subdir=../{A_FILE}/job: cannot make this folder", USER_FILES),
+    (["--multirun", "hydra.sweep.dir={tmp}/sweep", "hydra.sweep.subdir=same", "seed=0,1"], 2,
+     "hydra.sweep.subdir=same gives jobs #0 and #1, which differ, the same dir", USER_FILES),
+    # a run dir holding files named as a run's that no run wrote
+    (["hydra.run.dir={tmp}/theirs"], 2, "theirs/metrics.csv is not an l2rw run's file", USER_FILES),
+    (["hydra.run.dir={tmp}/their_config"], 2, "their_config/config.yaml is not an l2rw run's file", USER_FILES),
+    # values that fit float32 but break the maths
+    (["method=mwnet", "method.variant=noise", "method.meta_lr=3e38"], 2,
+     "method.meta_lr=3e+38 must be a finite number > 0 and <= 1", []),
+    (["loss=gce", "loss.q=1e-50"], 2, "loss.q=1e-50 is too small for float32", []),
+    (["schedule=multistep", "lr_milestones=[1]", "lr_factors=[1e-50]"], 2, "lr_factors=[1e-50] is too small for float32", []),
+    (["loss=logit_adjusted", "loss.tau=3e38"], 2, "loss.tau=3e+38 must be a finite number >= 0 and <= 100", []),
+    (["loss=ldam", "loss.scale=3e38"], 2, "loss.scale=3e+38 must be a finite number > 0 and <= 1000", []),
+    (["loss=ldam", "loss.max_margin=3e38"], 2, "loss.max_margin=3e+38 must be a finite number > 0 and <= 100", []),
+    (["loss=focal", "loss.gamma=3e38"], 2, "loss.gamma=3e+38 must be a finite number >= 0 and <= 100", []),
+    (["weight_decay=3e38"], 2, "weight_decay=3e+38 must be a finite number >= 0 and <= 1", []),
+    (["posthoc_tau=3e38"], 2, "posthoc_tau=3e+38 must be a finite number >= 0 and <= 100", []),
+    # too big to build, and a `_target_` that builds something else
+    (["method=mwnet", "method.hidden=100000000000"], 2,
+     "method=mwnet does not fit in memory: one of its tensors asked for 400.0 GB; make method.hidden=100000000000", []),
+    (["method._target_=builtins.print"], 2, "method._target_=builtins.print does not build a method", []),
+    (["dataset.source._target_=os.getcwd"], 2, "dataset.source._target_=os.getcwd does not build a dataset's images", []),
+    (["model._target_=l2rw.losses.ce.CrossEntropy"], 2, "model._target_=l2rw.losses.ce.CrossEntropy does not build a model", []),
+    (["loss._target_=l2rw.methods.base.Method"], 2, "loss._target_=l2rw.methods.base.Method does not build a loss", []),
 ]
 
 
+def write_user_files(folder: pathlib.Path) -> dict[str, bytes]:
+    for name in USER_FILES:
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes(NOT_A_TABLE)
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
 @pytest.mark.parametrize("args, code, fragment, unchanged", CASES, ids=[" ".join(case[0])[:60] for case in CASES])
-def test_a_mistake_is_one_line_and_exit_code_2_before_anything_is_written(tmp_path, args, code, fragment, unchanged):
-    (tmp_path / A_FILE).write_bytes(NOT_A_TABLE)
+def test_a_mistake_is_one_line_and_exit_code_2_before_anything_is_written(tmp_path, monkeypatch, args, code, fragment, unchanged):
+    monkeypatch.chdir(tmp_path)
+    before = write_user_files(tmp_path)
     results = tmp_path / "results.csv"
     defaults = ["progress=false", "steps=2", f"results_csv={results}", f"hydra.run.dir={tmp_path / 'run'}"]
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
@@ -68,9 +117,11 @@ def test_a_mistake_is_one_line_and_exit_code_2_before_anything_is_written(tmp_pa
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], stderr
     assert not results.exists() and not (tmp_path / "run" / "metrics.csv").exists()
+    assert not (tmp_path / "run" / "config.yaml").exists() and not (tmp_path / "sweep").exists()
+    assert not (tmp_path / ".hydra").exists()  # Hydra's own files never land in the current folder
     for name in unchanged:
-        assert (tmp_path / name).read_bytes() == NOT_A_TABLE
-        assert not (tmp_path / f"{name}.lock").exists()  # nothing left beside a file of the user's
+        assert (tmp_path / name).read_bytes() == before[name], name
+        assert not pathlib.Path(f"{tmp_path / name}.lock").exists()  # nothing left beside a file of the user's
 
 
 # A command line Hydra cannot compose (l2rw.run.compose_errors), for l2rw-train and l2rw-plan: a row

@@ -210,9 +210,9 @@ def test_a_symlink_loop_is_refused(tmp_path):
 def test_the_temporary_file_of_a_killed_rewrite_is_removed_by_the_next_write(tmp_path):
     path = tmp_path / "results.csv"
     path.write_text(HEADER)
-    killed = tmp_path / "results.csv.4194304.tmp"  # what a rewrite killed before its rename leaves
+    killed = tmp_path / "results.csv.l2rw-4194304.tmp"  # what a rewrite killed before its rename leaves (no pid is that high)
     killed.write_text(HEADER + "half a row")
-    others = [tmp_path / "results.csv.notes.tmp", tmp_path / "other.csv.4194304.tmp"]
+    others = [tmp_path / "results.csv.notes.tmp", tmp_path / "other.csv.l2rw-4194304.tmp"]
     for other in others:
         other.write_text("not ours")
     append_row(path, row("a"))

@@ -141,7 +141,7 @@ def test_out_never_overwrites_the_results_or_a_file_it_did_not_write(results, tm
         (results, f"--out {results} is the results CSV being read"),
         (link, f"--out {link} is the results CSV being read"),
         (notes, f"--out {notes} exists and is not a table l2rw-select wrote"),
-        (tmp_path / "folder", f"--out {tmp_path / 'folder'} exists and is not a table l2rw-select wrote"),
+        (tmp_path / "folder", f"--out {tmp_path / 'folder'} is not a regular file"),
         (notes / "chosen.csv", f"--out {notes / 'chosen.csv'}: cannot write this file ({notes} is not a folder)"),
     ]:
         with pytest.raises(SystemExit) as exit_:

@@ -17,7 +17,7 @@ from l2rw.training.state import LoopState
 from tests.helpers.cifar_files import dump, write_mini_cifar
 from tests.helpers.command_line import l2rw_train
 from tests.helpers.configs import compose_config
-from tests.helpers.run_objects import run_objects
+from tests.helpers.run_objects import EARLIER_CONFIG, run_objects, run_splits
 
 
 class Payload:
@@ -73,7 +73,6 @@ def test_a_saved_run_round_trips_with_its_random_states(tmp_path):
     random.seed(2), np.random.seed(2), torch.manual_seed(2)
     checkpoint.load()
     model, optimizer, scheduler, method = run_objects()
-    checkpoint.check_fits(model, optimizer, scheduler)
     assert checkpoint.restore(model, optimizer, scheduler, method) == loop
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
 
@@ -151,10 +150,10 @@ def momentum_buffers(state, shape) -> None:
 def test_tensors_that_do_not_fit_the_run_are_refused_before_anything_is_loaded(tmp_path, change, problem):
     checkpoint = saved(tmp_path)
     rewrite(checkpoint.path, change)
-    model, optimizer, scheduler, _ = run_objects()
+    model, optimizer, scheduler, method = run_objects()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     with pytest.raises(UserError) as error:
-        checkpoint.check_fits(model, optimizer, scheduler)
+        checkpoint.check_fits(model, optimizer, scheduler, method, run_splits())
     assert one_line(error) == f"{checkpoint.path} does not fit this run's {problem}; delete it to start the run over"
     assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
 
@@ -185,12 +184,12 @@ def test_the_command_line_refuses_a_crafted_checkpoint_before_it_rewrites_config
     cfg = compose_config(*args)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.yaml").write_text("lr: 0.5\n")
+    (run_dir / "config.yaml").write_text(EARLIER_CONFIG)
     checkpoint = Checkpoint(run_dir, 0, config_hash(cfg))
     checkpoint.save(*run_objects(), loop)
     exit_code, stderr = l2rw_train(*args, f"hydra.run.dir={run_dir}")
     assert exit_code == 2 and stderr == f"error: {checkpoint.path} {problem}; delete it to start the run over\n"
-    assert (run_dir / "config.yaml").read_text() == "lr: 0.5\n"
+    assert (run_dir / "config.yaml").read_text() == EARLIER_CONFIG
     assert not (tmp_path / "results.csv").exists() and not (run_dir / "metrics.csv").exists()
 
 

@@ -73,6 +73,16 @@ def test_example_weights_are_the_means_of_the_weights_each_example_got(tmp_path)
     ]
 
 
+
+def test_example_weights_csv_keeps_its_columns_whatever_the_class_names_hold(tmp_path):
+    names = ['a,b', 'say "hi"', "two\nlines"]
+    stats = WeightStats(torch.tensor([0, 1, 2]), torch.tensor([False, False, True]), names)
+    stats.add(torch.tensor([0, 1]), torch.tensor([0.5, 0.5]))
+    stats.write_examples(tmp_path / "w.csv")
+    table = pd.read_csv(tmp_path / "w.csv")
+    assert table["class"].tolist() == names and table.corrupted.tolist() == [0, 0, 1]
+    assert table.steps_seen.tolist() == [1, 1, 0] and table.mean_weight.tolist()[:2] == [1, 1]
+
 @pytest.mark.slow
 def test_a_runs_example_weights_csv_holds_every_example_and_the_weights_its_steps_used(make_cfg, tmp_path):
     row = train(make_cfg("method=l2rw", "imbalance=0.5", "noise.kind=uniform", "noise.rate=0.3", "steps=30"), tmp_path / "run")

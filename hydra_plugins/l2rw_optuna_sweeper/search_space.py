@@ -29,7 +29,23 @@ def parse(arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
     return space, fixed
 
 
+def fixed_value(fixed: list[str], key: str, default: Any) -> Any:
+    """The value the last of the `fixed` overrides sets `key` to, else `default`."""
+    values = [override.value() for override in OverridesParser.create().parse_overrides(fixed) if override.key_or_group == key]
+    return values[-1] if values else default
+
+
 def distribution(override: Override):
+    """The override's sweep as an Optuna distribution; one Optuna cannot sample from (an empty
+    range, bounds the wrong way round, a log scale reaching 0) is refused by its key."""
+    try:
+        return optuna_distribution(override)
+    except ValueError as error:
+        raise UserError(f"{override.input_line} is not a space Optuna can sample ({str(error).rstrip('.')}); "
+                        "e.g. interval(0.01,1), tag(log,interval(0.01,1)) or choice(0,0.9)") from None
+
+
+def optuna_distribution(override: Override):
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     sweep, key = override.value(), override.get_key_element()

@@ -5,7 +5,8 @@ import math
 from dataclasses import dataclass, field, replace
 
 import torch
-from omegaconf import DictConfig
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
 
 from l2rw.data.noise import apply_label_noise
 from l2rw.errors import UserError
@@ -275,7 +276,9 @@ def build_splits(cfg: DictConfig) -> Splits:
     the baselines the data L2RW sees. `planned_train_counts` works out the training set's size
     with the same arithmetic, without the images."""
     data_cfg = cfg.dataset
+    _check_counts_before_loading(cfg)
     source = _select_classes(build(data_cfg.source), data_cfg.classes)
+    _check_every_class_in_brought_sets(source)
     pool = PoolCounts.of(source)
     k = len(source.class_names)
     generator = torch.Generator().manual_seed(int(cfg.seed))
@@ -319,6 +322,32 @@ def build_splits(cfg: DictConfig) -> Splits:
         provenance=source.provenance,
         skipped_files=source.skipped_files,
     )
+
+
+def _check_counts_before_loading(cfg: DictConfig) -> None:
+    """Refuse the hold-outs and profile `cfg` asks of the pool before the images are loaded, when the
+    loader can count them without decoding (a `pool_counts` beside it, as dataset=folder has): a
+    refusal then comes before an image cache is built. Images that turn out unreadable are counted
+    too, so what passes here may still be refused by `build_splits`, never the other way round."""
+    options = OmegaConf.to_container(cfg.dataset.source, resolve=True)
+    counts = getattr(get_object(options.pop("_target_")), "pool_counts", None)
+    if counts is not None:
+        planned_train_counts(cfg, counts(**options))
+
+
+def _check_every_class_in_brought_sets(source: Source) -> None:
+    """A meta, validation or test set the dataset brings must hold every class: without one, the
+    meta set never shows it, or the balanced accuracy averages over fewer classes. Files left out
+    as unreadable (`dataset.skip_unreadable`) can leave a class without any."""
+    for name, part in (("trusted (meta)", source.meta), ("validation", source.val), ("test", source.test)):
+        if part is None:
+            continue
+        sizes = torch.bincount(part.labels.cpu(), minlength=len(source.class_names))
+        if (sizes == 0).any():
+            missing = source.class_names[int(torch.nonzero(sizes == 0)[0])]
+            cause = " left once the unreadable files were skipped" if source.skipped_files else ""
+            raise UserError(f"class {missing!r} has no {name} images{cause}; every class needs at least one there: "
+                            f"add readable {name} images of {missing!r}, or leave the class out")
 
 
 def _step_profile(cfg: DictConfig, available: list[int]) -> list[int]:

@@ -10,7 +10,7 @@ class Focal:
 
     def __init__(
         self, class_counts: torch.Tensor,
-        gamma: number(ge=0, note=" (0: cross-entropy; Lin et al. use 2)",
+        gamma: number(ge=0, le=100, note=" (0: cross-entropy; Lin et al. use 2)",
                       doc="the focusing exponent: the larger, the less an example the model already gets right counts") = 2.0,
     ):
         self.gamma = gamma

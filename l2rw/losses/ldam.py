@@ -12,9 +12,9 @@ class LDAM:
 
     def __init__(
         self, class_counts: torch.Tensor,
-        max_margin: number(gt=0, note=" (the rarest class's margin; Cao et al. use 0.5)",
+        max_margin: number(gt=0, le=100, note=" (the rarest class's margin; Cao et al. use 0.5)",
                            doc="the largest margin m_c, which the others are scaled with") = 0.5,
-        scale: number(gt=0, note=" (logit scale; Cao et al. use 30 on cosine logits)",
+        scale: number(gt=0, le=1000, note=" (logit scale; Cao et al. use 30 on cosine logits)",
                       doc="s, the factor on the shifted logits; about 1 suits plain logits (`model.normed_head=false`)") = 30.0,
     ):
         margins = class_counts.double().clamp(min=1).pow(-0.25)

@@ -12,7 +12,7 @@ class LogitAdjusted:
 
     def __init__(
         self, class_counts: torch.Tensor,
-        tau: number(ge=0, note=" (0: cross-entropy; Menon et al. use 1)",
+        tau: number(ge=0, le=100, note=" (0: cross-entropy; Menon et al. use 1)",
                     doc="the factor on the log class prior added to the training logits") = 1.0,
     ):
         self.adjustment = tau * class_prior(class_counts).log()

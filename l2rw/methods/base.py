@@ -68,12 +68,18 @@ class Method:
         return {"generator": self.generator.get_state(), "epoch_rest": self.epoch_rest}
 
     def load_state_dict(self, state: dict) -> None:
-        """Call after `setup`, before `batches`."""
-        rest = state["epoch_rest"]
+        """Call after `setup`, before `batches`. Raises ValueError, saying why, for a state that is not
+        one this method, set up so, keeps (a crafted or damaged checkpoint's)."""
+        ours = self.state_dict()
+        if not isinstance(state, dict) or state.keys() != ours.keys():
+            raise ValueError(f"its state does not hold {', '.join(ours)}")
+        generator, rest = state["generator"], state["epoch_rest"]
+        if not (isinstance(generator, torch.Tensor) and generator.dtype == torch.uint8 and generator.shape == ours["generator"].shape):
+            raise ValueError("its generator state is not a torch generator's")
         if not (isinstance(rest, torch.Tensor) and rest.dtype == torch.int64 and rest.dim() == 1
                 and len(rest) <= self.num_train and bool(((rest >= 0) & (rest < self.num_train)).all())):
             raise ValueError(f"its place in the epoch is not a list of training image indices below {self.num_train}")
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(generator)
         self.epoch_rest = rest
 
     def step_loss(
@@ -83,6 +89,14 @@ class Method:
         losses = self.loss_fn(model(x), y)
         weights = torch.full_like(losses, 1.0 / len(losses)).detach()
         return StepLoss((weights * losses).sum(), weights)
+
+
+def step_count(state: dict) -> int:
+    """The saved `steps_taken` of a method that counts its steps; ValueError when it is no count."""
+    steps_taken = state["steps_taken"]
+    if not (type(steps_taken) is int and steps_taken >= 0):
+        raise ValueError(f"its steps_taken {steps_taken!r} is not a count of steps")
+    return steps_taken
 
 
 # Every method that draws meta batches takes this option

@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from l2rw.data import LabeledImages
-from l2rw.methods.base import Method, StepLoss
+from l2rw.methods.base import Method, StepLoss, step_count
 from l2rw.run.options import choice, either, number, optional
 
 
@@ -61,7 +61,7 @@ class ClassBalanced(Method):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.steps_taken = state["steps_taken"]
+        self.steps_taken = step_count(state)
 
     def step_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, lr: float

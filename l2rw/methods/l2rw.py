@@ -4,7 +4,7 @@ from torch import nn
 from l2rw import reweight
 from l2rw.data import LabeledImages
 from l2rw.losses import cross_entropy
-from l2rw.methods.base import META_BATCH_SIZE, MetaMethod, StepLoss
+from l2rw.methods.base import META_BATCH_SIZE, MetaMethod, StepLoss, step_count
 from l2rw.run.options import choice, number, whole
 
 
@@ -57,7 +57,7 @@ class L2RW(MetaMethod):
         if not (isinstance(memory, torch.Tensor) and memory.shape == self.memory.shape and memory.is_floating_point()):
             raise ValueError(f"its smoothed weights are not {len(self.memory)} numbers, one per training image")
         self.memory = memory.to(self.memory.device)
-        self.steps_taken = state["steps_taken"]
+        self.steps_taken = step_count(state)
 
     def step_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, lr: float

@@ -39,6 +39,7 @@ from l2rw.losses import LossFunction, cross_entropy
 from l2rw.methods.base import META_BATCH_SIZE, MetaMethod, StepLoss
 from l2rw.reweight import forward_on_scratch_buffers, trainable_parameters
 from l2rw.run.options import choice, number, optional, whole
+from l2rw.training.optimization import optimizer_problem
 
 
 class WeightNet(nn.Module):
@@ -152,7 +153,7 @@ class MetaWeightNet(MetaMethod):
                                        "`imbalance`: meta-weight-net-class-imbalance.py; `noise`: MW-Net.py; `hybrid`: "
                                        "neither (Adam and a detached loss, weights summing to 1). The default follows "
                                        "`noise.kind`: `noise` under label noise, else `imbalance`"),
-        meta_lr: optional(number(gt=0, note=" (the weight net's learning rate)"),
+        meta_lr: optional(number(gt=0, le=1, note=" (the weight net's learning rate)"),
                           "for the variant's released one: 1e-5 for imbalance, 1e-3 for noise and hybrid",
                           doc="the step size of the variant's optimizer for the weight net (SGD for imbalance, Adam "
                               "otherwise)") = None,
@@ -180,7 +181,15 @@ class MetaWeightNet(MetaMethod):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.weight_net.load_state_dict(state["weight_net"])
+        weights, ours = state["weight_net"], self.weight_net.state_dict()
+        if not (isinstance(weights, dict) and weights.keys() == ours.keys() and all(
+            isinstance(weights[name], torch.Tensor) and weights[name].shape == tensor.shape and weights[name].dtype == tensor.dtype
+            for name, tensor in ours.items()
+        )):
+            raise ValueError(f"its weight net is not Linear(1, {self.hidden}), ReLU, Linear({self.hidden}, 1), sigmoid")
+        if problem := optimizer_problem(state["optimizer"], self.optimizer):
+            raise ValueError(f"its weight net's optimizer does not fit: {problem}")
+        self.weight_net.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
 
     def step_loss(

@@ -12,6 +12,7 @@ accuracy is not a number, or whose file is empty or damaged, is left out with a 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import textwrap
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from l2rw.errors import UserError
+from l2rw.file_io import check_replaceable, remove_written, write_replacing
 from l2rw.methods import learns_example_weights
 from l2rw.results.read import (
     Summary,
@@ -45,6 +47,9 @@ WEIGHT_CURVES = "weights_clean_vs_noisy.png"
 HISTOGRAM = "example_weights_histogram.png"
 HISTOGRAM_BINS = 30
 LEARNING_CURVES = "learning_curves.png"
+REPORT = "report.md"
+# Every file a report writes into its folder, or removes there when it has nothing to draw
+REPORT_FILES = (REPORT, *(f"balanced_accuracy_vs_{x}.png" for x in AXES), LEARNING_CURVES, WEIGHT_CURVES, HISTOGRAM)
 
 
 def markdown_report(source: Path, summary: Summary) -> str:
@@ -274,8 +279,10 @@ def wrapped(title: str) -> str:
 
 def save(figure, path: Path) -> None:
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=120)
     plt.close(figure)
+    write_replacing(path, png.getvalue())
 
 
 def write_report(results: Path, out: Path) -> list[Path]:
@@ -284,12 +291,14 @@ def write_report(results: Path, out: Path) -> list[Path]:
     if summary.not_numbers:
         note(f"{results}: {len(summary.not_numbers)} row(s) with status ok have an accuracy or balanced_accuracy "
              f"that is not a number ({', '.join(summary.not_numbers)}); they are left out of the report")
+    for name in REPORT_FILES:  # all of them before any is written: a refusal leaves the folder as it was
+        check_replaceable(out / name, f"--out {out}: {name}", "a file l2rw-report wrote")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"--out {out}: cannot make this folder ({error.strerror}); choose another path") from None
-    written = [out / "report.md"]
-    written[0].write_text(markdown_report(results, summary))
+    written = [out / REPORT]
+    write_replacing(written[0], markdown_report(results, summary).encode())
     for x in AXES:
         path = out / f"balanced_accuracy_vs_{x}.png"
         if plot_against(summary.means, summary.settings, x, path):
@@ -312,7 +321,7 @@ def write_report(results: Path, out: Path) -> list[Path]:
 
 def skip(plot: Path, reason: str) -> None:
     """Say why `plot` is not drawn, and remove an earlier report's copy, which would pass for this one's."""
-    plot.unlink(missing_ok=True)
+    remove_written(plot)
     note(f"{reason}; skipped {plot.name}")
 
 

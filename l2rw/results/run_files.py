@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from l2rw.file_io import write_csv
 from l2rw.results.confusion_plot import save_confusion_png
 from l2rw.training.evaluation import Evaluation
 
@@ -33,14 +34,13 @@ def write_skipped_images(run_dir: Path, skipped: list[str]) -> None:
 
 
 def write_confusion(path: Path, confusion: torch.Tensor, class_names: list[str]) -> None:
-    lines = ["true\\predicted," + ",".join(class_names)]
-    lines += [f"{name}," + ",".join(map(str, row)) for name, row in zip(class_names, confusion.tolist())]
-    path.write_text("\n".join(lines) + "\n")
+    rows = [[name, *row] for name, row in zip(class_names, confusion.tolist())]
+    write_csv(path, ["true\\predicted", *class_names], rows)
 
 
 def write_per_class_recall(path: Path, evaluation: Evaluation, class_names: list[str]) -> None:
     """Test images and recall per class; balanced accuracy is the mean recall over classes with images."""
     support = evaluation.confusion.sum(1).tolist()
-    lines = ["class,support,recall"]
-    lines += [f"{name},{n},{r:.6f}" for name, n, r in zip(class_names, support, evaluation.per_class_recall)]
-    path.write_text("\n".join(lines) + "\n")
+    rows = [[name, n, f"{r:.6f}"] for name, n, r in zip(class_names, support, evaluation.per_class_recall)]
+    write_csv(path, ["class", "support", "recall"], rows)
+

@@ -14,7 +14,6 @@ balanced accuracy is only reported for the winner: the test set never takes part
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from l2rw.errors import UserError
+from l2rw.file_io import check_replaceable, write_replacing
 from l2rw.results.read import (
     config_columns,
     finished_runs,
@@ -32,12 +32,11 @@ from l2rw.results.read import (
     setting_label,
     summarise,
 )
-from l2rw.results.table import HEADER_BYTES
 
 DEFAULT_TUNED = ("lr", "momentum", "weight_decay")
 DEFAULT_METRIC = "val_balanced_accuracy"
 TEST_METRIC = "balanced_accuracy"
-# Every table this tool writes ends with these columns: an existing --out without them is not ours.
+# Every table this tool writes ends with these columns.
 LAST_COLUMNS = (f"{TEST_METRIC}_mean", f"{TEST_METRIC}_std", "seeds", "candidates")
 
 
@@ -138,26 +137,13 @@ def markdown_table(chosen: pd.DataFrame, metric: str) -> str:
 
 
 def check_out(out: Path, results: Path) -> None:
-    """Refuse an --out whose writing would lose data: the results read, or an existing file that
-    is not a table this tool wrote (rerunning may replace one of those)."""
+    """Refuse an --out whose writing would lose data: the results read, or anything but a table
+    this tool wrote there (rerunning may replace one of those, unless it was edited since)."""
     if out.exists() and results.exists() and out.samefile(results):
         raise UserError(f"--out {out} is the results CSV being read; choose another path")
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: cannot write this file ({out.parent} is not a folder); choose another path")
-    if out.exists() and not is_selection_table(out):
-        raise UserError(
-            f"--out {out} exists and is not a table l2rw-select wrote; choose another path, or move that file away"
-        )
-
-
-def is_selection_table(path: Path) -> bool:
-    """Whether the first line of `path` is the header of a table this tool writes."""
-    try:
-        with open(path, newline="", encoding="utf-8") as file:
-            header = next(csv.reader([file.readline(HEADER_BYTES)]), [])
-    except (OSError, UnicodeDecodeError, csv.Error):  # a folder, unreadable, binary
-        return False
-    return tuple(header[-len(LAST_COLUMNS):]) == LAST_COLUMNS
+    check_replaceable(out, f"--out {out}", "a table l2rw-select wrote")
 
 
 def column_list(text: str) -> list[str]:
@@ -180,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         chosen = select(args.results, args.tuned, args.metric)
         if args.out:
             try:
-                chosen.to_csv(args.out, index=False)
+                write_replacing(args.out, chosen.to_csv(index=False).encode())
             except OSError as error:
                 reason = error.strerror or error
                 raise UserError(f"--out {args.out}: cannot write this file ({reason}); choose another path") from None

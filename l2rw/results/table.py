@@ -10,9 +10,10 @@ through: the link stays.
 from __future__ import annotations
 
 import csv
-import glob
+import errno
 import io
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from l2rw.errors import UserError
-from l2rw.file_io import atomic_path
+from l2rw.file_io import atomic_path, remove_killed_temporaries
 
 # Every table this tool writes has these columns; a file without them is not one of its tables.
 IDENTITY_COLUMNS = ("run_id", "config_hash", "status")
@@ -45,17 +46,21 @@ class Table:
 
 def results_path(results_csv: str | Path) -> Path:
     """`results_csv` as every reader and writer takes it: `~` expanded, relative to the folder the
-    command started in. A symlink stays one: the table follows it itself (`_table_path`)."""
-    return Path(results_csv).expanduser()
+    command started in. A symlink stays one: the table follows it itself (`_table_path`). A path
+    that pathlib cannot expand, resolve or even look at is refused here, before any caller tries."""
+    try:
+        path = Path(results_csv).expanduser()
+    except RuntimeError:  # ~name of no user
+        raise UserError(f"results_csv={results_csv}: cannot expand its ~ (no such user); give the folder in full") from None
+    _table_path(path)
+    return path
 
 
 def check_results_csv(results_csv: str | Path) -> None:
     """Refuse, before training, a results_csv the run's row could not be appended to: a folder, a
     path whose folder cannot be made, anything but a regular file, a file that cannot be written
-    or locked, one that is not an l2rw results table, or a path too long to make."""
-    if len(str(results_csv)) >= 4096 or any(len(part.encode()) > 255 for part in Path(results_csv).parts):
-        raise UserError(f"results_csv={str(results_csv)[:60]}...: the path is too long (at most 255 bytes a name, "
-                        "4,095 in all); choose a shorter one")
+    or locked, one that is not an l2rw results table (or whose header repeats a column), a path too
+    long to make, and a `<results>.malformed` that is not a regular file."""
     results_csv = _table_path(results_csv)
     if results_csv.is_dir():
         raise UserError(f"results_csv={results_csv} is a directory; give a file path, e.g. {results_csv / 'results.csv'}")
@@ -65,6 +70,7 @@ def check_results_csv(results_csv: str | Path) -> None:
         raise UserError(f"results_csv={results_csv}: cannot create its folder ({error.strerror}); choose another path") from None
     if results_csv.exists() and not os.access(results_csv, os.W_OK) or not os.access(results_csv.parent, os.W_OK):
         raise UserError(f"results_csv={results_csv} is not writable; choose another path")
+    _check_side_file(results_csv)
     with _locked(results_csv, timeout=LOCK_SECONDS):
         pass  # locking is the check: it refuses a file that is not a table, and a lock it cannot take
 
@@ -77,7 +83,7 @@ def append_row(path: str | Path, row: dict) -> None:
     path = _table_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
-        _remove_killed_rewrites(path)
+        remove_killed_temporaries(path)  # of rewrites killed before their rename
         table = _read_table(path)
         try:
             if table is not None and not table.malformed and table.ends_with_newline and set(row) <= set(table.header):
@@ -105,6 +111,7 @@ def finished_row(path: str | Path, config_hash: str) -> dict[str, str] | None:
 def _table_path(results_csv: str | Path) -> Path:
     """`results_csv`, or the file its symlink points to: a rewrite replaces the file it writes, which
     must be the target, not the link; and writers through the link and the target share one lock."""
+    _refuse_too_long(results_csv)
     path = Path(results_csv)
     if not path.is_symlink():
         return path
@@ -115,6 +122,13 @@ def _table_path(results_csv: str | Path) -> Path:
     if target.is_symlink():  # a loop (from Python 3.13 on, resolve returns one of its links)
         raise UserError(f"results_csv={path} is a symlink loop; remove it, or point it at a file")
     return target
+
+
+def _refuse_too_long(results_csv: str | Path) -> None:
+    """Such a path cannot be made, and looking at it (`is_symlink`, `exists`) raises."""
+    if len(str(results_csv)) >= 4096 or any(len(part.encode()) > 255 for part in Path(results_csv).parts):
+        raise UserError(f"results_csv={str(results_csv)[:60]}...: the path is too long (at most 255 bytes a name, "
+                        "4,095 in all); choose a shorter one")
 
 
 @contextmanager
@@ -166,6 +180,12 @@ def _read_header(path: Path) -> list[str] | None:
         raise UserError(
             f"results_csv={path} is not an l2rw results table (its first line does not name the columns "
             f"{', '.join(IDENTITY_COLUMNS)}); give another path, or move that file away"
+        )
+    repeated = next((column for index, column in enumerate(header) if column in header[:index]), None)
+    if repeated is not None:  # a row keeps one value per column name: rewriting it would drop the other
+        raise UserError(
+            f"results_csv={path}: its header names the column {repeated!r} more than once (an edit?); "
+            "rename or remove one of them, then rerun"
         )
     return header
 
@@ -254,17 +274,33 @@ def _rewrite(path: Path, table: Table | None, row: dict) -> None:
         temporary.write_text(text, newline="", **TEXT)
 
 
-def _remove_killed_rewrites(path: Path) -> None:
-    """Delete the `<table>.<pid>.tmp` files of rewrites that were killed: rewrites run under the
-    table's lock, so while it is held no such file is a live one's (whichever host it ran on)."""
-    for leftover in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
-        if leftover.name[len(path.name) + 1 : -len(".tmp")].isdigit():
-            leftover.unlink(missing_ok=True)
+def _side_file(path: Path) -> Path:
+    return path.with_name(f"{path.name}.malformed")
+
+
+def _check_side_file(path: Path) -> None:
+    """Refuse a `<table>.malformed` that the table's malformed records cannot be appended to safely:
+    through a symlink they would land in another file; a pipe or device would block or swallow them."""
+    side = _side_file(path)
+    try:
+        mode = side.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise UserError(
+            f"results_csv={path}: {side}, where malformed records of the table are kept, is not a regular file "
+            "(a symlink, directory, device or pipe); move it away"
+        )
 
 
 def _set_aside(path: Path, records: list[str]) -> None:
-    side = path.with_name(f"{path.name}.malformed")
-    with open(side, "a", newline="", **TEXT) as file:
+    _check_side_file(path)
+    side = _side_file(path)
+    # and should it be swapped for a link or a pipe after the check: refused, never followed, never blocked on
+    descriptor = os.open(side, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    with open(descriptor, "a", newline="", **TEXT) as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, f"{side} is not a regular file")
         file.writelines(record if record.endswith(NEWLINES) else record + "\n" for record in records)
         file.flush()
         os.fsync(file.fileno())

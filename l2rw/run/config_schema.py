@@ -8,6 +8,7 @@ number of classes, a count against the images a class has) is checked where the 
 import copy
 import inspect
 import typing
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,29 @@ import yaml
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from torch import nn
 
 from l2rw.data.noise import NOISE_KINDS
-from l2rw.data.splits import PROFILES
+from l2rw.data.splits import PROFILES, Source
 from l2rw.errors import UserError
+from l2rw.methods.base import Method
 from l2rw.run import CONFIG_DIR
 from l2rw.run.identity import read_values
-from l2rw.run.options import CLASS, FLOAT32_MAX, choice, description, filesystem_path, flag, list_of, number, optional, text, whole
+from l2rw.run.options import (
+    CLASS,
+    FLOAT32_MAX,
+    FLOAT32_SMALLEST_NORMAL,
+    choice,
+    description,
+    filesystem_path,
+    flag,
+    list_of,
+    number,
+    optional,
+    text,
+    whole,
+)
+from l2rw.tracking.loggers import RunLogger
 
 SCHEDULES = ("constant", "cosine", "step", "multistep")
 AMP_CHOICES = ("bf16",)  # besides null; l2rw.run.hardware.AMP_DTYPES maps each to its dtype
@@ -31,6 +48,15 @@ SEED_MAX = 2**63 - 1  # torch.manual_seed takes it, and every CSV reader keeps i
 RUNTIME_ARGUMENTS = ("image_shape", "num_classes", "class_counts")
 # Groups whose choice is a class or function selected by `_target_` (the dataset's: `source._target_`)
 BUILT_GROUPS = {"model": "_target_", "method": "_target_", "loss": "_target_", "dataset": "source._target_"}
+# What the `_target_` of each group (the dataset's: source._target_; a logger's: logger.<name>._target_)
+# must build, and that in words
+BUILT_KINDS = {
+    "model": (nn.Module, "a model (a torch.nn.Module)"),
+    "method": (Method, "a method (a subclass of l2rw.methods.base.Method)"),
+    "loss": (Callable, "a loss (an object called as loss(outputs, targets))"),
+    "dataset": (Source, "a dataset's images (l2rw.data.Source, as l2rw.data.digits.load_digits returns)"),
+    "logger": (RunLogger, "a logger (a subclass of l2rw.tracking.RunLogger)"),
+}
 
 
 class Options(BaseModel):
@@ -74,7 +100,9 @@ class TopLevel(Options):
     lr: number(gt=0, doc="SGD's learning rate, also the rate of l2rw's and mwnet's look-ahead step")
     momentum: number(ge=0, lt=1, note=" (0: none)", doc="SGD's momentum")
     nesterov: flag(doc="Nesterov momentum")
-    weight_decay: number(ge=0, note=" (0: none)", doc="L2 penalty on every parameter (SGD's weight_decay)")
+    weight_decay: number(ge=0, le=1, note=" (0: none)",
+                         doc="L2 penalty on every parameter (SGD's weight_decay); above 1 a step at lr 1 would shrink "
+                             "each weight past zero")
     schedule: choice(*SCHEDULES, doc="the lr schedule: `constant`; `cosine`: to 0 over the run; `step`: x0.1 at 50% and "
                                      "75% of the steps; `multistep`: lr x `lr_factors[i]` from epoch `lr_milestones[i]` on")
     warmup_epochs: whole(0, note=" (0: no warm-up)",
@@ -89,7 +117,7 @@ class TopLevel(Options):
     eval_every: whole(1, doc="steps between evaluations on the test (and validation) set, and one at the end; with a "
                              "validation split the row's `best_*` columns hold the test scores of the evaluation with "
                              "the highest validation balanced accuracy")
-    posthoc_tau: number(ge=0, note=" (0: plain argmax)",
+    posthoc_tau: number(ge=0, le=100, note=" (0: plain argmax; Menon et al. use 1)",
                         doc="post-hoc logit adjustment: evaluations predict argmax(logits - posthoc_tau * log prior), "
                             "the prior being the one the run trained on, each class's share of the example weights with "
                             "every step counted by its lr")
@@ -215,6 +243,10 @@ def constructor_options(target: str, group: str) -> type[Options]:
         built = get_object(target)
     except Exception:  # noqa: BLE001  Hydra reports a bad import path in several exception types
         raise UserError(f"{group}._target_={target} cannot be imported; check the module and name") from None
+    kind, what = BUILT_KINDS[group.partition(".")[0]]
+    if not builds(built, kind):
+        raise UserError(f"{group}._target_={target} does not build {what}; name a class of that kind, or a function "
+                        "annotated to return one")
     signature = inspect.signature(built)
     hints = typing.get_type_hints(built.__init__ if isinstance(built, type) else built, include_extras=True)
     fields = {
@@ -223,6 +255,18 @@ def constructor_options(target: str, group: str) -> type[Options]:
         if name not in RUNTIME_ARGUMENTS and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
     }
     return create_model(f"{getattr(built, '__name__', 'Built')}Options", __base__=Options, **fields)
+
+
+def builds(built: Any, kind: type) -> bool:
+    """Whether calling `built` makes a `kind`: a class of that kind, or a function whose return
+    annotation is one (a function without one may return anything, so it is not taken on trust)."""
+    if not isinstance(built, type):
+        try:
+            built = typing.get_type_hints(built).get("return")
+        except Exception:  # noqa: BLE001  not a function, or annotations that do not resolve
+            return False
+        built = typing.get_origin(built) or built
+    return isinstance(built, type) and issubclass(built, kind)
 
 
 def check_name(group: str, values: dict) -> None:
@@ -272,6 +316,8 @@ def _message(schema: type[Options], error: dict, values: dict, prefix: str, of_c
     what = info.description or description(info.annotation)
     if error["type"] in ("less_than_equal", "greater_than_equal") and abs(error["ctx"].get("le", error["ctx"].get("ge"))) == FLOAT32_MAX:
         return f"{field}={as_typed(value)} is too large: it must fit a float32 (magnitude at most 3.4e38)"
+    if error["type"] == "greater_than_equal" and error["ctx"]["ge"] == FLOAT32_SMALLEST_NORMAL and error["input"] > 0:
+        return f"{field}={as_typed(value)} is too small for float32 (0 or a few bits there); it must be at least 1.2e-38"
     if error["type"] == "missing":
         return f"{field} is missing; set it to {what}"
     if error["type"] == "literal_error":

@@ -14,6 +14,8 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
+from l2rw.errors import UserError
+
 # Keys that change where things are written or shown, or how fast, never what is learned.
 NOT_HASHED = ("results_csv", "progress", "threads", "checkpoint_every", "skip_done", "logger")
 
@@ -63,10 +65,38 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 def hash_values(values: dict) -> str:
-    """16 hex digits of what the run reads (`read_values`, seed included) minus NOT_HASHED: two
-    runs that read the same values share it, whether a number was written 1 or 1.0."""
-    hashed = {key: value for key, value in values.items() if key not in NOT_HASHED}
+    """16 hex digits of what the run reads (`read_values`, seed included) minus NOT_HASHED, with
+    the content of the files a dataset reads where its loader can tell it (`_dataset_identity`):
+    two runs that read the same values and data share it, whether a number was written 1 or 1.0."""
+    hashed = _without_not_hashed(values)
+    if isinstance(hashed.get("dataset"), dict):
+        hashed["dataset"] = _dataset_identity(hashed["dataset"])
     return hashlib.sha256(json.dumps(_canonical(hashed), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _without_not_hashed(values: dict) -> dict:
+    return {key: value for key, value in values.items() if key not in NOT_HASHED}
+
+
+def _dataset_identity(dataset: dict) -> dict:
+    """The dataset's values without the run's NOT_HASHED settings its loader is passed (`progress`),
+    and with `content`, the key of the files it reads, when the loader has a `content_key` (the
+    user's own folder, whose images change under the same options). Other datasets' values are
+    unchanged, and so are their hashes."""
+    identity = _without_not_hashed(dataset)
+    source = identity.get("source")
+    if not isinstance(source, dict):
+        return identity
+    source = identity["source"] = _without_not_hashed(source)
+    from hydra.utils import get_object  # here: `import l2rw` (this module is imported with it) stays without Hydra
+
+    try:
+        content_key = getattr(get_object(source["_target_"]), "content_key", None)
+    except Exception:  # noqa: BLE001  a _target_ that cannot be imported: l2rw.run.config_schema names it
+        return identity
+    if content_key is not None:
+        identity["content"] = content_key(**{key: value for key, value in source.items() if key != "_target_"})
+    return identity
 
 
 def _canonical(value):
@@ -81,7 +111,10 @@ def _canonical(value):
 
 
 def _config_hash_resolver(*, _root_: DictConfig) -> str:
-    return config_hash(_root_)
+    try:
+        return config_hash(_root_)
+    except UserError:  # data that cannot be identified: the job's own validation refuses it in one line
+        return "unidentified"
 
 
 OmegaConf.register_new_resolver("config_hash", _config_hash_resolver, replace=True)

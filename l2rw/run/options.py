@@ -28,20 +28,24 @@ def whole(minimum: int, maximum: int | None = None, note: str = "", *, doc: str 
     return Annotated[int, _field(f"a whole number {bounds}{note}", doc, strict=True, ge=minimum, le=maximum)]
 
 
-# Every number ends up in a float32 tensor or multiplies one: a larger one would become inf there
+# Every number ends up in a float32 tensor or multiplies one: a larger one would become inf there,
+# and a positive one below float32's smallest normal number 0 there, or a number of a few bits
 FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_SMALLEST_NORMAL = 1.1754943508222875e-38
 
 
 def number(*, gt: float | None = None, ge: float | None = None, lt: float | None = None, le: float | None = None,
            note: str = "", doc: str = "") -> Any:
     """A finite int or float within the given bounds (YAML's true and false are not numbers) that
-    float32 can hold."""
+    float32 can hold: a number > 0 is also at least float32's smallest normal number."""
     bounds = [f"{sign} {bound}" for sign, bound in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if bound is not None]
     description = " ".join(["a finite number", " and ".join(bounds)]).rstrip() + note
     if lt is None and le is None:
         le = FLOAT32_MAX
     if gt is None and ge is None:
         ge = -FLOAT32_MAX
+    if gt == 0:
+        ge = FLOAT32_SMALLEST_NORMAL
     return Annotated[float, _field(description, doc, strict=True, allow_inf_nan=False, gt=gt, ge=ge, lt=lt, le=le)]
 
 

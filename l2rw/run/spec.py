@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig
 
 from l2rw.errors import UserError
@@ -32,10 +33,15 @@ class RunSpec:
         return FitOptions.from_config(self.cfg, run_steps(self.cfg, train_size))
 
 
+# Keys every config.yaml an l2rw run writes holds (conf/config.yaml's), and another tool's hardly all
+RUN_CONFIG_KEYS = frozenset({"seed", "dataset", "model", "loss", "method", "steps", "results_csv"})
+
+
 def validate(cfg: DictConfig, run_dir: str | Path) -> RunSpec:
     """The run's specification, once every option is of its type and range
-    (`l2rw.run.config_schema`) and results_csv can take the run's row and is not a file the run
-    itself writes: all refused before anything is loaded or written."""
+    (`l2rw.run.config_schema`), results_csv can take the run's row and is not a file the run
+    itself writes, and the run dir holds no file of the run's names that no run made: all refused
+    before anything is loaded or written."""
     unread = frozenset(unread_keys(cfg))
     values = read_values(cfg, unread)
     check_values(values)
@@ -46,4 +52,25 @@ def validate(cfg: DictConfig, run_dir: str | Path) -> RunSpec:
         raise UserError(f"results_csv={cfg.results_csv} is the run's own {results_csv.name}; choose a path outside "
                         "the run dir, e.g. results_csv=outputs/results.csv")
     check_results_csv(results_csv)
+    check_run_dir(run_dir)
     return RunSpec(cfg, values, unread, hash_values(values), results_csv, run_dir)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """The run writes RUN_FILES into its dir, over any file of those names: refused unless the dir
+    is an earlier l2rw run's (a rerun, a resume), so that a file of the user's is never overwritten."""
+    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if present and not is_run_config(run_dir / "config.yaml"):
+        raise UserError(f"{run_dir / present[0]} is not an l2rw run's file (the dir holds no config.yaml of one), and "
+                        "this run would overwrite it; choose another hydra.run.dir (hydra.sweep.dir for --multirun)")
+
+
+def is_run_config(path: Path) -> bool:
+    """Whether `path` is a config.yaml an l2rw run wrote."""
+    if not path.is_file():  # a pipe would block the read
+        return False
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and RUN_CONFIG_KEYS <= config.keys()

@@ -10,6 +10,8 @@ Each run writes its files into its run dir (docs/outputs.md lists them) and appe
 """
 from __future__ import annotations
 
+import copy
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,9 +24,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from l2rw.data import Splits, build_splits
-from l2rw.errors import DivergedError, Interrupted, UserError
+from l2rw.errors import DivergedError, Interrupted, StoppedAtOnce, UserError, shown
 from l2rw.losses import LossFunction
-from l2rw.models import build_model
+from l2rw.methods.base import Method
+from l2rw.models import build_model, is_out_of_memory, sizes_the_model
 from l2rw.results import row as results_row
 from l2rw.results.run_files import EXAMPLE_WEIGHTS, METRICS, write_run_files, write_skipped_images
 from l2rw.results.table import append_row, finished_row
@@ -66,9 +69,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     model, loss_fn, optimizer, class_counts = build_learner(cfg, splits, device)
     method = build(cfg.method)
+    method_as_set_up = set_up_copy(method, cfg.method, splits)
     schedule = lr_schedule(cfg, options.steps, steps_per_epoch(len(splits.train), cfg.batch_size))
     scheduler = make_scheduler(optimizer, schedule)
-    checkpoint.check_fits(model, optimizer, scheduler)  # a crafted one stops the run before config.yaml too
+    # a crafted one stops the run before config.yaml too
+    checkpoint.check_fits(model, optimizer, scheduler, method_as_set_up, splits)
     # with `epochs`, the steps they came to: config.yaml holds what the run trained
     OmegaConf.save(OmegaConf.merge(cfg, {"steps": options.steps}), run_dir / "config.yaml", resolve=True)
     write_skipped_images(run_dir, splits.skipped_files)
@@ -118,6 +123,32 @@ def build_learner(cfg: DictConfig, splits: Splits, device: torch.device) -> Lear
     return Learner(model, build(cfg.loss, class_counts=class_counts), make_optimizer(model, cfg), class_counts)
 
 
+def set_up_copy(method: Method, method_cfg: DictConfig, splits: Splits) -> Method:
+    """A copy of `method` set up for `splits` (`fit` sets up the method itself), made before anything
+    is written: what the method builds for itself (Meta-Weight-Net's weight net) stops the run when
+    it does not fit in memory, as a model too big does (l2rw.models.build_model), and a checkpoint's
+    method state is tried on it (Checkpoint.check_fits)."""
+    try:
+        probe = copy.deepcopy(method)
+        with torch.random.fork_rng(devices=[]):  # the run's random stream is the same with or without the copy
+            probe.setup(splits.train, splits.meta, splits.num_classes, torch.Generator())
+        return probe
+    except (MemoryError, RuntimeError) as error:  # torch's CPU allocator refuses with a plain RuntimeError
+        if not is_out_of_memory(error):
+            raise
+        raise UserError(method_too_big(method_cfg, error)) from None
+
+
+def method_too_big(method_cfg: DictConfig, error: BaseException) -> str:
+    """One line: the method that did not fit, how many bytes it asked for, and the options that size it, largest first."""
+    asked = re.search(r"allocate (\d+) bytes", str(error))
+    request = f": one of its tensors asked for {int(asked[1]) / 1e9:,.1f} GB" if asked else ""
+    sizes = sorted(((value, key) for key, value in method_cfg.items()
+                    if key not in ("name", "_target_") and sizes_the_model(value) and not OmegaConf.is_list(value)), reverse=True)
+    fix = " or ".join(f"method.{key}={value}" for value, key in sizes)
+    return f"method={method_cfg.name} does not fit in memory{request}; make {fix or 'its sizes'} smaller"
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict | None:
     """One job: its results row is Hydra's return value (a sweeper reads its validation score there)."""
@@ -129,12 +160,12 @@ def main(cfg: DictConfig) -> dict | None:
     except Interrupted as interrupted:  # before KeyboardInterrupt, which it is a kind of
         print(interrupted, file=sys.stderr)
         sys.exit(interrupted.exit_code)  # the shell's code for the signal: 130 Ctrl-C, 143 SIGTERM, 140 SIGUSR2
-    except KeyboardInterrupt:  # a second signal, or one while the data loads: no step finishes first
+    except KeyboardInterrupt as interrupted:  # a second signal, or Ctrl-C while the data loads: no step finishes first
         print(f"interrupted at once; what the run wrote so far stays in {run_dir}, and a checkpoint.pt "
               "saved earlier resumes it with the same command", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(interrupted.exit_code if isinstance(interrupted, StoppedAtOnce) else 130)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {shown(error)}", file=sys.stderr)
         sys.exit(2)
     except torch.OutOfMemoryError as error:  # the model was built, but a step or an evaluation needs more
         print(f"error: out of memory on hardware.device={cfg.hardware.device} ({str(error).splitlines()[0]}); lower batch_size "

@@ -3,6 +3,9 @@ run per --multirun sweep. The default store is a local SQLite file, so nothing n
 
     l2rw-train --multirun logger=mlflow method=sgd,l2rw seed=0,1,2
     mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db
+
+The tracking URI is checked where the logger (or a sweep's parent run) is built, before training:
+one MLflow cannot open, or a database holding other tables than MLflow's, is one line.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from hydra.experimental.callback import Callback
@@ -22,26 +26,63 @@ from l2rw.optional import require
 from l2rw.results.table import results_path
 from l2rw.run.options import optional, text
 from l2rw.tracking.loggers import RunLogger, final_metrics, numbers
+from l2rw.tracking.stores import prepare_database, sqlite_file
 
 # The launching process of a sweep starts the parent run (MlflowSweepRun) and hands its id to the
 # jobs through the environment, which every launcher's workers inherit.
 PARENT_RUN_ENV = "L2RW_MLFLOW_PARENT_RUN_ID"
+DEFAULT_TRACKING_URI = "sqlite:///outputs/mlflow.db"
 # MLflow's limits per log_batch call
 PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
 
 
 def client(tracking_uri: str):
-    """An MlflowClient on `tracking_uri`; a SQLite file's folder is made first (SQLite won't)."""
+    """An MlflowClient on `tracking_uri`, once MLflow can open it (`check_tracking_uri`)."""
     require("mlflow", "mlflow", "logger=mlflow")
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    if database := sqlite_path(tracking_uri):
-        database.parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri)
+    check_tracking_uri(tracking_uri)
+    try:
+        return MlflowClient(tracking_uri)
+    except (MlflowException, OSError) as error:  # a URI of no kind MLflow stores runs in (bogus://), a folder it cannot make
+        raise UserError(f"logger.mlflow.tracking_uri={tracking_uri}: MLflow cannot log there ({first_sentence(error)}); "
+                        f"use e.g. {DEFAULT_TRACKING_URI} or http://host:5000") from None
 
 
-def sqlite_path(tracking_uri: str) -> Path | None:
-    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+def check_tracking_uri(tracking_uri: str) -> None:
+    """A database URI's database must be one MLflow can open and that holds MLflow's tables only
+    (l2rw.tracking.stores); other kinds (http://, databricks) are MLflow's to judge."""
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+
+    if not tracking_uri:
+        raise UserError(f"logger.mlflow.tracking_uri is empty; give a tracking URI, e.g. {DEFAULT_TRACKING_URI}")
+    scheme = urlparse(tracking_uri).scheme
+    if scheme.partition("+")[0] in DATABASE_ENGINES:
+        prepare_database("logger.mlflow.tracking_uri", tracking_uri, "MLflow", mlflow_tables())
+    elif scheme in ("", "file"):
+        check_file_store(tracking_uri)
+
+
+def check_file_store(tracking_uri: str) -> None:
+    """MLflow's file store (a path, or file://path; MLflow 3 takes it only when asked to) is a folder."""
+    folder = urlparse(tracking_uri).path if tracking_uri.startswith("file:") else tracking_uri
+    if not folder:
+        raise UserError(f"logger.mlflow.tracking_uri={tracking_uri} names no folder; use e.g. {DEFAULT_TRACKING_URI}")
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise UserError(f"logger.mlflow.tracking_uri={tracking_uri}: {folder} is not a folder, which MLflow's file store "
+                        f"is; use e.g. {DEFAULT_TRACKING_URI}")
+
+
+def mlflow_tables() -> set[str]:
+    """Every table MLflow's database holds: importing its database module declares them all."""
+    from mlflow.store.db import utils
+
+    return set(utils.Base.metadata.tables) | set(utils.InitialBase.metadata.tables)
+
+
+def first_sentence(error: Exception) -> str:
+    return str(error).strip().splitlines()[0].split(". ")[0].rstrip(".")
 
 
 def experiment_id(mlflow_client, name: str, tracking_uri: str) -> str:
@@ -51,7 +92,7 @@ def experiment_id(mlflow_client, name: str, tracking_uri: str) -> str:
 
     if found := mlflow_client.get_experiment_by_name(name):
         return found.experiment_id
-    database = sqlite_path(tracking_uri)
+    database = sqlite_file(tracking_uri)
     location = (database.parent / "mlflow-artifacts").resolve().as_uri() if database else None
     try:
         return mlflow_client.create_experiment(name, artifact_location=location)
@@ -74,7 +115,7 @@ class MlflowLogger(RunLogger):
         self,
         tracking_uri: text("an MLflow tracking URI, e.g. sqlite:///outputs/mlflow.db or http://host:5000",
                            doc="the tracking store runs are logged to; a relative SQLite file is relative to where you "
-                               "launch, with the artifacts in `mlflow-artifacts/` beside it") = "sqlite:///outputs/mlflow.db",
+                               "launch, with the artifacts in `mlflow-artifacts/` beside it") = DEFAULT_TRACKING_URI,
         experiment: optional(text("an experiment name"), "for the results_csv path",
                              doc="the MLflow experiment the runs are logged in") = None,
     ):

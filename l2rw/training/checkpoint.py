@@ -5,6 +5,8 @@ an uninterrupted run (CPU). The file is removed once the run's results row is wr
 """
 from __future__ import annotations
 
+import copy
+import math
 import pickle
 import random
 import re
@@ -18,10 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from l2rw.data import Splits
 from l2rw.errors import UserError
 from l2rw.file_io import atomic_path
 from l2rw.methods.base import Method
-from l2rw.training.state import LoopState
+from l2rw.training.optimization import agrees, described, optimizer_problem, scheduled_lrs, scheduled_state
+from l2rw.training.state import LoopState, loop_data_problem
 
 FILENAME = "checkpoint.pt"
 STATE_KEYS = {"config_hash", "model", "optimizer", "scheduler", "method", "loop", "rng"}
@@ -72,20 +76,25 @@ class Checkpoint:
         `restore` use what it read."""
         self._checked_state = self._load()
 
-    def check_fits(self, model: nn.Module, optimizer, scheduler) -> None:
-        """Refuse a checkpoint whose tensors do not fit this run's model, optimizer or scheduler,
-        before the run writes into its dir. One of this configuration always fits, so a misfit is a
-        crafted or damaged file; compared, not loaded, as `restore` loads them all at once later.
-        The method's state needs the method's setup first: `restore` checks it."""
+    def check_fits(self, model: nn.Module, optimizer, scheduler, method_as_set_up: Method, splits: Splits) -> None:
+        """Refuse a checkpoint that does not fit this run, before the run writes into its dir: its
+        tensors not this model's, its optimizer or schedule not where this configuration's schedule
+        is at the saved step, its loop or method state not of this run's data. One of this
+        configuration always fits, so a misfit is a crafted or damaged file. Compared, not loaded,
+        as `restore` loads it all at once later: the method's state goes into a copy of
+        `method_as_set_up`, the run's method set up for `splits`."""
         if self._checked_state is _UNREAD:
             self._checked_state = self._load()
         state = self._checked_state
         if state is None:
             return
+        step = state["loop"]["step"]
         problem = (
             _tensors_problem("model", state["model"], model.state_dict())
-            or _optimizer_problem(state["optimizer"], optimizer)
-            or _keys_problem("scheduler", state["scheduler"], scheduler.state_dict())
+            or _part("optimizer", optimizer_problem(state["optimizer"], optimizer, scheduled_lrs(scheduler, step)))
+            or _scheduler_problem(state["scheduler"], scheduled_state(scheduler, step), step)
+            or _part("loop state", loop_data_problem(state["loop"], splits))
+            or _part("method", _method_problem(state["method"], method_as_set_up))
         )
         if problem:
             raise UserError(f"{self.path} does not fit this run's {problem}; {START_OVER}")
@@ -117,6 +126,8 @@ class Checkpoint:
         """The saved state, checked to be a checkpoint of this configuration; None when there is none."""
         if not self.path.exists():
             return None
+        if not self.path.is_file():  # opening a pipe would block until someone writes to it
+            raise UserError(f"{self.path} is not a regular file (a directory, device or pipe); {START_OVER}")
         try:
             with torch.serialization.safe_globals(NUMPY_STATE_GLOBALS), warnings.catch_warnings():
                 # torch warns of a pickle protocol it does not expect; the file is read or refused anyway
@@ -165,6 +176,11 @@ def _loop_problem(loop: object, steps: int | None) -> str | None:
             return f"{name} is a {type(value).__name__}"
     if loop["step"] < 0:
         return f"step {loop['step']} is negative"
+    for name, value in loop.items():
+        if hints[name] is int and name != "step" and not 0 <= value <= loop["step"]:  # counts of steps
+            return f"{name} {value} is not a count of steps up to {loop['step']}"
+        if hints[name] is float and not math.isfinite(value):
+            return f"{name} is {value}"
     if steps is not None and loop["step"] >= steps:  # fit would run no step, so have no evaluation to return
         return f"step {loop['step']} is not below this run's steps={steps}"
     return None
@@ -197,7 +213,7 @@ def _tensors_problem(part: str, saved: object, expected: dict[str, torch.Tensor]
         if not isinstance(value, torch.Tensor):
             return f"{part} ({key} is a {type(value).__name__}, not a tensor)"
         if value.shape != tensor.shape or value.dtype != tensor.dtype:
-            return f"{part} ({key} is {_described(value)}, this run's is {_described(tensor)})"
+            return f"{part} ({key} is {described(value)}, this run's is {described(tensor)})"
     return None
 
 
@@ -211,44 +227,28 @@ def _keys_problem(part: str, saved: object, expected: dict) -> str | None:
     return None
 
 
-def _optimizer_problem(saved: object, optimizer) -> str | None:
-    """Why the saved optimizer state does not fit `optimizer`: its groups must hold as many
-    parameters, and each per-parameter buffer (momentum's) the shape of its parameter."""
-    if problem := _keys_problem("optimizer", saved, {"state": None, "param_groups": None}):
+def _scheduler_problem(saved: object, expected: dict, step: int) -> str | None:
+    """Why the saved scheduler state is not `expected`, this run's schedule's at `step`."""
+    if problem := _keys_problem("scheduler", saved, expected):
         return problem
-    groups, state = saved["param_groups"], saved["state"]
-    if not (isinstance(groups, list) and len(groups) == len(optimizer.param_groups)
-            and all(isinstance(g, dict) and isinstance(g.get("params"), list) and all(_is_index(i) for i in g["params"])
-                    for g in groups)):
-        return f"optimizer (param_groups are not its {len(optimizer.param_groups)} group(s))"
-    parameters = {}
-    for number, (group, ours) in enumerate(zip(groups, optimizer.param_groups)):
-        if len(group["params"]) != len(ours["params"]):
-            return f"optimizer (group {number} holds {len(group['params'])} parameters, this run's {len(ours['params'])})"
-        parameters |= dict(zip(group["params"], ours["params"]))
-    if not isinstance(state, dict):
-        return f"optimizer (its state is a {type(state).__name__}, not a dict)"
-    for index, buffers in state.items():
-        if index not in parameters or not isinstance(buffers, dict):
-            return f"optimizer (state of unknown parameter {index!r})"
-        for name, buffer in buffers.items():
-            shape = parameters[index].shape
-            if isinstance(buffer, torch.Tensor) and buffer.dim() > 0 and buffer.shape != shape:  # dim 0: a step count
-                return f"optimizer ({name} of parameter {index} is {_described(buffer)}, its parameter {_shape(shape)})"
+    for key, value in expected.items():
+        if not agrees(saved[key], value):
+            return f"scheduler ({key} is {saved[key]!r}; this run's schedule has {value!r} at step {step})"
     return None
 
 
-def _is_index(value: object) -> bool:
-    """An int that is not a bool (True would pass as parameter 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+def _method_problem(saved: object, method_as_set_up: Method) -> str | None:
+    """Why the method, set up for the run's data, cannot load the saved state; None when it can.
+    Loaded into a copy: the run sets up and loads its own later."""
+    try:
+        copy.deepcopy(method_as_set_up).load_state_dict(saved)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError, RuntimeError) as error:  # each part's own refusals
+        return _first_line(error)
+    return None
 
 
-def _described(tensor: torch.Tensor) -> str:
-    return f"{_shape(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
-
-
-def _shape(shape: torch.Size) -> str:
-    return "x".join(map(str, shape)) or "a scalar"
+def _part(part: str, problem: str | None) -> str | None:
+    return problem and f"{part} ({problem})"
 
 
 def _runtime_types(hint) -> tuple[type, ...]:

@@ -24,14 +24,9 @@ from l2rw.run.hardware import AMP_DTYPES
 from l2rw.training.checkpoint import Checkpoint
 from l2rw.training.evaluation import Evaluator, PixelStandardizer
 from l2rw.training.signals import DeferredInterrupt
-from l2rw.training.state import BestEvaluation, FitResult, LoopState
+from l2rw.training.state import METRIC_COLUMNS, BestEvaluation, FitResult, LoopState
 from l2rw.training.trained_prior import TrainedPrior
 from l2rw.training.weight_stats import WeightStats
-
-METRIC_COLUMNS = [
-    "step", "train_loss", "meta_loss", "accuracy", "balanced_accuracy", "val_balanced_accuracy",
-    "top_class_share", "collapsed", "zero_weight_share", "skipped_steps", "seconds",
-]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 
-from l2rw.errors import Interrupted
+from l2rw.errors import Interrupted, StoppedAtOnce
 
 # Ctrl-C, and what schedulers send before they stop a job: SIGTERM (preemption, scancel, and
 # SLURM's time limit) and SIGUSR2 (submitit's, and sbatch --signal's usual choice, ahead of it).
@@ -14,11 +14,12 @@ DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 class DeferredInterrupt:
     """DEFERRED_SIGNALS only set `requested` and `signum`, so the loop stops after a whole step and
-    saves a consistent checkpoint; a second signal acts at once (the handlers from before are
-    back). When the loop stops that way (Interrupted), a Python handler that was there before is
-    called last, as if the signal had just come: submitit's requeues the job, which resumes from
-    the checkpoint. Signals reach the main thread only, so elsewhere (or when not `enabled`) this
-    does nothing."""
+    saves a consistent checkpoint; a second signal acts at once: the handlers from before are back,
+    but a default one, which would end the process without a word, raises StoppedAtOnce instead,
+    so the run ends as after a second Ctrl-C. When the loop stops that way (Interrupted), a Python
+    handler that was there before is called last, as if the signal had just come: submitit's
+    requeues the job, which resumes from the checkpoint. Signals reach the main thread only, so
+    elsewhere (or when not `enabled`) this does nothing."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
@@ -35,7 +36,8 @@ class DeferredInterrupt:
     def _request(self, signum, frame) -> None:
         self.requested = True
         self.signum = signum
-        self._restore()
+        for number, handler in self.previous.items():
+            signal.signal(number, stop_at_once if handler is signal.SIG_DFL else handler)
 
     def _restore(self) -> None:
         for signum, handler in self.previous.items():
@@ -46,3 +48,7 @@ class DeferredInterrupt:
         handler = self.previous.get(self.signum)
         if isinstance(exception, Interrupted) and callable(handler) and handler is not signal.default_int_handler:
             handler(self.signum, None)
+
+
+def stop_at_once(signum, frame) -> None:
+    raise StoppedAtOnce(signum)

@@ -3,12 +3,25 @@ resumes mid-way; `BestEvaluation`, the test scores at the best validation evalua
 `FitResult`, what `l2rw.training.loop.fit` hands back."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
+import torch
+
+from l2rw.training.trained_prior import TrainedPrior
+from l2rw.training.weight_stats import WeightStats, weight_columns
+
 if TYPE_CHECKING:  # the evaluator fills in the state: only the annotation refers back
+    from l2rw.data import Splits
     from l2rw.training.evaluation import Evaluation
+
+# metrics.csv's columns before the mean weights (`weight_stats.weight_columns`)
+METRIC_COLUMNS = [
+    "step", "train_loss", "meta_loss", "accuracy", "balanced_accuracy", "val_balanced_accuracy",
+    "top_class_share", "collapsed", "zero_weight_share", "skipped_steps", "seconds",
+]
 
 
 @dataclass
@@ -85,3 +98,66 @@ class FitResult:
     trained_prior: list[float]           # each class's share of the example weights, steps counted by their lr
     seconds_per_step: float
     warmup_seconds: float
+
+
+def loop_data_problem(loop: dict, splits: Splits) -> str | None:
+    """Why a saved loop state (its keys and their types checked: `l2rw.training.checkpoint`)
+    cannot be one of a run on `splits`; None when it can. A part left out takes LoopState's default."""
+    state = LoopState(**loop)
+    if state.metrics and (problem := _metrics_problem(state.metrics, weight_columns(splits.class_names), state.step)):
+        return problem
+    if state.best is not None and (problem := _best_problem(state.best, splits.num_classes, state.step)):
+        return f"best {problem}"
+    if state.best_val_exact is not None and not _is_fraction(state.best_val_exact):
+        return "best_val_exact is not a [numerator, denominator > 0] pair"
+    if state.trained_prior is not None:
+        if problem := TrainedPrior(splits.num_classes, torch.device("cpu")).state_problem(state.trained_prior):
+            return f"trained_prior is {problem}"
+    if state.weight_stats:
+        weight_stats = WeightStats(splits.train.labels.cpu(), splits.train_corrupted.cpu(), splits.class_names)
+        if problem := weight_stats.state_problem(state.weight_stats):
+            return f"weight_stats: {problem}"
+    return None
+
+
+def _metrics_problem(rows: list, weight_columns: list[str], step: int) -> str | None:
+    """Why `rows` are not metrics.csv's rows up to `step`: its columns, each a number or blank,
+    at increasing steps."""
+    columns, last_step = METRIC_COLUMNS + weight_columns, 0
+    for number, row in enumerate(rows):
+        if not isinstance(row, dict) or row.keys() != set(columns):
+            return f"metrics row {number} does not hold metrics.csv's columns"
+        if odd := [column for column, value in row.items() if not (_is_number(value) or value == "")]:
+            return f"metrics row {number} has {odd[0]}={row[odd[0]]!r}, not a number"
+        if not (isinstance(row["step"], int) and last_step < row["step"] <= step):
+            return f"metrics row {number} is of step {row['step']!r}, not one after {last_step} up to {step}"
+        last_step = row["step"]
+    return None
+
+
+def _best_problem(best: object, num_classes: int, step: int) -> str | None:
+    """Why `best` is not BestEvaluation's fields at a step up to `step`, its confusion `num_classes` square."""
+    names = [f.name for f in fields(BestEvaluation)]
+    if not isinstance(best, dict) or best.keys() != set(names):
+        return f"does not hold {', '.join(names)}"
+    if not (isinstance(best["step"], int) and 0 < best["step"] <= step):
+        return f"step {best['step']!r} is not one up to {step}"
+    if not all(_is_number(best[name]) for name in ("val_balanced_accuracy", "accuracy", "balanced_accuracy")):
+        return "scores are not numbers"
+    confusion = best["confusion"]
+    if not (isinstance(confusion, list) and len(confusion) == num_classes
+            and all(isinstance(row, list) and len(row) == num_classes and all(_is_count(n) for n in row) for row in confusion)):
+        return f"confusion is not {num_classes}x{num_classes} counts"
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_fraction(pair: list) -> bool:
+    return len(pair) == 2 and type(pair[0]) is int and type(pair[1]) is int and pair[1] > 0

@@ -8,6 +8,8 @@ changes as they train. So the prior is measured, not assumed: each class's share
 weights summed over the run, each step counted by its learning rate, as the step moved the model
 by that much (with a cosine schedule the last steps barely move it, whatever their weights).
 """
+import math
+
 import torch
 
 # Shares below this are raised to it, so a class the weights ignored shifts by at most tau * ln 1000
@@ -33,3 +35,10 @@ class TrainedPrior:
 
     def state(self) -> list[float]:
         return self.mass.tolist()
+
+    def state_problem(self, mass: object) -> str | None:
+        """Why `mass` cannot be `state()` of this prior's classes; None when it can."""
+        if not (isinstance(mass, list) and len(mass) == len(self.mass)
+                and all(type(m) in (int, float) and math.isfinite(m) and m >= 0 for m in mass)):
+            return f"not {len(self.mass)} class masses >= 0, one per class"
+        return None

@@ -12,6 +12,13 @@ from pathlib import Path
 
 import torch
 
+from l2rw.file_io import write_csv
+
+
+def weight_columns(class_names: list[str]) -> list[str]:
+    """metrics.csv's mean weight columns: clean, noisy, then one per class."""
+    return ["weight_clean", "weight_noisy"] + [f"weight_class_{name}" for name in class_names]
+
 
 class WeightStats:
     """Accumulates each step's weights on the training device; `columns` and `flush` give one
@@ -23,7 +30,7 @@ class WeightStats:
         self.class_names = class_names
         self.labels = labels  # the labels the method saw (noisy ones included)
         self.corrupted = corrupted.long()
-        self.columns = ["weight_clean", "weight_noisy"] + [f"weight_class_{name}" for name in class_names]
+        self.columns = weight_columns(class_names)
         self.sums = torch.zeros(2 + len(class_names), dtype=torch.float64, device=labels.device)
         self.counts = torch.zeros_like(self.sums)
         # per training example over the run: summed relative weight, steps seen, steps at weight 0
@@ -60,15 +67,25 @@ class WeightStats:
         steps = self.example_steps.cpu()
         mean = self.example_means().tolist()
         zero_share = (self.example_zeros.cpu() / steps).tolist()
-        lines = ["index,class,corrupted,mean_weight,zero_share,steps_seen"]
-        for i, (label, corrupted, n) in enumerate(zip(self.labels.tolist(), self.corrupted.tolist(), steps.tolist())):
-            seen = f"{mean[i]:.6g},{zero_share[i]:.6g}" if n else ","
-            lines.append(f"{i},{self.class_names[label]},{corrupted},{seen},{int(n)}")
-        Path(path).write_text("\n".join(lines) + "\n")
+        rows = [
+            [i, self.class_names[label], corrupted, *((f"{mean[i]:.6g}", f"{zero_share[i]:.6g}") if n else ("", "")), int(n)]
+            for i, (label, corrupted, n) in enumerate(zip(self.labels.tolist(), self.corrupted.tolist(), steps.tolist()))
+        ]
+        write_csv(Path(path), ["index", "class", "corrupted", "mean_weight", "zero_share", "steps_seen"], rows)
 
     def state_dict(self) -> dict:
         """The window and the per-example sums so far, for checkpoints."""
         return {name: getattr(self, name).cpu() for name in self.STATE}
+
+    def state_problem(self, state: object) -> str | None:
+        """Why `state` cannot be this one's `state_dict` (of this training set and its classes); None when it can."""
+        if not isinstance(state, dict) or state.keys() != set(self.STATE):
+            return f"not the {', '.join(self.STATE)} sums"
+        for name, ours in self.state_dict().items():
+            saved = state[name]
+            if not (isinstance(saved, torch.Tensor) and saved.shape == ours.shape and saved.dtype == ours.dtype):
+                return f"{name} is not {len(ours)} float64 sums"
+        return None
 
     def load_state_dict(self, state: dict) -> None:
         for name in self.STATE:
