@@ -74,6 +74,10 @@ def dangling_symlink(root: Path) -> None:
     os.symlink("gone.png", root / "train" / "a" / "x.png")
 
 
+def folder_link_back_to_its_class(root: Path) -> None:
+    os.symlink(".", root / "train" / "a" / "again")
+
+
 def unreadable_image(root: Path) -> None:
     (root / "train" / "a" / "0.png").write_bytes(NOT_AN_IMAGE)
 
@@ -111,6 +115,7 @@ FOLDER_SETUPS = {
     "a FIFO named pipe.png": fifo_named_like_an_image,
     "a symlink loop named loop.png": symlink_loop_named_like_an_image,
     "a dangling x.png symlink": dangling_symlink,
+    "a folder link back to its class": folder_link_back_to_its_class,
     "an unreadable image": unreadable_image,
     "a newline in an image's name": unreadable_image_with_a_newline_in_its_name,
     "no trusted/": no_trusted_split,
@@ -130,6 +135,8 @@ FOLDER_CASES = [
     ("a FIFO named pipe.png", [], "cannot decode image {root}/train/a/pipe.png (it is a FIFO); replace it"),
     ("a symlink loop named loop.png", [], "cannot decode image {root}/train/a/loop.png (it is unreadable (Too many levels"),
     ("a dangling x.png symlink", [], "cannot decode image {root}/train/a/x.png (it is a dangling symbolic link)"),
+    ("a folder link back to its class", [], "{root}/train/a/again leads to {root}/train/a, a folder already read, so its "
+                                            "images would count twice (or endlessly); remove that link"),
     ("an unreadable image", [], "cannot decode image {root}/train/a/0.png ("),  # with no progress bar before it
     ("a newline in an image's name", [], "cannot decode image {root}/train/a/two\\nlines.png ("),
     ("as built", ["dataset.image_size=1"], "dataset.image_size=1 must be a whole number in [4, 1024] (pixels)"),

@@ -154,13 +154,28 @@ def class_folders(root: Path) -> pd.DataFrame:
 
 
 def images_below(folder: Path) -> list[Path]:
+    """The images at any depth below `folder`, symbolic links to folders followed; a link to a
+    folder already read (a loop, or a second way to the same images) is refused: its images would
+    count again, endlessly for a loop."""
     paths = []
+    read = {_folder_identity(folder): folder}
     for parent, subfolders, names in os.walk(folder, followlinks=True):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in subfolders:
+            below = Path(parent) / name
+            if (earlier := read.setdefault(_folder_identity(below), below)) is not below:
+                raise UserError(f"{shown(below)} leads to {shown(earlier)}, a folder already read, so its images would "
+                                "count twice (or endlessly); remove that link")
         paths += [Path(parent) / name for name in sorted(names) if not name.startswith(".")]
     for path in paths:
         check_extension(path, "remove it or convert it")
     return paths
+
+
+def _folder_identity(folder: Path) -> tuple[int, int]:
+    """The device and inode of the folder `folder` is (or leads to)."""
+    status = folder.stat()
+    return status.st_dev, status.st_ino
 
 
 def check_extension(path: Path, fix: str) -> None:
