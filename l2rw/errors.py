@@ -29,9 +29,9 @@ class DivergedError(Exception):
 
 
 class StoppedAtOnce(KeyboardInterrupt):
-    """A second SIGTERM or SIGUSR2 while the first still waited for its step to end: the run stops
-    where it is, as a second Ctrl-C's KeyboardInterrupt stops it. `exit_code` is the shell's for
-    that signal: 143, 140."""
+    """SIGTERM or SIGUSR2 where no step can end first (while the data loads, or a second one while
+    the first still waits for its step to end): the run stops where it is, as Ctrl-C's
+    KeyboardInterrupt stops it. `exit_code` is the shell's for that signal: 143, 140."""
 
     def __init__(self, signum: int):
         self.exit_code = 128 + signum

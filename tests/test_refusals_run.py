@@ -41,30 +41,38 @@ def test_a_diverged_run_names_every_kind_of_option_that_can_make_it_diverge():
     assert all(f"`{option}`" in message for option in ("lr", "momentum", "weight_decay", "loss.*", "method.*")), message
 
 
-# `l2rw-train ARGS` whose first step sends the run SIGTERM twice: the second comes while the first
-# still waits for the step to end. In a process of its own: a silent kill must not take pytest along.
-RUN_SECOND_SIGTERM = """
+# `l2rw-train ARGS` that sends itself SIGTERM where no step can end first: twice in its first step
+# (the second while the first still waits for the step to end), or once while its data loads. In a
+# process of its own: a silent kill must not take pytest along.
+RUN_SIGTERM_AT_ONCE = """
 import os, signal, sys
 from l2rw.methods import base
-step_loss = base.Method.step_loss
-def signalling_step_loss(self, *args, **kwargs):
+from l2rw.run import train
+step_loss, build_splits = base.Method.step_loss, train.build_splits
+def terminated_twice(self, *args, **kwargs):
     os.kill(os.getpid(), signal.SIGTERM)
     os.kill(os.getpid(), signal.SIGTERM)
     return step_loss(self, *args, **kwargs)
-base.Method.step_loss = signalling_step_loss
+def terminated_while_loading(cfg):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return build_splits(cfg)
+if sys.argv.pop(1) == "step":
+    base.Method.step_loss = terminated_twice
+else:
+    train.build_splits = terminated_while_loading
 sys.argv = ["l2rw-train", *sys.argv[1:]]
-from l2rw.run.train import cli
-cli()
+train.cli()
 """
 
 
 @pytest.mark.slow  # l2rw-train in a process of its own
-def test_a_second_sigterm_stops_the_run_at_once_in_one_line_with_the_shells_code(tmp_path):
+@pytest.mark.parametrize("when", ["step", "loading"], ids=["twice in a step", "once while the data loads"])
+def test_sigterm_where_no_step_can_end_first_stops_the_run_at_once_in_one_line_with_the_shells_code(tmp_path, when):
     run_dir = tmp_path / "run"
     args = ["progress=false", "steps=2", "checkpoint_every=1000", "threads=1", f"results_csv={tmp_path / 'results.csv'}",
             f"hydra.run.dir={run_dir}"]
     env = os.environ | {"HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(RUN_ROOT)}
-    done = subprocess.run([sys.executable, "-c", RUN_SECOND_SIGTERM, *args], cwd=tmp_path, env=env,
+    done = subprocess.run([sys.executable, "-c", RUN_SIGTERM_AT_ONCE, when, *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 128 + signal.SIGTERM, done.stderr
     assert done.stderr.strip().splitlines() == [f"interrupted at once; what the run wrote so far stays in {run_dir}, "

@@ -42,6 +42,7 @@ from l2rw.tracking import RunLoggers
 from l2rw.training.checkpoint import Checkpoint
 from l2rw.training.loop import fit
 from l2rw.training.optimization import lr_schedule, make_optimizer, make_scheduler, steps_per_epoch
+from l2rw.training.signals import stopping_at_once
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -156,11 +157,12 @@ def main(cfg: DictConfig) -> dict | None:
         cfg.threads = threads_per_job(HydraConfig.get().launcher)
     run_dir = HydraConfig.get().runtime.output_dir
     try:
-        return train(cfg, run_dir)
+        with stopping_at_once():
+            return train(cfg, run_dir)
     except Interrupted as interrupted:  # before KeyboardInterrupt, which it is a kind of
         print(interrupted, file=sys.stderr)
         sys.exit(interrupted.exit_code)  # the shell's code for the signal: 130 Ctrl-C, 143 SIGTERM, 140 SIGUSR2
-    except KeyboardInterrupt as interrupted:  # a second signal, or Ctrl-C while the data loads: no step finishes first
+    except KeyboardInterrupt as interrupted:  # a second signal, or one while the data loads: no step finishes first
         print(f"interrupted at once; what the run wrote so far stays in {run_dir}, and a checkpoint.pt "
               "saved earlier resumes it with the same command", file=sys.stderr)
         sys.exit(interrupted.exit_code if isinstance(interrupted, StoppedAtOnce) else 130)

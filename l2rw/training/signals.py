@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from l2rw.errors import Interrupted, StoppedAtOnce
 
@@ -46,9 +48,30 @@ class DeferredInterrupt:
     def __exit__(self, exception_type, exception, traceback) -> None:
         self._restore()
         handler = self.previous.get(self.signum)
-        if isinstance(exception, Interrupted) and callable(handler) and handler is not signal.default_int_handler:
+        if isinstance(exception, Interrupted) and callable(handler) and handler not in (signal.default_int_handler, stop_at_once):
             handler(self.signum, None)
 
 
 def stop_at_once(signum, frame) -> None:
     raise StoppedAtOnce(signum)
+
+
+@contextmanager
+def stopping_at_once() -> Iterator[None]:
+    """Before the loop defers them (while the data loads, the model is built): SIGTERM and SIGUSR2
+    whose handler is the default, which would end the process without a word, raise StoppedAtOnce,
+    so the run ends in one line as Ctrl-C's KeyboardInterrupt ends it. A Python handler set before
+    (submitit's) is left as it is; off the main thread, where signals never arrive, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in DEFERRED_SIGNALS if s != signal.SIGINT}
+    for signum, handler in previous.items():
+        if handler is signal.SIG_DFL:
+            signal.signal(signum, stop_at_once)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: not set from Python, so never replaced either
+                signal.signal(signum, handler)
