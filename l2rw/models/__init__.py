@@ -35,14 +35,20 @@ def is_out_of_memory(error: BaseException | None) -> bool:
 
 def too_big(model_cfg: DictConfig, image_shape: tuple[int, int, int], num_classes: int, error: BaseException) -> str:
     """One line: which model did not fit, how many bytes it asked for, and the options that size it."""
-    asked = re.search(r"allocate (\d+) bytes", str(error))
-    request = f": one of its tensors asked for {int(asked[1]) / 1e9:,.1f} GB" if asked else ""
+    request = allocation_request(error)
     sizes = [f"model.{key}={as_override(value)}"
              for key, value in model_cfg.items() if key not in ("name", "_target_") and sizes_the_model(value)]
     fix = f"make {' or '.join(sizes)} smaller" if sizes else "choose a smaller model"
     shape = "x".join(map(str, image_shape))
     return (f"model={model_cfg.name} for {shape} images and {num_classes} classes does not fit in memory{request}; "
             f"{fix}, or the images (dataset.image_size where the dataset has it)")
+
+
+def allocation_request(error: BaseException) -> str:
+    """What an out-of-memory error says was asked for, as a message's clause (": one of its tensors
+    asked for 400.0 GB"); empty when it does not say."""
+    asked = re.search(r"allocate (\d+) bytes", str(error))
+    return f": one of its tensors asked for {int(asked[1]) / 1e9:,.1f} GB" if asked else ""
 
 
 def sizes_the_model(value) -> bool:

@@ -11,7 +11,6 @@ Each run writes its files into its run dir (docs/outputs.md lists them) and appe
 from __future__ import annotations
 
 import copy
-import re
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from l2rw.data import Splits, build_splits
 from l2rw.errors import DivergedError, Interrupted, StoppedAtOnce, UserError, shown
 from l2rw.losses import LossFunction
 from l2rw.methods.base import Method
-from l2rw.models import build_model, is_out_of_memory, sizes_the_model
+from l2rw.models import allocation_request, build_model, is_out_of_memory, sizes_the_model
 from l2rw.results import row as results_row
 from l2rw.results.run_files import EXAMPLE_WEIGHTS, METRICS, write_run_files, write_skipped_images
 from l2rw.results.table import append_row, finished_row
@@ -142,8 +141,7 @@ def set_up_copy(method: Method, method_cfg: DictConfig, splits: Splits) -> Metho
 
 def method_too_big(method_cfg: DictConfig, error: BaseException) -> str:
     """One line: the method that did not fit, how many bytes it asked for, and the options that size it, largest first."""
-    asked = re.search(r"allocate (\d+) bytes", str(error))
-    request = f": one of its tensors asked for {int(asked[1]) / 1e9:,.1f} GB" if asked else ""
+    request = allocation_request(error)
     sizes = sorted(((value, key) for key, value in method_cfg.items()
                     if key not in ("name", "_target_") and sizes_the_model(value) and not OmegaConf.is_list(value)), reverse=True)
     fix = " or ".join(f"method.{key}={value}" for value, key in sizes)
