@@ -23,10 +23,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2rw.data.images import SPLITS, Decoding, cache_key, labelled_source, read_table, user_cache_dir
+from l2rw.data.images import (
+    CACHE_DIR,
+    CACHE_PROGRESS,
+    IMAGE_SIZE,
+    SKIP_UNREADABLE,
+    SPLITS,
+    WORKERS,
+    Decoding,
+    cache_folder,
+    cache_key,
+    labelled_source,
+    read_table,
+)
 from l2rw.data.splits import PoolCounts, Source
 from l2rw.errors import UserError, shown
-from l2rw.run.options import choice, filesystem_path, flag, optional, text, whole
+from l2rw.run.options import choice, filesystem_path, optional, text
 
 EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")  # what PIL decodes, lower case
 LAYOUT_FIX = (
@@ -55,17 +67,12 @@ def load_folder(
     group_column: optional(text("a column of the manifest"), "for every image its own group",
                            doc="the manifest column whose groups (patient, lesion) stay in one split: carved splits "
                                "take whole groups") = None,
-    # below 4 pixels LeNet's pooling leaves nothing; above 1024 the decoded images of a folder outgrow memory
-    image_size: whole(4, 1024, note=" (pixels)", doc="the square side images are centre-cropped and resized to") = 32,
+    image_size: IMAGE_SIZE = 32,
     channels: choice("rgb", "grey", doc="the channels images are converted to") = "rgb",
-    cache_dir: optional(filesystem_path(), "for a folder named after root in the user's cache ($XDG_CACHE_HOME/l2rw, "
-                        "else ~/.cache/l2rw)",
-                        doc="where the decoded images are cached; a file there that l2rw did not write is never "
-                            "replaced") = None,
-    workers: whole(0, note=" (0: every available core)", doc="processes decoding images when the cache is built") = 0,
-    skip_unreadable: flag(doc="true: leave out images that cannot be decoded (listed in the run dir's "
-                              "`skipped_images.txt`) instead of stopping") = False,
-    progress: flag(doc="a progress bar while the image cache is built: the run's `progress`, passed on") = True,
+    cache_dir: CACHE_DIR = None,
+    workers: WORKERS = 0,
+    skip_unreadable: SKIP_UNREADABLE = False,
+    progress: CACHE_PROGRESS = True,
 ) -> Source:
     """The training images as the pool to split; trusted, val and test images, when present,
     as the meta, validation and test sets."""
@@ -74,7 +81,7 @@ def load_folder(
     say_what_is_carved(listing.images, listing.where)
     root_path = Path(root).expanduser()
     decoding = Decoding(
-        image_size, channels, Path(cache_dir).expanduser() if cache_dir else user_cache_dir("folder", root_path),
+        image_size, channels, cache_folder(cache_dir, "folder", root_path),
         cache_name="folder" if manifest is None else Path(manifest).stem, title=listing.where,
         workers=workers, skip_unreadable=skip_unreadable, progress=progress,
     )

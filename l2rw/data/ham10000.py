@@ -16,10 +16,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from l2rw.data.images import Decoding, labelled_source, read_table, user_cache_dir
+from l2rw.data.images import (
+    CACHE_DIR,
+    CACHE_PROGRESS,
+    IMAGE_SIZE,
+    SKIP_UNREADABLE,
+    WORKERS,
+    Decoding,
+    cache_folder,
+    labelled_source,
+    read_table,
+)
 from l2rw.data.splits import Source
 from l2rw.errors import UserError
-from l2rw.run.options import filesystem_path, flag, optional, whole
+from l2rw.run.options import filesystem_path
 
 # The dx codes in a fixed order: class indices, confusion matrices and recalls follow it.
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -31,22 +41,16 @@ DOWNLOAD_FIX = "is it the file from the download?"
 def load_ham10000(
     root: filesystem_path(doc="the folder holding `HAM10000_metadata.csv` and the images in any layout, and the ISIC "
                               "2018 test set when you have it; ~ is expanded"),
-    # below 4 pixels LeNet's pooling leaves nothing; above 1024 the decoded images outgrow memory
-    image_size: whole(4, 1024, note=" (pixels)", doc="the square side images are centre-cropped and resized to"),
-    cache_dir: optional(filesystem_path(), "for a folder named after root in the user's cache ($XDG_CACHE_HOME/l2rw, "
-                        "else ~/.cache/l2rw)",
-                        doc="where the decoded images are cached, once per image_size; a file there that l2rw did "
-                            "not write is never replaced") = None,
-    workers: whole(0, note=" (0: every available core)", doc="processes decoding JPEGs when the cache is built") = 0,
-    skip_unreadable: flag(doc="true: leave out JPEGs that cannot be decoded (listed in the run dir's "
-                              "`skipped_images.txt`) instead of stopping") = False,
-    progress: flag(doc="a progress bar while the image cache is built: the run's `progress`, passed on") = True,
+    image_size: IMAGE_SIZE,
+    cache_dir: CACHE_DIR = None,
+    workers: WORKERS = 0,
+    skip_unreadable: SKIP_UNREADABLE = False,
+    progress: CACHE_PROGRESS = True,
 ) -> Source:
     """The HAM10000 pool (grouped by lesion) and, when present, the ISIC 2018 test set."""
     root_path = Path(root).expanduser()
-    decoding = Decoding(image_size, "rgb", Path(cache_dir).expanduser() if cache_dir else user_cache_dir("ham10000", root_path),
-                        cache_name="ham10000", title="HAM10000", workers=workers, skip_unreadable=skip_unreadable,
-                        progress=progress)
+    decoding = Decoding(image_size, "rgb", cache_folder(cache_dir, "ham10000", root_path), cache_name="ham10000",
+                        title="HAM10000", workers=workers, skip_unreadable=skip_unreadable, progress=progress)
     files = index_files(root_path)
     metadata = read_metadata(files, root_path)
     truth_path = files.get(ISIC_TEST_TRUTH.lower())

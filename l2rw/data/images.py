@@ -29,6 +29,7 @@ from l2rw.data.splits import LabeledImages, Source
 from l2rw.errors import UserError, shown
 from l2rw.file_io import atomic_path, remove_killed_temporaries
 from l2rw.run.machine import usable_cores
+from l2rw.run.options import filesystem_path, flag, optional, whole
 
 CACHE_FORMAT = 3  # part of the cache key: bump when decoding changes so old caches are rebuilt
 CACHE_MARK = "l2rw image cache"  # the `made_by` of every cache this tool writes
@@ -36,6 +37,17 @@ CACHE_MARK = "l2rw image cache"  # the `made_by` of every cache this tool writes
 UNMARKED_CACHE_FIELDS = ({"key", "images"}, {"key", "images", "unreadable"})
 FILE_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symbolic link",
               stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}  # what a path is when it is not a regular file
+# The options of every loader that decodes image files (dataset=folder, HAM10000), declared once.
+# Below 4 pixels LeNet's pooling leaves nothing; above 1024 the decoded images outgrow memory.
+IMAGE_SIZE = whole(4, 1024, note=" (pixels)", doc="the square side images are centre-cropped and resized to")
+CACHE_DIR = optional(filesystem_path(), "for a folder named after root in the user's cache ($XDG_CACHE_HOME/l2rw, "
+                     "else ~/.cache/l2rw)",
+                     doc="where the decoded images are cached, once per image_size; a file there that l2rw did not "
+                         "write is never replaced")
+WORKERS = whole(0, note=" (0: every available core)", doc="processes decoding images when the cache is built")
+SKIP_UNREADABLE = flag(doc="true: leave out images that cannot be decoded (listed in the run dir's "
+                           "`skipped_images.txt`) instead of stopping")
+CACHE_PROGRESS = flag(doc="a progress bar while the image cache is built: the run's `progress`, passed on")
 PIL_MODES = {"rgb": "RGB", "grey": "L"}  # dataset.channels -> the mode images are converted to
 SPLITS = ("train", "trusted", "val", "test")  # a manifest's `split` values; train is the pool to split
 
@@ -65,6 +77,11 @@ class DecodedImages:
     images: torch.Tensor  # uint8 (N, C, size, size); zeros where a file was skipped
     key: str
     unreadable: dict[int, str] = field(default_factory=dict)  # position -> why it could not be decoded
+
+
+def cache_folder(cache_dir: str | None, dataset: str, root: Path) -> Path:
+    """The folder `dataset.cache_dir` names, ~ expanded; by default (null) `user_cache_dir`."""
+    return Path(cache_dir).expanduser() if cache_dir else user_cache_dir(dataset, root)
 
 
 def user_cache_dir(dataset: str, root: Path) -> Path:
