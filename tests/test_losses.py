@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from l2rw.data import build_splits
+from l2rw.losses import ExampleStateLoss, step_of
 from l2rw.run.instantiation import build
 from tests.helpers.configs import config_options
 
@@ -89,5 +90,57 @@ def test_the_prior_is_the_training_labels_after_imbalance_and_noise(make_cfg, mo
 
 @pytest.mark.parametrize("loss", config_options("loss"))
 def test_every_loss_builds_and_returns_one_loss_per_example(make_cfg, loss):
-    values = built(make_cfg, loss)(OUTPUTS, TARGETS)
-    assert values.shape == (2,) and torch.isfinite(values).all() and (values >= 0).all()
+    loss_fn = built(make_cfg, loss)
+    with step_of(loss_fn, torch.arange(2)):
+        values = loss_fn(OUTPUTS, TARGETS)
+    assert values.shape == (2,) and torch.isfinite(values).all()
+    if not isinstance(loss_fn, ExampleStateLoss):  # ELR's regulariser, a log below 1, is negative
+        assert (values >= 0).all()
+
+
+def test_sce_as_released(make_cfg):
+    """SCELoss-Reproduce loss.py 14-27, per example: alpha * CE + beta * -sum_k clamp(p_k, 1e-7, 1) *
+    log(clamp(onehot_k, 1e-4, 1))."""
+    alpha, beta, outputs = 0.3, 2.0, OUTPUTS * 10  # a probability below 1e-7: the clamp acts
+    p = torch.softmax(outputs, 1).clamp(min=1e-7, max=1.0)
+    label = F.one_hot(TARGETS, 3).float().clamp(min=1e-4, max=1.0)
+    expected = alpha * F.cross_entropy(outputs, TARGETS, reduction="none") + beta * -(p * label.log()).sum(1)
+    loss_fn = built(make_cfg, "sce", f"loss.alpha={alpha}", f"loss.beta={beta}")
+    torch.testing.assert_close(loss_fn(outputs, TARGETS), expected, rtol=1e-6, atol=1e-9)
+    # the reverse term is -A (1 - p_y): A = ln 1e-4 as released
+    reverse_only = built(make_cfg, "sce", "loss.alpha=0", "loss.beta=1")(OUTPUTS, TARGETS)
+    torch.testing.assert_close(reverse_only, -math.log(1e-4) * (1 - torch.tensor(P)))
+
+
+def released_elr_step(target: torch.Tensor, index, output, label, beta: float, lam: float):
+    """shengliu66/ELR, ELR/model/loss.py 21-29 (the batch mean kept per example): the new targets and the losses."""
+    y_pred = torch.clamp(F.softmax(output, dim=1), 1e-4, 1.0 - 1e-4)
+    y_pred_ = y_pred.data.detach()
+    target = target.clone()
+    target[index] = beta * target[index] + (1 - beta) * (y_pred_ / y_pred_.sum(dim=1, keepdim=True))
+    elr_reg = (1 - (target[index] * y_pred).sum(dim=1)).log()
+    return target, F.cross_entropy(output, label, reduction="none") + lam * elr_reg
+
+
+def test_elr_keeps_each_examples_target_across_steps_as_released(make_cfg):
+    loss_fn = built(make_cfg, "elr", "loss.beta=0.6", "loss.lam=2")
+    reference = torch.zeros(100, 3)
+    torch.manual_seed(0)
+    for index in ([3, 7], [7, 50], [3, 7]):  # example 7 three times, 3 twice: its estimate carries over
+        index, outputs = torch.tensor(index), torch.randn(2, 3) * 6  # large logits: the clamp acts
+        reference, expected = released_elr_step(reference, index, outputs, TARGETS, 0.6, 2.0)
+        with step_of(loss_fn, index):
+            loss_fn(outputs * 2, TARGETS)  # an earlier call of the step (a look-ahead) is superseded by the last
+            torch.testing.assert_close(loss_fn(outputs, TARGETS), expected)
+        torch.testing.assert_close(loss_fn.state_dict()["targets"], reference)
+    assert reference[[3, 7, 50]].sum(1).gt(0).all() and reference[0].eq(0).all()  # only the examples seen moved
+
+
+def test_elr_refuses_a_call_outside_a_step_and_a_state_of_another_training_set(make_cfg):
+    loss_fn = built(make_cfg, "elr")
+    with pytest.raises(RuntimeError, match="inside `batch"):
+        loss_fn(OUTPUTS, TARGETS)
+    with pytest.raises(ValueError, match="not 100 training examples' probabilities over 3 classes"):
+        loss_fn.load_state_dict({"targets": torch.zeros(99, 3)})
+    with pytest.raises(ValueError, match="probabilities"):
+        loss_fn.load_state_dict({"targets": torch.full((100, 3), 2.0)})

@@ -37,7 +37,7 @@ def test_every_option_has_its_doc_and_a_row_in_a_table():
 
 @pytest.mark.parametrize("page, key, table", [
     ("methods.md", "method.mix", "method=l2rw"),
-    ("methods.md", "loss.q", "loss=focal,logit_adjusted,ldam,gce"),  # a table with a column of choices
+    ("methods.md", "loss.q", "loss=focal,logit_adjusted,ldam,gce,sce,elr"),  # a table with a column of choices
     ("datasets.md", "noise.rate", "noise"),
 ])
 def test_a_stale_row_fails_the_check_in_one_line_naming_it(docs, capsys, page, key, table):

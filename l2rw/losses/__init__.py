@@ -6,6 +6,7 @@ label noise, as the model sees them) plus its own options, and called as
 L2RW's and Meta-Weight-Net's look-ahead step is taken on (their meta loss stays cross-entropy).
 """
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -29,3 +30,26 @@ def true_class_probability(outputs: torch.Tensor, targets: torch.Tensor) -> tupl
     """(log p_y, p_y): the softmax probability each example gives its label."""
     log_p = torch.log_softmax(outputs, dim=1).gather(1, targets[:, None]).squeeze(1)
     return log_p, log_p.exp()
+
+
+class ExampleStateLoss:
+    """A loss that keeps state per training example (ELR's target estimates), keyed by the
+    example's index in the training set. The trainer runs each step inside `batch(index)`: a call
+    within it reads the batch's state, and the state the step's last call computed (at the
+    parameters the step started from) is kept when the step is over. Its state goes into
+    checkpoints with the method's (`l2rw.methods.base.Method.state_dict`)."""
+
+    def batch(self, index: torch.Tensor) -> AbstractContextManager:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        """Raises ValueError, saying why, for a state this loss, built for this training set, does not keep."""
+        raise NotImplementedError
+
+
+def step_of(loss_fn: LossFunction, index: torch.Tensor) -> AbstractContextManager:
+    """The context one training step of the batch at training positions `index` runs in."""
+    return loss_fn.batch(index) if isinstance(loss_fn, ExampleStateLoss) else nullcontext()

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from l2rw.data import LabeledImages
-from l2rw.losses import LossFunction, cross_entropy
+from l2rw.losses import ExampleStateLoss, LossFunction, cross_entropy
 from l2rw.run.options import whole
+from l2rw.training.network import NewNetwork
 
 
 @dataclass
@@ -24,8 +25,10 @@ class Method:
     Other methods override `batches` (which examples a step sees) or `step_loss`
     (how they are weighted). `setup` hands over what only the data and the run know: the
     per-example `loss_fn` every method weighs (`l2rw.losses`), the run's length in `steps`
-    (kept as `run_steps`) and the step where the lr schedule first drops (`first_lr_drop`, None
-    for a schedule without drops).
+    (kept as `run_steps`), the step where the lr schedule first drops (`first_lr_drop`, None
+    for a schedule without drops), and `new_network`, which builds a model like the run's with its
+    optimizer and lr schedule, for a method that trains models of its own (co-teaching: it updates
+    them in `step_loss`, and their state goes into its `state_dict`, as does a loss's per-example state).
     """
 
     # steps after which every kind of step the method takes has run once (and compiled, with
@@ -45,11 +48,13 @@ class Method:
     def setup(
         self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator,
         loss_fn: LossFunction = cross_entropy, steps: int = 0, first_lr_drop: int | None = None,
+        new_network: NewNetwork | None = None,
     ):
         self.num_train = len(train)
         self.loss_fn = loss_fn
         self.run_steps = steps
         self.first_lr_drop = first_lr_drop
+        self.new_network = new_network
         self.generator = generator
         self.epoch_rest = torch.empty(0, dtype=torch.long)  # this epoch's examples not served yet
 
@@ -65,7 +70,10 @@ class Method:
     def state_dict(self) -> dict:
         """What `batches` and `step_loss` need to go on exactly where they stopped (checkpoints).
         Methods that keep more state extend both this and `load_state_dict`."""
-        return {"generator": self.generator.get_state(), "epoch_rest": self.epoch_rest}
+        state = {"generator": self.generator.get_state(), "epoch_rest": self.epoch_rest}
+        if isinstance(self.loss_fn, ExampleStateLoss):
+            state["loss"] = self.loss_fn.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Call after `setup`, before `batches`. Raises ValueError, saying why, for a state that is not
@@ -79,6 +87,8 @@ class Method:
         if not (isinstance(rest, torch.Tensor) and rest.dtype == torch.int64 and rest.dim() == 1
                 and len(rest) <= self.num_train and bool(((rest >= 0) & (rest < self.num_train)).all())):
             raise ValueError(f"its place in the epoch is not a list of training image indices below {self.num_train}")
+        if "loss" in state:
+            self.loss_fn.load_state_dict(state["loss"])
         self.generator.set_state(generator)
         self.epoch_rest = rest
 
@@ -97,6 +107,19 @@ def step_count(state: dict) -> int:
     if not (type(steps_taken) is int and steps_taken >= 0):
         raise ValueError(f"its steps_taken {steps_taken!r} is not a count of steps")
     return steps_taken
+
+
+# Where Cao et al. switch the class weights on when the schedule has no lr drop to tie them to:
+# epoch 160 of their 200, the share of the run their first lr drop ends
+DRW_SHARE = 0.8
+
+
+def deferred_steps(defer: float | str, run_steps: int, first_lr_drop: int | None) -> int:
+    """The steps a method with a `defer` option trains unweighted first: a share of the run's, or
+    until the lr schedule's first drop (`first_lr_drop`; without one, DRW_SHARE of the run)."""
+    if defer != "first_lr_drop":
+        return int(defer * run_steps)
+    return first_lr_drop if first_lr_drop is not None else int(DRW_SHARE * run_steps)
 
 
 # Every method that draws meta batches takes this option

@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from l2rw.data import LabeledImages
-from l2rw.methods.base import Method, StepLoss, step_count
+from l2rw.methods.base import DRW_SHARE, Method, StepLoss, deferred_steps, step_count
 from l2rw.run.options import choice, either, number, optional
 
 
@@ -12,11 +12,6 @@ def class_weights(counts: torch.Tensor, beta: float | None) -> torch.Tensor:
     counts = counts.double().clamp(min=1)  # a class absent from training is never weighted anyway
     raw = 1.0 / counts if beta is None else (1.0 - beta) / (1.0 - beta**counts)
     return raw * len(raw) / raw.sum()
-
-
-# Where Cao et al. switch the class weights on when the schedule has no lr drop to tie them to:
-# epoch 160 of their 200, the share of the run their first lr drop ends
-DRW_SHARE = 0.8
 
 
 class ClassBalanced(Method):
@@ -48,12 +43,7 @@ class ClassBalanced(Method):
         super().setup(train, meta, num_classes, generator, **run)
         counts = torch.bincount(train.labels.cpu(), minlength=num_classes)
         self.class_weights = class_weights(counts, self.beta).float().to(train.labels.device)
-        if self.defer != "first_lr_drop":
-            self.unweighted_steps = int(self.defer * self.run_steps)
-        elif self.first_lr_drop is not None:
-            self.unweighted_steps = self.first_lr_drop
-        else:
-            self.unweighted_steps = int(DRW_SHARE * self.run_steps)
+        self.unweighted_steps = deferred_steps(self.defer, self.run_steps, self.first_lr_drop)
         self.steps_taken = 0
 
     def state_dict(self) -> dict:

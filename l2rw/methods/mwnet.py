@@ -81,14 +81,13 @@ VARIANTS = {
 }
 
 
-def batch_weights(weight_net: WeightNet, losses: torch.Tensor, variant: str) -> torch.Tensor:
+def batch_weights(weight_net: nn.Module, losses: torch.Tensor, variant: Variant) -> torch.Tensor:
     """The batch's weights, differentiable w.r.t. V's parameters (and w.r.t. the losses when the
-    variant's V sees their graph)."""
-    kind = VARIANTS[variant]
-    return kind.normalize(weight_net(losses if kind.loss_keeps_graph else losses.detach()))
+    variant's V sees their graph). `weight_net`: the batch's losses -> V's outputs."""
+    return variant.normalize(weight_net(losses if variant.loss_keeps_graph else losses.detach()))
 
 
-def lookahead_coefficients(weight_net: WeightNet, losses: torch.Tensor, variant: str) -> torch.Tensor:
+def lookahead_coefficients(weight_net: nn.Module, losses: torch.Tensor, variant: Variant) -> torch.Tensor:
     """c_i = dF/dl_i with F = sum_i w_i(phi, l) l_i, differentiable w.r.t. V's parameters: the
     look-ahead step's gradient is sum_i c_i grad l_i(theta)."""
     point = losses.detach().requires_grad_()
@@ -99,7 +98,7 @@ def lookahead_coefficients(weight_net: WeightNet, losses: torch.Tensor, variant:
 
 
 def mwnet_gradient_fwd(
-    model: nn.Module, weight_net: WeightNet, x, y, meta_x, meta_y, lr: float, variant: str,
+    model: nn.Module, weight_net: nn.Module, x, y, meta_x, meta_y, lr: float, variant: Variant,
     loss_fn: LossFunction = cross_entropy, meta_loss_fn: LossFunction = cross_entropy,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """(d L_meta(theta') / d phi for each of V's parameters, the training losses of the step's
@@ -120,7 +119,7 @@ def mwnet_gradient_fwd(
 
 
 def mwnet_gradient_double_backprop(
-    model: nn.Module, weight_net: WeightNet, x, y, meta_x, meta_y, lr: float, variant: str,
+    model: nn.Module, weight_net: nn.Module, x, y, meta_x, meta_y, lr: float, variant: Variant,
     loss_fn: LossFunction = cross_entropy, meta_loss_fn: LossFunction = cross_entropy,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The reference: a differentiable look-ahead step on sum_i w_i l_i, the weights from the
@@ -197,11 +196,12 @@ class MetaWeightNet(MetaMethod):
     ) -> StepLoss:
         meta_x, meta_y = self.meta_batch()
         gradient, losses = IMPLEMENTATIONS[self.impl](
-            model, self.weight_net, x, y, meta_x, meta_y, lr, self.variant, loss_fn=self.loss_fn, meta_loss_fn=cross_entropy
+            model, self.weight_net, x, y, meta_x, meta_y, lr, VARIANTS[self.variant], loss_fn=self.loss_fn,
+            meta_loss_fn=cross_entropy,
         )
         for parameter, grad in zip(self.weight_net.parameters(), gradient):
             parameter.grad = grad
         self.optimizer.step()
         with torch.no_grad():
-            weights = batch_weights(self.weight_net, losses, self.variant)
+            weights = batch_weights(self.weight_net, losses, VARIANTS[self.variant])
         return StepLoss((weights * losses).sum(), weights)

@@ -20,6 +20,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -35,11 +36,11 @@ from l2rw.methods.base import Method
 from l2rw.run import CONFIG_DIR
 from l2rw.run.hardware import resolve_device
 from l2rw.run.instantiation import build
-from l2rw.run.train import build_learner
+from l2rw.run.train import build_learner, build_network
 from l2rw.training.checkpoint import Checkpoint
 from l2rw.training.evaluation import PixelStandardizer
 from l2rw.training.loop import FitOptions, fit
-from l2rw.training.optimization import make_scheduler
+from l2rw.training.optimization import LrSchedule, make_scheduler
 from l2rw.training.state import FitResult
 
 NUM_CLASSES = 10
@@ -119,8 +120,9 @@ class Run:
     def fit(self, method: Method, steps: int, scheduler, metrics_csv: Path, checkpoint: Checkpoint | None = None) -> FitResult:
         """`steps` steps of `fit` with the run's settings; one evaluation, at the end, and no progress bar."""
         options = replace(FitOptions.from_config(self.cfg, steps), eval_every=steps, progress=False)
+        new_network = partial(build_network, self.cfg, self.splits, self.device, LrSchedule("constant", steps))
         return fit(self.model, method, self.splits, self.optimizer, scheduler, options,
-                   metrics_csv=metrics_csv, checkpoint=checkpoint, loss_fn=self.loss_fn)
+                   metrics_csv=metrics_csv, checkpoint=checkpoint, loss_fn=self.loss_fn, new_network=new_network)
 
 
 class Contender:

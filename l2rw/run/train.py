@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,7 +41,8 @@ from l2rw.run.trial_pruning import TrialPruned
 from l2rw.tracking import RunLoggers
 from l2rw.training.checkpoint import Checkpoint
 from l2rw.training.loop import fit
-from l2rw.training.optimization import lr_schedule, make_optimizer, make_scheduler, steps_per_epoch
+from l2rw.training.network import Network, NewNetwork
+from l2rw.training.optimization import LrSchedule, lr_schedule, make_optimizer, make_scheduler, steps_per_epoch
 from l2rw.training.signals import stopping_at_once
 
 
@@ -68,10 +70,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     checkpoint.load()  # one this run cannot resume stops it before its config.yaml is overwritten
     run_dir.mkdir(parents=True, exist_ok=True)
     model, loss_fn, optimizer, class_counts = build_learner(cfg, splits, device)
-    method = build(cfg.method)
-    method_as_set_up = set_up_copy(method, cfg.method, splits)
     schedule = lr_schedule(cfg, options.steps, steps_per_epoch(len(splits.train), cfg.batch_size))
     scheduler = make_scheduler(optimizer, schedule)
+    new_network = partial(build_network, cfg, splits, device, schedule)
+    method = build(cfg.method)
+    method_as_set_up = set_up_copy(method, cfg.method, splits, loss_fn, new_network)
     # a crafted one stops the run before config.yaml too
     checkpoint.check_fits(model, optimizer, scheduler, method_as_set_up, splits)
     # with `epochs`, the steps they came to: config.yaml holds what the run trained
@@ -83,6 +86,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 model, method, splits, optimizer, scheduler, options,
                 metrics_csv=run_dir / METRICS, checkpoint=checkpoint, example_weights_csv=run_dir / EXAMPLE_WEIGHTS,
                 loss_fn=loss_fn, on_evaluation=loggers.log_evaluation, first_lr_drop=schedule.first_drop,
+                new_network=new_network,
             )
         except DivergedError as diverged:
             append_row(spec.results_csv, row | results_row.diverged_part(diverged.step))
@@ -123,15 +127,26 @@ def build_learner(cfg: DictConfig, splits: Splits, device: torch.device) -> Lear
     return Learner(model, build(cfg.loss, class_counts=class_counts), make_optimizer(model, cfg), class_counts)
 
 
-def set_up_copy(method: Method, method_cfg: DictConfig, splits: Splits) -> Method:
-    """A copy of `method` set up for `splits` (`fit` sets up the method itself), made before anything
-    is written: what the method builds for itself (Meta-Weight-Net's weight net) stops the run when
-    it does not fit in memory, as a model too big does (l2rw.models.build_model), and a checkpoint's
-    method state is tried on it (Checkpoint.check_fits)."""
+def build_network(cfg: DictConfig, splits: Splits, device: torch.device, schedule: LrSchedule) -> Network:
+    """A model of `cfg` for `splits`, placed on `device`, with its optimizer and `schedule`: what a
+    method that trains models of its own (co-teaching's peer) trains beside the run's."""
+    model = place_model(build_model(cfg.model, splits.image_shape, splits.num_classes), cfg.hardware, device)
+    optimizer = make_optimizer(model, cfg)
+    return Network(model, optimizer, make_scheduler(optimizer, schedule), cfg.clip_grad_norm)
+
+
+def set_up_copy(method: Method, method_cfg: DictConfig, splits: Splits, loss_fn: LossFunction,
+                new_network: NewNetwork) -> Method:
+    """A copy of `method` set up for `splits` with a copy of the loss (`fit` sets up the method
+    itself), made before anything is written: what the method builds for itself (Meta-Weight-Net's
+    weight net, co-teaching's peer) stops the run when it does not fit in memory, as a model too
+    big does (l2rw.models.build_model), a loss the method cannot weigh stops it in one line, and a
+    checkpoint's method state is tried on it (Checkpoint.check_fits)."""
     try:
         probe = copy.deepcopy(method)
         with torch.random.fork_rng(devices=[]):  # the run's random stream is the same with or without the copy
-            probe.setup(splits.train, splits.meta, splits.num_classes, torch.Generator())
+            probe.setup(splits.train, splits.meta, splits.num_classes, torch.Generator(), loss_fn=copy.deepcopy(loss_fn),
+                        new_network=new_network)
         return probe
     except (MemoryError, RuntimeError) as error:  # torch's CPU allocator refuses with a plain RuntimeError
         if not is_out_of_memory(error):

@@ -24,7 +24,7 @@ from l2rw.data import Splits
 from l2rw.errors import UserError
 from l2rw.file_io import atomic_path
 from l2rw.methods.base import Method
-from l2rw.training.optimization import agrees, described, optimizer_problem, scheduled_lrs, scheduled_state
+from l2rw.training.network import network_problem
 from l2rw.training.state import LoopState, loop_data_problem
 
 FILENAME = "checkpoint.pt"
@@ -90,9 +90,7 @@ class Checkpoint:
             return
         step = state["loop"]["step"]
         problem = (
-            _tensors_problem("model", state["model"], model.state_dict())
-            or _part("optimizer", optimizer_problem(state["optimizer"], optimizer, scheduled_lrs(scheduler, step)))
-            or _scheduler_problem(state["scheduler"], scheduled_state(scheduler, step), step)
+            network_problem(state["model"], state["optimizer"], state["scheduler"], model, optimizer, scheduler, step)
             or _part("loop state", loop_data_problem(state["loop"], splits))
             or _part("method", _method_problem(state["method"], method_as_set_up))
         )
@@ -201,39 +199,6 @@ def _rng_problem(rng: object) -> str | None:
     cuda = rng["cuda"]
     if cuda is not None and not (isinstance(cuda, list) and all(isinstance(t, torch.ByteTensor) for t in cuda)):
         return "cuda is not a list of byte tensors"
-    return None
-
-
-def _tensors_problem(part: str, saved: object, expected: dict[str, torch.Tensor]) -> str | None:
-    """Why the saved state dict `saved` does not fit `expected` (this run's); None when it does."""
-    if problem := _keys_problem(part, saved, expected):
-        return problem
-    for key, tensor in expected.items():
-        value = saved[key]
-        if not isinstance(value, torch.Tensor):
-            return f"{part} ({key} is a {type(value).__name__}, not a tensor)"
-        if value.shape != tensor.shape or value.dtype != tensor.dtype:
-            return f"{part} ({key} is {described(value)}, this run's is {described(tensor)})"
-    return None
-
-
-def _keys_problem(part: str, saved: object, expected: dict) -> str | None:
-    if not isinstance(saved, dict):
-        return f"{part} (a {type(saved).__name__}, not a state dict)"
-    if missing := [key for key in expected if key not in saved]:
-        return f"{part} (it lacks {missing[0]!r})"
-    if extra := [key for key in saved if key not in expected]:
-        return f"{part} (unknown key {extra[0]!r})"
-    return None
-
-
-def _scheduler_problem(saved: object, expected: dict, step: int) -> str | None:
-    """Why the saved scheduler state is not `expected`, this run's schedule's at `step`."""
-    if problem := _keys_problem("scheduler", saved, expected):
-        return problem
-    for key, value in expected.items():
-        if not agrees(saved[key], value):
-            return f"scheduler ({key} is {saved[key]!r}; this run's schedule has {value!r} at step {step})"
     return None
 
 

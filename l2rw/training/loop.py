@@ -18,11 +18,12 @@ from tqdm import tqdm
 from l2rw.data import LabeledImages, Splits
 from l2rw.data.augment import random_crop_and_flip
 from l2rw.errors import DivergedError, Interrupted
-from l2rw.losses import LossFunction, cross_entropy
+from l2rw.losses import LossFunction, cross_entropy, step_of
 from l2rw.methods.base import Method
 from l2rw.run.hardware import AMP_DTYPES
 from l2rw.training.checkpoint import Checkpoint
 from l2rw.training.evaluation import Evaluator, PixelStandardizer
+from l2rw.training.network import NewNetwork, apply_update
 from l2rw.training.signals import DeferredInterrupt
 from l2rw.training.state import METRIC_COLUMNS, BestEvaluation, FitResult, LoopState
 from l2rw.training.trained_prior import TrainedPrior
@@ -88,6 +89,7 @@ def fit(
     loss_fn: LossFunction = cross_entropy,
     on_evaluation: Callable[[int, dict, torch.Tensor], None] | None = None,
     first_lr_drop: int | None = None,
+    new_network: NewNetwork | None = None,
 ) -> FitResult:
     """Train for `options.steps` optimizer steps; write one `metrics_csv` row per evaluation.
 
@@ -97,7 +99,8 @@ def fit(
     `l2rw.tracking`) with the metrics.csv row plus `recall/<class>` per class, and each training
     example's mean relative weight so far (NaN for examples no update has used yet).
     `first_lr_drop`: the step where `scheduler` first lowers the lr (None: it never drops at once),
-    for methods that act on it (deferred re-weighting).
+    for methods that act on it (deferred re-weighting). `new_network`: builds a model like `model`
+    with its optimizer and schedule, for a method that trains models of its own (co-teaching).
 
     Every evaluation also checks for collapse (`l2rw.training.evaluation.Evaluator`): a
     `collapsed` column in `metrics_csv`, shown on the progress bar; the returned `collapse_step` is
@@ -113,7 +116,8 @@ def fit(
     generator = torch.Generator().manual_seed(options.seed)
     standardize = PixelStandardizer(splits.train.images)
     meta = LabeledImages(standardize(splits.meta.images), splits.meta.labels)
-    method.setup(splits.train, meta, splits.num_classes, generator, loss_fn=loss_fn, steps=steps, first_lr_drop=first_lr_drop)
+    method.setup(splits.train, meta, splits.num_classes, generator, loss_fn=loss_fn, steps=steps,
+                 first_lr_drop=first_lr_drop, new_network=new_network)
     loop = LoopState(**((checkpoint.restore(model, optimizer, scheduler, method) if checkpoint else None) or {}))
     batches = method.batches(options.batch_size)
     weight_stats = WeightStats(splits.train.labels, splits.train_corrupted, splits.class_names)
@@ -139,7 +143,8 @@ def fit(
                 images = random_crop_and_flip(images, generator)
             x, y = standardize(images), splits.train.labels[index]
             lr = optimizer.param_groups[0]["lr"]
-            loss, zero_share, weights = take_step(model, method, optimizer, options, x, y, index, lr, step)
+            with step_of(loss_fn, index):
+                loss, zero_share, weights = take_step(model, method, optimizer, options, x, y, index, lr, step)
             if weights is None:  # every example got weight 0: the meta gradient agrees with none of them
                 loop.skipped += 1
             else:
@@ -200,11 +205,7 @@ def take_step(
         raise DivergedError(step, loss, lr)
     if not any_weight:
         return loss, zero_share, None
-    optimizer.zero_grad(set_to_none=True)
-    result.loss.backward()
-    if options.clip_grad_norm is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), options.clip_grad_norm)
-    optimizer.step()
+    apply_update(model, optimizer, result.loss, options.clip_grad_norm)
     return loss, zero_share, result.weights
 
 
