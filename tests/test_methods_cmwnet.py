@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from l2rw.data import LabeledImages
-from l2rw.losses.logit_adjusted import LogitAdjusted
 from l2rw.losses import cross_entropy
+from l2rw.losses.logit_adjusted import LogitAdjusted
 from l2rw.methods.cmwnet import SETTINGS, ClassAwareWeightNet, OnGroups, class_groups, over_detached_sum
 from l2rw.methods.mwnet import mwnet_gradient_double_backprop, mwnet_gradient_fwd
 from l2rw.models.lenet import LeNet

@@ -4,8 +4,8 @@ across steps."""
 import csv
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
