@@ -38,6 +38,9 @@ class Method:
     uses_meta_set = False           # draws a batch of the clean meta set each step (`meta_batch_size`)
     learns_example_weights = False  # weighs each example on its own: example_weights.csv is worth plotting
     implementations: tuple[str, ...] = ()  # the values of its `impl` option, each a different computation to time
+    # overrides that make every step its full one when timed (a plain start or sparse meta updates
+    # would otherwise time plain steps)
+    full_step_overrides: tuple[str, ...] = ()
 
     @classmethod
     def keeps_state(cls) -> bool:

@@ -98,6 +98,7 @@ class ClassAwareMetaWeightNet(MetaMethod):
     has the weight net, the groups and the released settings)."""
 
     implementations = tuple(IMPLEMENTATIONS)
+    full_step_overrides = ("method.defer=0", "method.meta_every=1")
 
     def __init__(
         self,

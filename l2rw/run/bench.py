@@ -55,13 +55,13 @@ COMPILED = ", compiled"  # label suffix of the hardware.compile=true contenders,
 def method_contenders() -> dict[str, list[str]]:
     """Table label -> method overrides: each method of conf/method/ (sgd, the unit, first), once per
     way it computes its weights (`impl`); one that draws meta batches gets the benchmark's meta
-    batch size ({meta_batch}, filled in per comparison)."""
+    batch size ({meta_batch}, filled in per comparison), and each its `full_step_overrides`."""
     contenders = {}
     for name, method in sorted(catalog().items(), key=lambda item: item[0] != UNIT):
         meta_batch = ["method.meta_batch_size={meta_batch}"] if method.uses_meta_set else []
         for impl in method.implementations or [None]:
             label, chosen = (name, []) if impl is None else (f"{name} {impl}", [f"method.impl={impl}"])
-            contenders[label] = [f"method={name}", *chosen, *meta_batch]
+            contenders[label] = [f"method={name}", *chosen, *meta_batch, *method.full_step_overrides]
     return contenders
 
 
