@@ -144,3 +144,14 @@ def test_elr_refuses_a_call_outside_a_step_and_a_state_of_another_training_set(m
         loss_fn.load_state_dict({"targets": torch.zeros(99, 3)})
     with pytest.raises(ValueError, match="probabilities"):
         loss_fn.load_state_dict({"targets": torch.full((100, 3), 2.0)})
+
+
+def test_elr_keeps_the_first_row_of_an_example_drawn_twice_in_a_batch(make_cfg):
+    """A sampler with replacement can draw an example twice; a plain indexed write keeps the last
+    row on CPU and either on CUDA."""
+    loss_fn = built(make_cfg, "elr")
+    outputs = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0]])
+    with step_of(loss_fn, torch.tensor([5, 9, 5])):
+        loss_fn(outputs, torch.tensor([0, 1, 2]))
+    expected, _ = released_elr_step(torch.zeros(100, 3), torch.tensor([5]), outputs[:1], torch.tensor([0]), 0.7, 3.0)
+    torch.testing.assert_close(loss_fn.state_dict()["targets"][5], expected[5])

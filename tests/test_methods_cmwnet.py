@@ -28,7 +28,7 @@ def test_fwd_meta_gradient_equals_double_backprop_in_float64(architecture, shape
     model = architecture(shape, num_classes=10).double().train()
     x, y = torch.randn(12, *shape, dtype=torch.double), torch.randint(0, 10, (12,))
     meta_x, meta_y = torch.randn(10, *shape, dtype=torch.double), torch.arange(10)
-    weight_net = OnGroups(ClassAwareWeightNet(groups=3).double(), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])[y])
+    weight_net = OnGroups(ClassAwareWeightNet(groups=3).double(), torch.tensor([0, 1, 0, 0, 1, 0, 0, 1, 0, 1])[y])
     loss_fn = cross_entropy if loss == "ce" else LogitAdjusted(torch.arange(1, 11) * 10, tau=1.0)
     reference_model = copy.deepcopy(model)
     setting = SETTINGS[variant].variant
@@ -38,8 +38,10 @@ def test_fwd_meta_gradient_equals_double_backprop_in_float64(architecture, shape
     for mine, reference in zip(ours, theirs, strict=True):
         torch.testing.assert_close(mine, reference, atol=1e-10, rtol=1e-7)
     torch.testing.assert_close(losses, reference_losses)
-    for head in weight_net.weight_net.heads:  # every group's head gets its own share
-        assert any(head.weight is parameter for parameter in weight_net.parameters())
+    # parameters: the shared layer's weight and bias, then each head's; a head gets a gradient
+    # exactly when its group is in the batch (group 2 is absent here)
+    head_weights = [ours[2 + 2 * group] for group in range(3)]
+    assert [bool(head_weights[group].abs().sum() > 0) for group in range(3)] == [group in weight_net.groups.tolist() for group in range(3)]
 
 
 def test_the_weight_net_is_the_released_per_example_head_lookup():
@@ -77,34 +79,44 @@ def method_on_a_small_problem(make_cfg, *overrides: str):
 
 
 @pytest.mark.parametrize("variant, normalised", [("imbalance", lambda raw: raw / raw.sum()), ("noise", lambda raw: raw / len(raw))])
-def test_meta_updates_come_every_meta_every_steps_after_the_plain_start(make_cfg, variant, normalised):
+def test_meta_updates_come_every_meta_every_batches_of_an_epoch_after_the_plain_start(make_cfg, variant, normalised):
+    """Batches of 3 of the 12 images: 4 an epoch; meta_every=3 updates at batches 0 and 3 of each
+    (cmwn.py's batch_idx % 10 == 0), once int(0.2 * 10) plain steps are over."""
     method, model, x, y = method_on_a_small_problem(make_cfg, f"method.variant={variant}", "method.defer=0.2",
                                                     "method.meta_every=3", "method.meta_lr=0.01")
     changed = []
-    for _ in range(8):
+    for step in range(8):
+        batch = torch.arange(3 * (step % 4), 3 * (step % 4) + 3)
         before = copy.deepcopy(method.weight_net.state_dict())
-        step = method.step_loss(model, x, y, torch.arange(12), 0.1)
+        result = method.step_loss(model, x[batch], y[batch], batch, 0.1)
         changed.append(any(not torch.equal(before[k], v) for k, v in method.weight_net.state_dict().items()))
-        if len(changed) <= 2:  # int(0.2 * 10) plain steps: every example 1/n
-            torch.testing.assert_close(step.weights, torch.full((12,), 1 / 12))
+        if step < 2:  # plain steps: every example 1/n
+            torch.testing.assert_close(result.weights, torch.full((3,), 1 / 3))
         else:
             with torch.no_grad():
-                raw = method.weight_net(model(x).log_softmax(1).gather(1, y[:, None]).squeeze(1).neg(), method.group_of_class[y])
-            torch.testing.assert_close(step.weights, normalised(raw))
-    assert changed == [False, False, True, False, False, True, False, False]
+                losses = model(x[batch]).log_softmax(1).gather(1, y[batch, None]).squeeze(1).neg()
+                raw = method.weight_net(losses, method.group_of_class[y[batch]])
+            torch.testing.assert_close(result.weights, normalised(raw))
+    assert changed == [False, False, False, True, True, False, False, True]
 
 
-def test_a_meta_update_leaves_the_heads_of_absent_groups_alone(make_cfg):
-    """The released per-example lookup gives a head no gradient when none of its classes is in the
-    batch, so its Adam (with weight decay) does not move it."""
-    method, model, x, y = method_on_a_small_problem(make_cfg, "method.variant=noise", "method.defer=0", "method.meta_lr=0.01")
+def test_a_head_absent_from_the_batch_moves_only_once_adam_has_stepped_it(make_cfg):
+    """Under the PyTorch 1.x the released scripts ran on, a head out of a batch's graph has no
+    gradient before its first step (Adam leaves it) and a zero one after (Adam's momentum and
+    weight decay move it)."""
+    method, model, x, y = method_on_a_small_problem(make_cfg, "method.variant=noise", "method.defer=0",
+                                                    "method.meta_every=1", "method.meta_lr=0.01")
     groups = method.group_of_class[y]
     absent = ({0, 1, 2} - set(groups[:7].tolist())).pop()  # the first 7 examples are all of class 0
-    before = copy.deepcopy(method.weight_net.heads[absent].state_dict())
-    present = copy.deepcopy(method.weight_net.heads[int(groups[0])].state_dict())
-    method.step_loss(model, x[:7], y[:7], torch.arange(7), 0.1)
-    assert all(torch.equal(before[k], v) for k, v in method.weight_net.heads[absent].state_dict().items())
-    assert any(not torch.equal(present[k], v) for k, v in method.weight_net.heads[int(groups[0])].state_dict().items())
+
+    def head_moves(batch: torch.Tensor) -> bool:
+        before = copy.deepcopy(method.weight_net.heads[absent].state_dict())
+        method.step_loss(model, x[batch], y[batch], batch, 0.1)
+        return any(not torch.equal(before[k], v) for k, v in method.weight_net.heads[absent].state_dict().items())
+
+    assert not head_moves(torch.arange(7))   # never stepped: left alone
+    assert head_moves(torch.arange(12))      # in the batch
+    assert head_moves(torch.arange(7))       # out of it again, with Adam state: still moves
 
 
 @pytest.mark.parametrize("noise, variant, optimizer, settings", [

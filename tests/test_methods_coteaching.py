@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from l2rw.data import LabeledImages
-from l2rw.errors import UserError
+from l2rw.errors import DivergedError, UserError
 from l2rw.losses import cross_entropy
 from l2rw.methods.coteaching import forget_rate_at
 from l2rw.run.instantiation import build
@@ -70,7 +70,7 @@ def test_the_schedule_counts_epochs_of_the_training_set(make_cfg):
 
 
 def test_a_loss_with_one_target_per_example_is_refused(make_cfg):
-    with pytest.raises(UserError, match="method=coteaching trains two networks.*use loss=ce"):
+    with pytest.raises(UserError, match="method=coteaching trains two networks.*choose another, e.g. loss=ce"):
         set_up(make_cfg, "loss=elr", loss_fn=build(make_cfg("loss=elr").loss, class_counts=torch.tensor([7, 7, 6])))
 
 
@@ -84,3 +84,11 @@ def test_the_second_network_is_part_of_the_state_and_a_misfit_is_named(make_cfg)
     state["peer"]["model"]["weight"] = torch.zeros(4, 5)
     with pytest.raises(ValueError, match="its second network does not fit: model .weight is 4x5 float32"):
         restored.load_state_dict(state)
+
+
+def test_a_diverged_second_network_ends_the_run_as_a_diverged_first_one_does(make_cfg):
+    method, train = set_up(make_cfg, "method.forget_rate=0.2")
+    with torch.no_grad():
+        method.peer.model.weight.fill_(float("nan"))
+    with pytest.raises(DivergedError, match="loss is nan at step 1"):
+        method.step_loss(nn.Linear(5, 3), train.images[:10], train.labels[:10], torch.arange(10), 0.1)

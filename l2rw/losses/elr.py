@@ -34,9 +34,16 @@ class EarlyLearningRegularized(ExampleStateLoss):
         try:
             yield
             if self._estimate is not None:
-                self.targets[index] = self._estimate.to(self.targets.dtype)
+                self._keep(index, self._estimate.to(self.targets.dtype))
         finally:
             self._index, self._estimate = None, None
+
+    def _keep(self, index: torch.Tensor, estimate: torch.Tensor) -> None:
+        """targets[index] = estimate, an index drawn twice in a batch (a sampler with replacement)
+        keeping its first row: a plain indexed write keeps the last on CPU and either on CUDA."""
+        rows, where = torch.unique(index, return_inverse=True)
+        first = torch.full_like(rows, len(index)).scatter_reduce(0, where, torch.arange(len(index), device=index.device), "amin")
+        self.targets[rows] = estimate[first]
 
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self._index is None:

@@ -27,8 +27,10 @@ class Method:
     per-example `loss_fn` every method weighs (`l2rw.losses`), the run's length in `steps`
     (kept as `run_steps`), the step where the lr schedule first drops (`first_lr_drop`, None
     for a schedule without drops), and `new_network`, which builds a model like the run's with its
-    optimizer and lr schedule, for a method that trains models of its own (co-teaching: it updates
-    them in `step_loss`, and their state goes into its `state_dict`, as does a loss's per-example state).
+    optimizer and lr schedule, for a method that trains models of its own (co-teaching: it builds
+    them in its `setup`, without keeping `new_network`, whose arguments hold the run's data; it
+    updates them in `step_loss`, and their state goes into its `state_dict`, as does a loss's
+    per-example state).
     """
 
     # steps after which every kind of step the method takes has run once (and compiled, with
@@ -57,7 +59,6 @@ class Method:
         self.loss_fn = loss_fn
         self.run_steps = steps
         self.first_lr_drop = first_lr_drop
-        self.new_network = new_network
         self.generator = generator
         self.epoch_rest = torch.empty(0, dtype=torch.long)  # this epoch's examples not served yet
 

@@ -13,8 +13,8 @@ double-backprop reference, on V bound to the batch's groups. Two released settin
   update every step; plain training until epoch 160 of 200, the first lr drop (170-171); V trained
   by Adam, lr 1e-4, weight decay 1e-5, amsgrad (160).
 - `noise` (section4/Feature-independent_Label_Noise/cmwn.py): detached loss (136); weights V/n
-  (the .mean() of 142); a meta update every 10 batches (129); plain training for the first 10 of
-  300 epochs (286-290); Adam, lr 1e-4, weight decay 1e-4 (340).
+  (the .mean() of 142); a meta update every 10 batches of each epoch (129); plain training for
+  the first 10 of 300 epochs (286-290; 30 on CIFAR-100); Adam, lr 1e-4, weight decay 1e-4 (340).
 Named deviations: the meta set is the run's clean, held-out one (LT1.py rebuilds a balanced subset
 of the imbalanced training set each epoch; cmwn.py picks the 10 lowest-loss examples per class with
 their noisy labels); cmwn.py's label correction, mixup and EMA teacher make it CMW-Net-SL, another
@@ -169,7 +169,9 @@ class ClassAwareMetaWeightNet(MetaMethod):
             return super().step_loss(model, x, y, index, lr)
         variant, groups = SETTINGS[self.variant].variant, self.group_of_class[y]
         weight_net = OnGroups(self.weight_net, groups)
-        if (self.steps_taken - self.unweighted_steps - 1) % self.meta_every == 0:
+        # cmwn.py's `batch_idx % 10 == 0`: counted within each epoch, from its first batch
+        batch_in_epoch = (self.steps_taken - 1) % max(self.num_train // len(y), 1)
+        if batch_in_epoch % self.meta_every == 0:
             meta_x, meta_y = self.meta_batch()
             gradient, losses = IMPLEMENTATIONS[self.impl](
                 model, weight_net, x, y, meta_x, meta_y, lr, variant, loss_fn=self.loss_fn, meta_loss_fn=cross_entropy
@@ -182,13 +184,16 @@ class ClassAwareMetaWeightNet(MetaMethod):
         return StepLoss((weights * losses).sum(), weights)
 
     def update_weight_net(self, gradient: list[torch.Tensor], groups: torch.Tensor) -> None:
-        """One optimizer step of V; the heads of groups absent from the batch have no gradient and are
-        left alone, as the released per-example head lookup leaves them out of the graph."""
+        """One optimizer step of V. A head whose groups are absent from the batch is out of the
+        released per-example lookup's graph: under the PyTorch 1.x the scripts ran on, zero_grad()
+        left it a zero gradient once it had one, so Adam's momentum and weight decay still move it,
+        and no gradient before its first step, so Adam leaves it alone."""
         for parameter, grad in zip(self.weight_net.parameters(), gradient):
             parameter.grad = grad
         present = set(groups.unique().tolist())
         for group, head in enumerate(self.weight_net.heads):
             if group not in present:
                 for parameter in head.parameters():
-                    parameter.grad = None
+                    if parameter not in self.optimizer.state:
+                        parameter.grad = None
         self.optimizer.step()

@@ -3,8 +3,9 @@ the batch its peer picks, since under label noise the examples a network fits wi
 are mostly clean ones. As released (github.com/bhanML/Co-teaching):
 - loss.py 8-29: each network keeps its int((1 - forget rate) * batch) smallest losses (the
   released cross-entropy; here the run's `loss`), and each trains on the other's picks, averaged
-  over them (the released code divides that mean by their number once more, a constant factor
-  on the loss that its Adam ignores and SGD would not: not copied);
+  over them (the released code divides that mean by their number once more: a factor on the
+  loss that changes only while the forget rate rises, which its Adam nearly ignores and SGD
+  would not; not copied);
 - main.py 134-135: the forget rate rises by epoch as linspace(0, forget_rate^exponent,
   num_gradual), then stays at forget_rate, the first training epoch at index 1 (main.py 287);
   main.py 112-115: forget_rate defaults to the noise rate.
@@ -18,10 +19,11 @@ import torch
 from torch import nn
 
 from l2rw.data import LabeledImages
-from l2rw.errors import UserError
+from l2rw.errors import DivergedError, UserError
 from l2rw.losses import ExampleStateLoss
 from l2rw.methods.base import Method, StepLoss, step_count
 from l2rw.run.options import number, whole
+from l2rw.training.network import NewNetwork
 
 
 def forget_rate_at(epoch: int, forget_rate: float, num_gradual: int, exponent: float) -> float:
@@ -42,7 +44,7 @@ class CoTeaching(Method):
     """Uniformly shuffled batches; two networks, each weighted 1/kept on the small-loss examples
     its peer picks, 0 on the rest (the module's docstring has the rule and what was released)."""
 
-    learns_example_weights = True   # a 0/1 choice per example, whose mean says how often each was kept
+    learns_example_weights = True   # a kept-or-not choice per example, worth plotting like learned weights
 
     def __init__(
         self,
@@ -59,16 +61,17 @@ class CoTeaching(Method):
         self.num_gradual = num_gradual
         self.exponent = exponent
 
-    def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator, **run):
+    def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator,
+              new_network: NewNetwork | None = None, **run):
         super().setup(train, meta, num_classes, generator, **run)
         if isinstance(self.loss_fn, ExampleStateLoss):
-            raise UserError(f"method=coteaching trains two networks, and loss={type(self.loss_fn).__name__} keeps one "
-                            "target per example for one network; use loss=ce, sce or gce")
-        if self.new_network is None:
+            raise UserError("method=coteaching trains two networks, but this `loss` keeps one estimate per training "
+                            "example for one network (as loss=elr does); choose another, e.g. loss=ce or loss=sce")
+        if new_network is None:
             raise ValueError("co-teaching builds its second network with `new_network`: pass it to setup")
         with torch.random.fork_rng(devices=[]):  # the peer's init must not shift the run's random stream
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
-            self.peer = self.new_network()
+            self.peer = new_network()
         self.steps_taken = 0
 
     def state_dict(self) -> dict:
@@ -92,6 +95,9 @@ class CoTeaching(Method):
         keep = max(int((1 - forget_rate_at(epoch, self.forget_rate, self.num_gradual, self.exponent)) * len(y)), 1)
         losses, peer_losses = self.loss_fn(model(x), y), self.loss_fn(self.peer.model(x), y)
         weights, peer_weights = small_loss_weights(peer_losses, keep), small_loss_weights(losses, keep)
-        self.peer.update((peer_weights * peer_losses).sum())
+        peer_loss = (peer_weights * peer_losses).sum()
+        if not torch.isfinite(peer_loss):  # its picks would be arbitrary from here on
+            raise DivergedError(self.steps_taken + 1, float(peer_loss), lr)
+        self.peer.update(peer_loss)
         self.steps_taken += 1
         return StepLoss((weights * losses).sum(), weights)

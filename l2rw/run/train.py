@@ -77,6 +77,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     method_as_set_up = set_up_copy(method, cfg.method, splits, loss_fn, new_network)
     # a crafted one stops the run before config.yaml too
     checkpoint.check_fits(model, optimizer, scheduler, method_as_set_up, splits)
+    del method_as_set_up  # what it built for itself (co-teaching's second network) must not stay in memory
     # with `epochs`, the steps they came to: config.yaml holds what the run trained
     OmegaConf.save(OmegaConf.merge(cfg, {"steps": options.steps}), run_dir / "config.yaml", resolve=True)
     write_skipped_images(run_dir, splits.skipped_files)

@@ -45,7 +45,7 @@ class Network:
 
     def load_state_dict(self, state: dict, step: int) -> None:
         """Load the state saved after `step` steps; ValueError, saying why, for one this network does not keep."""
-        if problem := keys_problem("network", state, dict.fromkeys(NETWORK_PARTS)) or network_problem(
+        if problem := _keys_problem("network", state, dict.fromkeys(NETWORK_PARTS)) or network_problem(
             state["model"], state["optimizer"], state["scheduler"], self.model, self.optimizer, self.scheduler, step
         ):
             raise ValueError(problem)
@@ -62,15 +62,15 @@ def network_problem(saved_model: object, saved_optimizer: object, saved_schedule
     """Why the saved model, optimizer and scheduler states are not these ones' after `step` steps of
     this configuration's schedule; None when they are."""
     return (
-        tensors_problem("model", saved_model, model.state_dict())
+        _tensors_problem("model", saved_model, model.state_dict())
         or _part("optimizer", optimizer_problem(saved_optimizer, optimizer, scheduled_lrs(scheduler, step)))
         or _scheduler_problem(saved_scheduler, scheduled_state(scheduler, step), step)
     )
 
 
-def tensors_problem(part: str, saved: object, expected: dict[str, torch.Tensor]) -> str | None:
+def _tensors_problem(part: str, saved: object, expected: dict[str, torch.Tensor]) -> str | None:
     """Why the saved state dict `saved` does not fit `expected` (this run's); None when it does."""
-    if problem := keys_problem(part, saved, expected):
+    if problem := _keys_problem(part, saved, expected):
         return problem
     for key, tensor in expected.items():
         value = saved[key]
@@ -81,7 +81,7 @@ def tensors_problem(part: str, saved: object, expected: dict[str, torch.Tensor])
     return None
 
 
-def keys_problem(part: str, saved: object, expected: dict) -> str | None:
+def _keys_problem(part: str, saved: object, expected: dict) -> str | None:
     if not isinstance(saved, dict):
         return f"{part} (a {type(saved).__name__}, not a state dict)"
     if missing := [key for key in expected if key not in saved]:
@@ -93,7 +93,7 @@ def keys_problem(part: str, saved: object, expected: dict) -> str | None:
 
 def _scheduler_problem(saved: object, expected: dict, step: int) -> str | None:
     """Why the saved scheduler state is not `expected`, this run's schedule's at `step`."""
-    if problem := keys_problem("scheduler", saved, expected):
+    if problem := _keys_problem("scheduler", saved, expected):
         return problem
     for key, value in expected.items():
         if not agrees(saved[key], value):
