@@ -19,7 +19,9 @@ def test_rows_cover_every_method_with_sgd_as_the_unit(tmp_path):
     rows = bench.compare_methods("lenet", tiny(list(bench.METHODS)), tmp_path)
     assert [row["method"] for row in rows] == list(bench.METHODS) and "l2rw last_layer" in bench.METHODS
     assert rows[0]["x_sgd"] == 1.0
-    assert [row["meta_batch"] for row in rows] == ["", "", *[10] * 5, ""]  # the meta batch each meta method was built with
+    # the meta batch each meta method was built with: cmwnet's two, l2rw's three and mwnet's two; not sgd,
+    # class_balanced, coteaching or weighted_sampler
+    assert [row["meta_batch"] for row in rows] == ["", "", 10, 10, "", *[10] * 5, ""]
 
 
 def test_methods_picks_the_rows_and_sgd_stays_as_the_unit(tmp_path):

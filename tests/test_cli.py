@@ -103,7 +103,7 @@ def test_an_unusable_results_csv_is_named_before_training(make_cfg, tmp_path):
 def test_unknown_option_is_one_line_listing_the_choices(tmp_path):
     done = run_cli("method=adam", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr == ("error: method=adam: adam is not an option of method; use one of "
-                                                    "class_balanced, l2rw, mwnet, sgd, weighted_sampler\n")
+                                                    "class_balanced, cmwnet, coteaching, l2rw, mwnet, sgd, weighted_sampler\n")
 
 
 @pytest.mark.slow
@@ -138,5 +138,5 @@ def test_help_names_the_command_its_examples_and_the_option_groups(tmp_path):
     assert done.returncode == 0
     assert done.stdout.startswith("l2rw-train: ") and "powered by Hydra" not in done.stdout
     assert "l2rw-train --multirun method=sgd,weighted_sampler,l2rw" in done.stdout
-    assert "method: class_balanced, l2rw, mwnet, sgd, weighted_sampler" in done.stdout
-    assert "loss: ce, focal, gce, ldam, logit_adjusted" in done.stdout
+    assert "method: class_balanced, cmwnet, coteaching, l2rw, mwnet, sgd, weighted_sampler" in done.stdout
+    assert "loss: ce, elr, focal, gce, ldam, logit_adjusted, sce" in done.stdout

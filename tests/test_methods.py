@@ -1,11 +1,15 @@
 """l2rw.methods.base and the samplers: which examples a step sees (epochs, class-balanced draws,
 meta batches) and that a method restored from its state goes on drawing the same ones. (Each
 method's weights: test_methods_<name>.py; L2RW's weight math: test_reweight*.py.)"""
+from functools import partial
+
 import pytest
 import torch
 
 from l2rw.data import LabeledImages, build_splits
 from l2rw.run.instantiation import build
+from l2rw.run.train import build_network
+from l2rw.training.optimization import LrSchedule
 from tests.helpers.configs import config_options
 
 
@@ -66,7 +70,9 @@ def test_a_method_restored_from_its_state_draws_the_same_batches(make_cfg, metho
 
     def started(seed: int):
         instance = build(cfg.method)
-        instance.setup(splits.train, splits.meta, splits.num_classes, torch.Generator().manual_seed(seed))
+        # a method that trains a network of its own (co-teaching) builds it as the run would
+        new_network = partial(build_network, cfg, splits, torch.device("cpu"), LrSchedule("constant", 10))
+        instance.setup(splits.train, splits.meta, splits.num_classes, torch.Generator().manual_seed(seed), new_network=new_network)
         return instance
 
     original = started(0)

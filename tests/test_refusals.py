@@ -133,12 +133,12 @@ COMPOSITION_CASES = [
     (["l2rw-train", "method.strenght=1"], f"error: method.strenght is not an option of method=sgd; check its spelling {OPTIONS_LISTED}"),
     (["l2rw-train", "logger.tracking_uri=sqlite:///{tmp}/mlflow.db"],
      "error: logger.tracking_uri is not an option of logger=csv; did you mean logger.mlflow.tracking_uri, which logger=mlflow has?"),
-    (["l2rw-train", "method.meta_lr=0.1"], "error: method.meta_lr is not an option of method=sgd; method=mwnet has it"),
+    (["l2rw-train", "method.meta_lr=0.1"], "error: method.meta_lr is not an option of method=sgd; method=cmwnet has it"),
     (["l2rw-train", "dataset.val_per_clas=3"], "error: dataset.val_per_clas is not an option of dataset=digits; did you mean dataset.val_per_class?"),
     (["l2rw-train", "hydra.run.dirr={tmp}"], "did you mean hydra.run.dir? (l2rw-train's options are listed by l2rw-train --cfg hydra)"),
     (["l2rw-train", "--cfg", "job", "lrr=0.1"], "error: lrr is not an option; did you mean lr?"),
     (["l2rw-train", "method=l2rww"], "error: method=l2rww: l2rww is not an option of method; did you mean l2rw? "
-                                     "(method's options: class_balanced, l2rw, mwnet, sgd, weighted_sampler)"),
+                                     "(method's options: class_balanced, cmwnet, coteaching, l2rw, mwnet, sgd, weighted_sampler)"),
     (["l2rw-train", "dataset=cifar"], "error: dataset=cifar: cifar is not an option of dataset; did you mean cifar10? "
                                       "(dataset's options: cifar10, cifar100, digits, fashion_mnist, folder, ham10000, mnist)"),
     (["l2rw-train", "+experiment=nope"], "error: +experiment=nope: nope is not an option of experiment; use one of cifar100_lt, "),
