@@ -1,4 +1,5 @@
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -103,6 +104,16 @@ class Method:
         losses = self.loss_fn(model(x), y)
         weights = torch.full_like(losses, 1.0 / len(losses)).detach()
         return StepLoss((weights * losses).sum(), weights)
+
+
+@contextmanager
+def own_random_stream(generator: torch.Generator) -> Iterator[None]:
+    """torch's global random stream seeded from the method's `generator` and restored afterwards:
+    what a method builds for itself (a weight net, a second network) must not shift the random
+    stream the run's model and data draw from."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+        yield
 
 
 def step_count(state: dict) -> int:

@@ -30,10 +30,9 @@ from torch import nn
 
 from l2rw.data import LabeledImages
 from l2rw.losses import cross_entropy
-from l2rw.methods.base import META_BATCH_SIZE, MetaMethod, StepLoss, deferred_steps, step_count
-from l2rw.methods.mwnet import IMPLEMENTATIONS, Variant, batch_weights, over_batch_size
+from l2rw.methods.base import META_BATCH_SIZE, MetaMethod, StepLoss, deferred_steps, own_random_stream, step_count
+from l2rw.methods.mwnet import IMPLEMENTATIONS, Variant, batch_weights, load_weight_net, over_batch_size, weight_net_state
 from l2rw.run.options import choice, either, number, optional, whole
-from l2rw.training.optimization import optimizer_problem
 
 
 def over_detached_sum(raw: torch.Tensor) -> torch.Tensor:
@@ -135,31 +134,21 @@ class ClassAwareMetaWeightNet(MetaMethod):
         super().setup(train, meta, num_classes, generator, **run)
         device = train.labels.device
         self.group_of_class = class_groups(torch.bincount(train.labels.cpu(), minlength=num_classes), self.groups).to(device)
-        with torch.random.fork_rng(devices=[]):  # the net's init must not shift the model's random stream
-            torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+        with own_random_stream(generator):
             self.weight_net = ClassAwareWeightNet(self.groups, self.hidden).to(device)
         self.optimizer = SETTINGS[self.variant].variant.optimizer(self.weight_net.parameters(), lr=self.meta_lr)
         self.unweighted_steps = deferred_steps(self.defer, self.run_steps, self.first_lr_drop)
         self.steps_taken = 0
 
     def state_dict(self) -> dict:
-        return super().state_dict() | {
-            "steps_taken": self.steps_taken, "weight_net": self.weight_net.state_dict(), "optimizer": self.optimizer.state_dict()
-        }
+        return super().state_dict() | {"steps_taken": self.steps_taken} | weight_net_state(self.weight_net, self.optimizer)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        weights, ours = state["weight_net"], self.weight_net.state_dict()
-        if not (isinstance(weights, dict) and weights.keys() == ours.keys() and all(
-            isinstance(weights[name], torch.Tensor) and weights[name].shape == tensor.shape and weights[name].dtype == tensor.dtype
-            for name, tensor in ours.items()
-        )):
-            raise ValueError(f"its weight net is not Linear(1, {self.hidden}) and ReLU with {self.groups} heads Linear({self.hidden}, 1)")
-        if problem := optimizer_problem(state["optimizer"], self.optimizer):
-            raise ValueError(f"its weight net's optimizer does not fit: {problem}")
-        self.steps_taken = step_count(state)
-        self.weight_net.load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
+        steps_taken = step_count(state)
+        load_weight_net(state, self.weight_net, self.optimizer,
+                        f"Linear(1, {self.hidden}) and ReLU with {self.groups} heads Linear({self.hidden}, 1)")
+        self.steps_taken = steps_taken
 
     def step_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, lr: float

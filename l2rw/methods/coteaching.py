@@ -21,7 +21,7 @@ from torch import nn
 from l2rw.data import LabeledImages
 from l2rw.errors import DivergedError, UserError
 from l2rw.losses import ExampleStateLoss
-from l2rw.methods.base import Method, StepLoss, step_count
+from l2rw.methods.base import Method, StepLoss, own_random_stream, step_count
 from l2rw.run.options import number, whole
 from l2rw.training.network import NewNetwork
 
@@ -69,8 +69,7 @@ class CoTeaching(Method):
                             "example for one network (as loss=elr does); choose another, e.g. loss=ce or loss=sce")
         if new_network is None:
             raise ValueError("co-teaching builds its second network with `new_network`: pass it to setup")
-        with torch.random.fork_rng(devices=[]):  # the peer's init must not shift the run's random stream
-            torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+        with own_random_stream(generator):
             self.peer = new_network()
         self.steps_taken = 0
 

@@ -36,9 +36,10 @@ from torch import nn
 from l2rw import reweight
 from l2rw.data import LabeledImages
 from l2rw.losses import LossFunction, cross_entropy
-from l2rw.methods.base import META_BATCH_SIZE, MetaMethod, StepLoss
+from l2rw.methods.base import META_BATCH_SIZE, MetaMethod, StepLoss, own_random_stream
 from l2rw.reweight import forward_on_scratch_buffers, trainable_parameters
 from l2rw.run.options import choice, number, optional, whole
+from l2rw.training.network import tensors_problem
 from l2rw.training.optimization import optimizer_problem
 
 
@@ -139,6 +140,21 @@ def mwnet_gradient_double_backprop(
 IMPLEMENTATIONS = {"fwd": mwnet_gradient_fwd, "double_backprop": mwnet_gradient_double_backprop}
 
 
+def weight_net_state(weight_net: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    return {"weight_net": weight_net.state_dict(), "optimizer": optimizer.state_dict()}
+
+
+def load_weight_net(state: dict, weight_net: nn.Module, optimizer: torch.optim.Optimizer, architecture: str) -> None:
+    """Load `weight_net_state`'s parts; ValueError, saying why, for a net that is not `architecture`
+    or an optimizer state this optimizer does not keep (nothing is loaded then)."""
+    if tensors_problem("weight net", state["weight_net"], weight_net.state_dict()):
+        raise ValueError(f"its weight net is not {architecture}")
+    if problem := optimizer_problem(state["optimizer"], optimizer):
+        raise ValueError(f"its weight net's optimizer does not fit: {problem}")
+    weight_net.load_state_dict(state["weight_net"])
+    optimizer.load_state_dict(state["optimizer"])
+
+
 class MetaWeightNet(MetaMethod):
     """Uniformly shuffled batches; each step the weight net is updated on a meta batch through a
     look-ahead step, then weighs the batch (the module's docstring has the step and the variants)."""
@@ -170,26 +186,16 @@ class MetaWeightNet(MetaMethod):
 
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator, **run):
         super().setup(train, meta, num_classes, generator, **run)
-        with torch.random.fork_rng(devices=[]):  # the net's init must not shift the model's random stream
-            torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+        with own_random_stream(generator):
             self.weight_net = WeightNet(self.hidden).to(train.labels.device)
         self.optimizer = VARIANTS[self.variant].optimizer(self.weight_net.parameters(), lr=self.meta_lr)
 
     def state_dict(self) -> dict:
-        return super().state_dict() | {"weight_net": self.weight_net.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return super().state_dict() | weight_net_state(self.weight_net, self.optimizer)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        weights, ours = state["weight_net"], self.weight_net.state_dict()
-        if not (isinstance(weights, dict) and weights.keys() == ours.keys() and all(
-            isinstance(weights[name], torch.Tensor) and weights[name].shape == tensor.shape and weights[name].dtype == tensor.dtype
-            for name, tensor in ours.items()
-        )):
-            raise ValueError(f"its weight net is not Linear(1, {self.hidden}), ReLU, Linear({self.hidden}, 1), sigmoid")
-        if problem := optimizer_problem(state["optimizer"], self.optimizer):
-            raise ValueError(f"its weight net's optimizer does not fit: {problem}")
-        self.weight_net.load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_weight_net(state, self.weight_net, self.optimizer, f"Linear(1, {self.hidden}), ReLU, Linear({self.hidden}, 1), sigmoid")
 
     def step_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, lr: float

@@ -62,13 +62,13 @@ def network_problem(saved_model: object, saved_optimizer: object, saved_schedule
     """Why the saved model, optimizer and scheduler states are not these ones' after `step` steps of
     this configuration's schedule; None when they are."""
     return (
-        _tensors_problem("model", saved_model, model.state_dict())
+        tensors_problem("model", saved_model, model.state_dict())
         or _part("optimizer", optimizer_problem(saved_optimizer, optimizer, scheduled_lrs(scheduler, step)))
         or _scheduler_problem(saved_scheduler, scheduled_state(scheduler, step), step)
     )
 
 
-def _tensors_problem(part: str, saved: object, expected: dict[str, torch.Tensor]) -> str | None:
+def tensors_problem(part: str, saved: object, expected: dict[str, torch.Tensor]) -> str | None:
     """Why the saved state dict `saved` does not fit `expected` (this run's); None when it does."""
     if problem := _keys_problem(part, saved, expected):
         return problem
