@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 stamp=.venv/.l2rw-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   echo "installing l2rw and its dependencies into .venv ..." >&2
-  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,tensorboard,mlflow,optuna]' >.venv/pip.log 2>&1; then
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,tensorboard,mlflow,optuna,cleanlab]' >.venv/pip.log 2>&1; then
     cat .venv/pip.log >&2
     exit 1
   fi

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from l2rw.file_io import write_csv
+from l2rw.models.saved import MODEL_FILES
 from l2rw.results.confusion_plot import save_confusion_png
 from l2rw.training.evaluation import Evaluation
 
@@ -15,7 +16,7 @@ METRICS = "metrics.csv"                  # one row per evaluation, written as th
 EXAMPLE_WEIGHTS = "example_weights.csv"  # per training example: its mean weight over the run
 # Everything a run may write into its run dir: no results_csv may be one of them
 RUN_FILES = ("config.yaml", METRICS, EXAMPLE_WEIGHTS, "confusion.csv", "confusion.png",
-             "per_class_recall.csv", "summary.json", "checkpoint.pt", "skipped_images.txt")
+             "per_class_recall.csv", "summary.json", "checkpoint.pt", "skipped_images.txt", *MODEL_FILES)
 
 
 def write_run_files(run_dir: Path, row: dict, evaluation: Evaluation, class_names: list[str]) -> None:

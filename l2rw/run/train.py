@@ -28,6 +28,7 @@ from l2rw.errors import DivergedError, Interrupted, StoppedAtOnce, UserError, sh
 from l2rw.losses import LossFunction
 from l2rw.methods.base import Method
 from l2rw.models import allocation_request, build_model, is_out_of_memory, sizes_the_model
+from l2rw.models.saved import BEST, FINAL, ModelCard, save_weights, write_card
 from l2rw.results import row as results_row
 from l2rw.results.run_files import EXAMPLE_WEIGHTS, METRICS, write_run_files, write_skipped_images
 from l2rw.results.table import append_row, finished_row
@@ -40,6 +41,7 @@ from l2rw.run.spec import validate
 from l2rw.run.trial_pruning import TrialPruned
 from l2rw.tracking import RunLoggers
 from l2rw.training.checkpoint import Checkpoint
+from l2rw.training.evaluation import PixelStandardizer
 from l2rw.training.loop import fit
 from l2rw.training.network import Network, NewNetwork
 from l2rw.training.optimization import LrSchedule, lr_schedule, make_optimizer, make_scheduler, steps_per_epoch
@@ -87,7 +89,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 model, method, splits, optimizer, scheduler, options,
                 metrics_csv=run_dir / METRICS, checkpoint=checkpoint, example_weights_csv=run_dir / EXAMPLE_WEIGHTS,
                 loss_fn=loss_fn, on_evaluation=loggers.log_evaluation, first_lr_drop=schedule.first_drop,
-                new_network=new_network,
+                new_network=new_network, best_model_file=run_dir / BEST if splits.val is not None else None,
             )
         except DivergedError as diverged:
             append_row(spec.results_csv, row | results_row.diverged_part(diverged.step))
@@ -100,6 +102,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             provenance=splits.provenance, wall_seconds=time.perf_counter() - started, peak_memory_mb=peak_memory_mb(device),
         )
         write_run_files(run_dir, row, result.evaluation, splits.class_names)
+        save_weights(model, run_dir / FINAL)
+        write_card(run_dir, ModelCard.of_run(cfg.model, splits.image_shape, splits.class_names,
+                                             PixelStandardizer(splits.train.images, model), result.trained_prior, cfg.posthoc_tau))
         append_row(spec.results_csv, row)
         checkpoint.path.unlink(missing_ok=True)  # the row says the run is done; nothing to resume
         loggers.finish(row, run_dir)

@@ -16,12 +16,19 @@ from l2rw.training.trained_prior import TrainedPrior
 
 
 class PixelStandardizer:
-    """uint8 images -> float, standardised per channel with the training set's statistics."""
+    """uint8 images -> float, standardised per channel: with the statistics the model's pretrained
+    weights were trained with (its `input_normalization`, l2rw.models.library), else with the
+    training set's."""
 
-    def __init__(self, train_images: torch.Tensor):
-        pixels = train_images.float().div(255).transpose(0, 1).flatten(1)
-        self.mean = pixels.mean(dim=1).view(1, -1, 1, 1)
-        self.std = pixels.std(dim=1).clamp(min=1e-3).view(1, -1, 1, 1)
+    def __init__(self, train_images: torch.Tensor, model: nn.Module | None = None):
+        normalization = getattr(getattr(model, "_orig_mod", model), "input_normalization", None)
+        if normalization is not None:
+            mean, std = (torch.tensor(values, device=train_images.device) for values in normalization)
+        else:
+            pixels = train_images.float().div(255).transpose(0, 1).flatten(1)
+            mean, std = pixels.mean(dim=1), pixels.std(dim=1).clamp(min=1e-3)
+        self.mean = mean.view(1, -1, 1, 1)
+        self.std = std.view(1, -1, 1, 1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float().div(255) - self.mean) / self.std
@@ -124,6 +131,7 @@ class Evaluator:
         self.trained_prior, self.posthoc_tau = trained_prior, posthoc_tau
         self.test: Evaluation | None = None
         self.val: Evaluation | None = None
+        self.new_best = False  # the last evaluation beat the best validation score so far
 
     def __call__(self, model: nn.Module, step: int, loop: LoopState, warn: Callable[[str], None]) -> dict:
         """Evaluate `model` at `step`; returns the scores of metrics.csv's row. A collapse after a
@@ -135,7 +143,7 @@ class Evaluator:
         self.val = val = None if splits.val is None else evaluate(model, splits.val, self.standardize, splits.num_classes, adjustment)
         if val is not None:
             best = BestEvaluation(step, val.balanced_accuracy, test.accuracy, test.balanced_accuracy, test.confusion.tolist())
-            loop.keep_if_best(best, exact_balanced_accuracy(val.confusion))
+            self.new_best = loop.keep_if_best(best, exact_balanced_accuracy(val.confusion))
         symptom = collapse_symptom(test, splits.class_names)
         if symptom is None:
             loop.collapse_step = None

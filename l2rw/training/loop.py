@@ -20,6 +20,7 @@ from l2rw.data.augment import random_crop_and_flip
 from l2rw.errors import DivergedError, Interrupted
 from l2rw.losses import LossFunction, cross_entropy, step_of
 from l2rw.methods.base import Method
+from l2rw.models.saved import save_weights
 from l2rw.run.hardware import AMP_DTYPES
 from l2rw.training.checkpoint import Checkpoint
 from l2rw.training.evaluation import Evaluator, PixelStandardizer
@@ -90,6 +91,7 @@ def fit(
     on_evaluation: Callable[[int, dict, torch.Tensor], None] | None = None,
     first_lr_drop: int | None = None,
     new_network: NewNetwork | None = None,
+    best_model_file: Path | None = None,
 ) -> FitResult:
     """Train for `options.steps` optimizer steps; write one `metrics_csv` row per evaluation.
 
@@ -101,6 +103,8 @@ def fit(
     `first_lr_drop`: the step where `scheduler` first lowers the lr (None: it never drops at once),
     for methods that act on it (deferred re-weighting). `new_network`: builds a model like `model`
     with its optimizer and schedule, for a method that trains models of its own (co-teaching).
+    `best_model_file`: where the model's weights go at each evaluation that beats the best
+    validation score so far (None: not written; l2rw.models.saved).
 
     Every evaluation also checks for collapse (`l2rw.training.evaluation.Evaluator`): a
     `collapsed` column in `metrics_csv`, shown on the progress bar; the returned `collapse_step` is
@@ -114,7 +118,7 @@ def fit(
     """
     steps, device = options.steps, splits.train.labels.device
     generator = torch.Generator().manual_seed(options.seed)
-    standardize = PixelStandardizer(splits.train.images)
+    standardize = PixelStandardizer(splits.train.images, model)
     meta = LabeledImages(standardize(splits.meta.images), splits.meta.labels)
     method.setup(splits.train, meta, splits.num_classes, generator, loss_fn=loss_fn, steps=steps,
                  first_lr_drop=first_lr_drop, new_network=new_network)
@@ -160,6 +164,8 @@ def fit(
             if step % options.eval_every == 0 or step == steps:
                 eval_started = time.perf_counter()
                 scores = evaluate(model, step, loop, warn=lambda message: bar.write(message, file=sys.stderr))
+                if best_model_file is not None and evaluate.new_best:
+                    save_weights(model, best_model_file)
                 window = loop.close_window()
                 loop.metrics.append({
                     "step": step, "train_loss": window["train_loss"], **scores, "zero_weight_share": window["zero_weight_share"],

@@ -67,12 +67,15 @@ class LoopState:
             return Fraction(self.best["val_balanced_accuracy"])
         return Fraction(*self.best_val_exact)
 
-    def keep_if_best(self, best: BestEvaluation, val_score: Fraction) -> None:
-        """Keep `best` when its exact validation score beats the best so far (ties keep the first)."""
+    def keep_if_best(self, best: BestEvaluation, val_score: Fraction) -> bool:
+        """Keep `best` when its exact validation score beats the best so far (ties keep the first);
+        whether it did."""
         so_far = self.best_val_score()
-        if so_far is None or val_score > so_far:
-            self.best = asdict(best)
-            self.best_val_exact = [val_score.numerator, val_score.denominator]
+        if so_far is not None and val_score <= so_far:
+            return False
+        self.best = asdict(best)
+        self.best_val_exact = [val_score.numerator, val_score.denominator]
+        return True
 
 
 @dataclass
