@@ -24,6 +24,7 @@ batch statistics everywhere; only that real forward updates its running statisti
 as a plain SGD step does): the meta and look-ahead forwards run on cloned buffers.
 """
 import functools
+import re
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -33,6 +34,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from l2rw.batchnorm_jvp import BatchNormTangentsInOutputDtype, FusedBatchNormTangents
 from l2rw.errors import UserError
@@ -98,11 +100,18 @@ def dual_losses(
     The derivatives come back detached: nothing differentiates them, and a compiled backward
     would otherwise be built for them too.
     """
-    with fwAD.dual_level():
+    with fwAD.dual_level(), math_attention():
         dual_params = {name: fwAD.make_dual(p, direction[name]) for name, p in trainable_parameters(model).items()}
         logits = functional_call(model, dual_params, (x,))  # the model's own buffers: updated once, here
         losses, derivatives = fwAD.unpack_dual(loss_fn(logits, y))
         return losses, derivatives.detach()
+
+
+def math_attention():
+    """Scaled dot-product attention by its composite math path: the fused kernels (flash, memory-
+    efficient, cuDNN) have neither a forward-mode rule nor a double backward in this torch; the
+    math path is matmuls and a softmax, which have both. Only the passes that need them run it."""
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def losses_along(
@@ -121,6 +130,27 @@ def dual_losses_under_autocast(
     """`dual_losses` with BatchNorm's tangents in their outputs' (autocast) dtype, so that it compiles."""
     with BatchNormTangentsInOutputDtype():
         return dual_losses(model, x, y, direction, loss_fn)
+
+
+# How torch says an op has no forward-mode rule: "Trying to use forward AD with <op> that does not support it ..."
+NO_FORWARD_RULE = re.compile(r"forward AD with (\S+) that does not support it")
+
+
+def op_without_forward_rule(model: nn.Module, x: torch.Tensor) -> str | None:
+    """The op that stops a forward-mode pass through `model` on inputs like `x` (a couple of
+    examples), or None when the pass goes through: `impl=fwd` runs one each step. The pass runs
+    on cloned buffers, records no graph and leaves the random stream as it was."""
+    network = eager(model)
+    with torch.no_grad(), fwAD.dual_level(), math_attention(), FusedBatchNormTangents(), \
+            torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+        dual = {name: fwAD.make_dual(p.detach(), torch.ones_like(p)) for name, p in trainable_parameters(network).items()}
+        try:
+            functional_call(network, (dual, {name: b.clone() for name, b in network.named_buffers()}), (x,))
+        except NotImplementedError as error:
+            if unsupported := NO_FORWARD_RULE.search(str(error)):
+                return unsupported[1]
+            raise
+    return None
 
 
 @functools.cache
@@ -163,10 +193,11 @@ def weights_double_backprop(
     # ResNet-32 step): the look-ahead graph runs on NCHW copies, which are the parameters for autograd
     params = {name: p.contiguous() for name, p in trainable_parameters(network).items()}
     eps = torch.zeros(len(y), device=x.device, dtype=x.dtype, requires_grad=True)
-    losses = loss_fn(forward_on_scratch_buffers(network, params, x), y)
-    grads = torch.autograd.grad((eps * losses).sum(), list(params.values()), create_graph=True)
-    lookahead = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
-    (eps_grad,) = torch.autograd.grad(meta_loss(network, lookahead, meta_x, meta_y, meta_loss_fn), eps)
+    with math_attention():
+        losses = loss_fn(forward_on_scratch_buffers(network, params, x), y)
+        grads = torch.autograd.grad((eps * losses).sum(), list(params.values()), create_graph=True)
+        lookahead = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
+        (eps_grad,) = torch.autograd.grad(meta_loss(network, lookahead, meta_x, meta_y, meta_loss_fn), eps)
     # the step's real forward, on the compiled model when there is one
     return Reweighted(normalize(-eps_grad.detach()), loss_fn(model(x), y))
 

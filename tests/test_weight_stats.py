@@ -101,3 +101,15 @@ def test_a_runs_example_weights_csv_holds_every_example_and_the_weights_its_step
     window_steps = metrics.step.diff().fillna(metrics.step.iloc[0])
     zeros_in_batches = (metrics.zero_weight_share * window_steps * 100).sum() - row["skipped_steps"] * 100
     assert zero_steps.round().sum() == pytest.approx(zeros_in_batches, abs=1e-3) and zeros_in_batches > 0
+
+
+def test_example_weights_name_each_examples_file_right_after_its_index_when_there_are_files(tmp_path):
+    paths = ["train/a/0.png", "train/b/x,y.png"]  # a comma in a file name keeps its column
+    stats = WeightStats(torch.tensor([0, 1]), torch.tensor([False, True]), ["a", "b"], paths)
+    stats.add(torch.tensor([0, 1]), torch.tensor([0.5, 0.5]))
+    stats.write_examples(tmp_path / "w.csv")
+    table = pd.read_csv(tmp_path / "w.csv")
+    assert list(table.columns) == ["index", "path", "class", "corrupted", "mean_weight", "zero_share", "steps_seen"]
+    assert table.path.tolist() == paths and table["class"].tolist() == ["a", "b"] and table.mean_weight.tolist() == [1, 1]
+    with pytest.raises(ValueError, match="1 paths for 2 training examples"):
+        WeightStats(torch.tensor([0, 1]), torch.tensor([False, True]), ["a", "b"], paths[:1])

@@ -98,17 +98,26 @@ def labelled_source(
 ) -> Source:
     """A Source from one row per image: `path` (a file under `base`), `label` (index into
     `class_names`), `split` (one of SPLITS) and `group` (None: every image its own group).
-    `tables` are the files the labels were read from; they are part of the cache key."""
+    `tables` are the files the labels were read from; they are part of the cache key. Each image
+    of the pool and of the trusted split is named as `skipped_files` names the unreadable ones."""
     decoded = cached_images(list(table.path), tables, base, decoding)
-    skipped_files = [shown(relative_name(table.path.iloc[i], base)) for i in sorted(decoded.unreadable)]
+    names = [shown(relative_name(path, base)) for path in table.path]
+    skipped_files = [names[i] for i in sorted(decoded.unreadable)]
     keep = np.ones(len(table), dtype=bool)
     keep[list(decoded.unreadable)] = False
     images, table = rows_of(decoded.images, np.flatnonzero(keep)), table[keep].reset_index(drop=True)
+    names = [name for name, kept in zip(names, keep) if kept]
     labels = torch.tensor(table.label.to_numpy(dtype=np.int64))
 
+    def rows_in(split: str) -> np.ndarray:
+        return np.flatnonzero(table.split.to_numpy() == split)
+
     def part(split: str) -> LabeledImages | None:
-        rows = np.flatnonzero(table.split.to_numpy() == split)
+        rows = rows_in(split)
         return LabeledImages(rows_of(images, rows), labels[rows]) if len(rows) else None
+
+    def paths(split: str) -> list[str] | None:
+        return [names[i] for i in rows_in(split)] or None
 
     pool_groups = table.group[table.split == "train"]
     groups = None if pool_groups.isna().all() else torch.from_numpy(pd.factorize(pool_groups)[0]).long()
@@ -116,7 +125,7 @@ def labelled_source(
         pool=part("train"), test=part("test"), class_names=list(class_names), groups=groups, unit=unit,
         meta=part("trusted"), val=part("val"),
         provenance=provenance | {"data_cache_key": decoded.key, "skipped_images": len(skipped_files)},
-        skipped_files=skipped_files,
+        skipped_files=skipped_files, pool_paths=paths("train"), meta_paths=paths("trusted"),
     )
 
 

@@ -38,7 +38,9 @@ class Source:
     brings them (a folder's trusted/ and val/), are used whole instead of being carved from the
     pool, and are never trained on (but with meta.add_to_train). `provenance` says what was read
     (`l2rw.results.row.PROVENANCE_COLUMNS`: the folder, the cache key, the count of images left out);
-    `skipped_files` lists the images left out because they could not be read.
+    `skipped_files` lists the images left out because they could not be read. `pool_paths` and
+    `meta_paths` (optional, one per image of the pool and of the brought meta set, which
+    meta.add_to_train trains on) name the file each image was decoded from, as `skipped_files` names them.
     """
 
     pool: LabeledImages
@@ -50,6 +52,8 @@ class Source:
     val: LabeledImages | None = None
     provenance: dict[str, str | int] = field(default_factory=dict)
     skipped_files: list[str] = field(default_factory=list)
+    pool_paths: list[str] | None = None
+    meta_paths: list[str] | None = None
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Splits:
     val: LabeledImages | None = None  # balanced, clean, disjoint from the rest: for choosing hyper-parameters
     provenance: dict[str, str | int] = field(default_factory=dict)  # the Source's
     skipped_files: list[str] = field(default_factory=list)          # the Source's
+    train_paths: list[str] | None = None  # the file of each training image, when the dataset has files
 
     @property
     def num_classes(self) -> int:
@@ -135,11 +140,20 @@ def _select_classes(source: Source, classes) -> Source:
         mask = new >= 0
         return LabeledImages(part.images[mask], new[mask])
 
+    def keep_paths(paths: list[str] | None, part: LabeledImages | None) -> list[str] | None:
+        return None if paths is None else _paths_at(paths, torch.nonzero(relabel[part.labels] >= 0).flatten())
+
     groups = None if source.groups is None else source.groups[relabel[source.pool.labels] >= 0]
     return replace(
         source, pool=keep(source.pool), test=keep(source.test), meta=keep(source.meta), val=keep(source.val),
         class_names=[source.class_names[c] for c in classes], groups=groups,
+        pool_paths=keep_paths(source.pool_paths, source.pool), meta_paths=keep_paths(source.meta_paths, source.meta),
     )
+
+
+def _paths_at(paths: list[str] | None, index: torch.Tensor) -> list[str] | None:
+    """paths[index], as `LabeledImages.subset` takes images; None without paths."""
+    return None if paths is None else [paths[i] for i in index.tolist()]
 
 
 def _class_selection(classes, class_names: list[str]) -> list[int]:
@@ -302,13 +316,19 @@ def build_splits(cfg: DictConfig) -> Splits:
     counts = training_counts(cfg, [len(r) for r in rest])
     train_index = torch.cat([r[:n] for r, n in zip(rest, counts)])
 
-    train = source.pool.subset(train_index)
+    train, train_paths = source.pool.subset(train_index), _paths_at(source.pool_paths, train_index)
     noisy_labels, corrupted = _label_noise(cfg, train.labels, k, generator)
     train = LabeledImages(train.images, noisy_labels)
-    meta = source.meta if source.meta is not None else source.pool.subset(torch.cat(meta_index))
+    if source.meta is not None:
+        meta, meta_paths = source.meta, source.meta_paths
+    else:
+        carved_meta = torch.cat(meta_index)
+        meta, meta_paths = source.pool.subset(carved_meta), _paths_at(source.pool_paths, carved_meta)
     if cfg.meta.add_to_train:
         train = LabeledImages(torch.cat([train.images, meta.images]), torch.cat([train.labels, meta.labels]))
         corrupted = torch.cat([corrupted, torch.zeros(len(meta), dtype=torch.bool)])
+        # a row without its file's name would shift every name after it, so then no image has one
+        train_paths = None if train_paths is None or meta_paths is None else train_paths + meta_paths
 
     test = source.test if source.test is not None else source.pool.subset(torch.cat(test_index))
     val = source.val if source.val is not None else source.pool.subset(torch.cat(val_index)) if data_cfg.val_per_class else None
@@ -321,6 +341,7 @@ def build_splits(cfg: DictConfig) -> Splits:
         val=val,
         provenance=source.provenance,
         skipped_files=source.skipped_files,
+        train_paths=train_paths,
     )
 
 

@@ -5,7 +5,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from l2rw import reweight
 from l2rw.data import LabeledImages
+from l2rw.errors import UserError
 from l2rw.losses import ExampleStateLoss, LossFunction, cross_entropy
 from l2rw.run.options import whole
 from l2rw.training.network import NewNetwork
@@ -62,6 +64,10 @@ class Method:
         self.first_lr_drop = first_lr_drop
         self.generator = generator
         self.epoch_rest = torch.empty(0, dtype=torch.long)  # this epoch's examples not served yet
+
+    def check_model(self, model: nn.Module, inputs: torch.Tensor) -> None:
+        """Raise UserError, before the run writes anything, when this method cannot train `model`
+        on inputs like `inputs` (a couple of standardised training images); plain SGD trains any."""
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Endless index batches over the training set (CPU int64 tensors); an epoch's last
@@ -153,6 +159,14 @@ class MetaMethod(Method):
     def setup(self, train: LabeledImages, meta: LabeledImages, num_classes: int, generator: torch.Generator, **run):
         super().setup(train, meta, num_classes, generator, **run)
         self.meta = meta
+
+    def check_model(self, model: nn.Module, inputs: torch.Tensor) -> None:
+        """`impl=fwd` runs a forward-mode pass through the model each step: an op without a
+        forward-mode rule is refused in one line, with the computations that do not need one."""
+        if getattr(self, "impl", None) == "fwd" and (op := reweight.op_without_forward_rule(model, inputs)):
+            others = [impl for impl in self.implementations if impl != "fwd"]
+            raise UserError(f"method.impl=fwd needs a forward-mode rule for every op of the model, and torch has none for "
+                            f"{op}; use method.impl={' or method.impl='.join(others)}")
 
     def meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole meta set when it fits in one meta batch, else a fresh sample of that size."""

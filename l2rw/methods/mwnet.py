@@ -128,12 +128,13 @@ def mwnet_gradient_double_backprop(
     back-propagated to phi (the released scripts' graph, functionally)."""
     network = reweight.eager(model)
     params = trainable_parameters(network)
-    losses = loss_fn(forward_on_scratch_buffers(network, params, x), y)
-    weights = batch_weights(weight_net, losses, variant)
-    grads = torch.autograd.grad((weights * losses).sum(), list(params.values()), create_graph=True)
-    lookahead = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
-    meta_loss = reweight.meta_loss(network, lookahead, meta_x, meta_y, meta_loss_fn)
-    gradient = torch.autograd.grad(meta_loss, list(weight_net.parameters()))
+    with reweight.math_attention():  # the look-ahead graph is differentiated twice
+        losses = loss_fn(forward_on_scratch_buffers(network, params, x), y)
+        weights = batch_weights(weight_net, losses, variant)
+        grads = torch.autograd.grad((weights * losses).sum(), list(params.values()), create_graph=True)
+        lookahead = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
+        meta_loss = reweight.meta_loss(network, lookahead, meta_x, meta_y, meta_loss_fn)
+        gradient = torch.autograd.grad(meta_loss, list(weight_net.parameters()))
     return list(gradient), loss_fn(model(x), y)
 
 

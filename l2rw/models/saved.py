@@ -18,7 +18,6 @@ from pathlib import Path
 
 import safetensors
 import safetensors.torch
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 

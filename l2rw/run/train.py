@@ -76,6 +76,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     scheduler = make_scheduler(optimizer, schedule)
     new_network = partial(build_network, cfg, splits, device, schedule)
     method = build(cfg.method)
+    method.check_model(model, PixelStandardizer(splits.train.images, model)(splits.train.images[:2]))
     method_as_set_up = set_up_copy(method, cfg.method, splits, loss_fn, new_network)
     # a crafted one stops the run before config.yaml too
     checkpoint.check_fits(model, optimizer, scheduler, method_as_set_up, splits)

@@ -124,7 +124,7 @@ def fit(
                  first_lr_drop=first_lr_drop, new_network=new_network)
     loop = LoopState(**((checkpoint.restore(model, optimizer, scheduler, method) if checkpoint else None) or {}))
     batches = method.batches(options.batch_size)
-    weight_stats = WeightStats(splits.train.labels, splits.train_corrupted, splits.class_names)
+    weight_stats = WeightStats(splits.train.labels, splits.train_corrupted, splits.class_names, splits.train_paths)
     if loop.weight_stats:
         weight_stats.load_state_dict(loop.weight_stats)
     trained_prior = TrainedPrior(splits.num_classes, device, loop.trained_prior)

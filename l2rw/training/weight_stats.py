@@ -26,8 +26,11 @@ class WeightStats:
 
     STATE = ("sums", "counts", "example_sums", "example_steps", "example_zeros")
 
-    def __init__(self, labels: torch.Tensor, corrupted: torch.Tensor, class_names: list[str]):
+    def __init__(self, labels: torch.Tensor, corrupted: torch.Tensor, class_names: list[str], paths: list[str] | None = None):
         self.class_names = class_names
+        if paths is not None and len(paths) != len(labels):  # found now, not when the run ends and writes them
+            raise ValueError(f"{len(paths)} paths for {len(labels)} training examples")
+        self.paths = paths  # each training example's image file, for a dataset of files; None for one without
         self.labels = labels  # the labels the method saw (noisy ones included)
         self.corrupted = corrupted.long()
         self.columns = weight_columns(class_names)
@@ -63,7 +66,8 @@ class WeightStats:
         """example_weights.csv: one row per training example (its position in the training set),
         its class (the label the method saw), whether noise corrupted that label, its mean relative
         weight over the steps that updated the model with it in the batch (1 = uniform; empty when
-        none did) and the share of those steps in which its weight was 0."""
+        none did) and the share of those steps in which its weight was 0. With paths, each row's
+        `path` (after `index`) names its image file."""
         steps = self.example_steps.cpu()
         mean = self.example_means().tolist()
         zero_share = (self.example_zeros.cpu() / steps).tolist()
@@ -71,7 +75,11 @@ class WeightStats:
             [i, self.class_names[label], corrupted, *((f"{mean[i]:.6g}", f"{zero_share[i]:.6g}") if n else ("", "")), int(n)]
             for i, (label, corrupted, n) in enumerate(zip(self.labels.tolist(), self.corrupted.tolist(), steps.tolist()))
         ]
-        write_csv(Path(path), ["index", "class", "corrupted", "mean_weight", "zero_share", "steps_seen"], rows)
+        columns = ["index", "class", "corrupted", "mean_weight", "zero_share", "steps_seen"]
+        if self.paths is not None:
+            columns.insert(1, "path")
+            rows = [[row[0], file, *row[1:]] for row, file in zip(rows, self.paths)]
+        write_csv(Path(path), columns, rows)
 
     def state_dict(self) -> dict:
         """The window and the per-example sums so far, for checkpoints."""
