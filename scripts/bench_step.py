@@ -4,10 +4,12 @@
     python scripts/bench_step.py --models resnet32 --repeats 9
     python scripts/bench_step.py --methods "l2rw last_layer" "l2rw fwd" --threads 1   # sgd is always timed
     python scripts/bench_step.py --hardware cuda --overrides hardware.amp=bf16 hardware.compile=true
+    python scripts/bench_step.py --models "timm model.arch=convnext_atto" "torchvision model.arch=resnet18"
 
 Each method is composed from conf/ like a real run (model=..., method=..., method.impl=...,
 hardware=...) and timed through `l2rw.training.loop.fit` by `l2rw.run.bench` (how: its docstring),
-on random uint8 images: CIFAR-shaped (3x32x32) for resnet32, digits-shaped (1x8x8) for the others.
+on random uint8 images: CIFAR-shaped (3x32x32) for resnet32 and the timm and torchvision architectures
+(a model is a conf/model/ choice and, optionally, its options), digits-shaped (1x8x8) for the others.
 The table shows medians over rounds and, for the ratio to sgd, the median and range of the
 per-round ratios, in wall-clock and in this process's CPU seconds; peak memory is the extra
 memory one step allocates. Measured: docs/performance.md.
@@ -26,7 +28,8 @@ from l2rw.run.bench import METHODS, TABLE_COLUMNS, Comparison, compare_methods, 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["lenet", "resnet32"])
+    parser.add_argument("--models", nargs="+", default=["lenet", "resnet32"],
+                        help='conf/model/ choices, each optionally with its options: "timm model.arch=vit_tiny_patch16_224 model.image_size=64"')
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--meta-batch", type=int, default=100)
     parser.add_argument("--hardware", choices=["cpu", "cuda"], default="cpu")

@@ -46,7 +46,8 @@ from l2rw.training.state import FitResult
 NUM_CLASSES = 10
 DIGITS_SHAPE = (1, 8, 8)
 CIFAR_SHAPE = (3, 32, 32)
-IMAGE_SHAPES = {"resnet32": CIFAR_SHAPE}  # the CIFAR model; every other model is timed on digits' shape
+# The CIFAR model and the libraries' architectures are timed on CIFAR's shape, every other model on digits'
+IMAGE_SHAPES = {"resnet32": CIFAR_SHAPE, "timm": CIFAR_SHAPE, "torchvision": CIFAR_SHAPE}
 
 UNIT = "sgd"  # every ratio is to the sgd contender of the same round
 COMPILED = ", compiled"  # label suffix of the hardware.compile=true contenders, whose unit is compiled sgd
@@ -69,7 +70,8 @@ METHODS = method_contenders()
 
 
 def image_shape(model: str) -> tuple[int, ...]:
-    return IMAGE_SHAPES.get(model, DIGITS_SHAPE)
+    """`model`: a conf/model/ choice, then optionally its options ("timm model.arch=convnext_atto")."""
+    return IMAGE_SHAPES.get(model.split()[0], DIGITS_SHAPE)
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -231,7 +233,8 @@ class Comparison:
 
 def run_overrides(model: str, hardware: str, batch: int, overrides: list[str]) -> list[str]:
     """What a benchmark's command line (model, hardware, batch and more overrides) sets in the config."""
-    return [f"model={model}", f"hardware={hardware}", f"batch_size={batch}", *overrides]
+    choice, *model_options = model.split()
+    return [f"model={choice}", *model_options, f"hardware={hardware}", f"batch_size={batch}", *overrides]
 
 
 def contender_overrides(model: str, label: str, comparison: Comparison) -> list[str]:
