@@ -30,6 +30,15 @@ def test_methods_picks_the_rows_and_sgd_stays_as_the_unit(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_model_comes_with_its_options_and_library_models_get_cifars_shape(tmp_path):
+    rows = bench.compare_methods("timm model.arch=test_resnet", tiny(["l2rw fwd"]), tmp_path)
+    assert [(row["model"], row["input"], row["method"]) for row in rows] == [
+        ("timm model.arch=test_resnet", "3x32x32", "sgd"), ("timm model.arch=test_resnet", "3x32x32", "l2rw fwd")]
+    assert bench.run_overrides("timm model.arch=test_vit model.image_size=32", "cpu", 8, ["seed=1"]) == [
+        "model=timm", "model.arch=test_vit", "model.image_size=32", "hardware=cpu", "batch_size=8", "seed=1"]
+
+
+@pytest.mark.slow
 def test_with_compiled_times_each_method_twice_with_its_own_sgd_as_the_unit(tmp_path):
     torch.compiler.reset()
     graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
