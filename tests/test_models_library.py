@@ -260,3 +260,20 @@ def test_bad_models_stop_the_command_line_with_exit_2_writing_nothing(tmp_path, 
                               f"results_csv={tmp_path}/results.csv")
     assert code == 2 and says in stderr and len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "results.csv").exists() and not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_depthwise_stem_folds_for_grey_images_exactly():
+    stem = nn.Sequential(nn.Conv2d(3, 6, 3, groups=3, padding=1))
+    grey = torch.randn(2, 1, 8, 8)
+    in_colour = stem(grey.expand(-1, 3, -1, -1))
+    from l2rw.models.library import fold_stem
+
+    fold_stem(stem, 1)
+    torch.testing.assert_close(stem(grey), in_colour)
+
+
+def test_an_architecture_with_auxiliary_classifiers_trains():
+    model = library_model(["model=torchvision", "model.arch=googlenet"], (3, 32, 32)).train()
+    x, y = batch((3, 32, 32), 4, 1)
+    assert model(x).shape == (4, CLASSES)
+    assert example_weights(model, x, y, x, y).weights.shape == (4,)

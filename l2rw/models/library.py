@@ -9,7 +9,8 @@ classes is the head, so `model(x) == model.head(model.penultimate(x))` as for ev
 
 - one-channel images go into the three-channel stem of pretrained weights as the sum of its
   filters over the colours (what timm does for `in_chans=1`: the same as feeding the grey image
-  to all three), normalised with the weights' mean and std averaged over the colours;
+  to all three), normalised with the weights' mean and std averaged over the colours (where the
+  colours' statistics differ, an approximation of normalising each copy by its own);
 - images are resized (bilinear) to `model.image_size` inside the model when it is set; the
   architecture is built for that size (a ViT's position embeddings, resampled from pretrained
   weights of another size by timm's own filter).
@@ -48,6 +49,8 @@ FREEZE = choice("none", "backbone", doc="`backbone`: train the new head only (a 
 IMAGE_SIZE = optional(whole(1), "for the data's own size",
                       doc="the side the images are resized to inside the model (bilinear), and the size the "
                           "architecture is built for; pretrained weights were mostly trained at 224")
+# torchvision architectures with auxiliary classifiers, built without them
+AUXILIARY_CLASSIFIERS = ("googlenet", "inception_v3")
 # Where an architecture refuses the data's image size, the sizes suggested in its place, smallest first
 SIZES_TO_SUGGEST = (32, 64, 128, 224)
 
@@ -126,8 +129,11 @@ def torchvision_model(
     its last linear layer replaced by a head for the data's classes."""
     check_known(arch, torchvision.models.list_models(torchvision.models), "torchvision")
 
+    # their auxiliary classifiers make the training-mode output a tuple: the head takes the main output only
+    auxiliary = {"aux_logits": False} if arch in AUXILIARY_CLASSIFIERS else {}
+
     def create(size: int) -> nn.Module:
-        backbone = with_size_option(lambda **size_option: torchvision.models.get_model(arch, weights=None, **size_option),
+        backbone = with_size_option(lambda **size_option: torchvision.models.get_model(arch, weights=None, **auxiliary, **size_option),
                                     "image_size", size, rejected=lambda name: None)
         classifier = last_linear(backbone)
         backbone.set_submodule(classifier, nn.Identity())
@@ -153,20 +159,43 @@ def library_model(
     folded for the data's channels and a head; an architecture that cannot take the images is
     refused in one line with a size it does take."""
     channels, height, _ = image_shape
+    choice = f"model={library} model.arch={arch}"
     try:
         backbone = create(image_size or height)
-        input_normalization = None
-        if pretrained is not None:
-            load_weights(backbone, load(backbone, read_state_dict(pretrained)), pretrained, f"model={library} model.arch={arch}")
-            mean, std = normalization(backbone)
-            input_normalization = (mean, std) if channels == 3 else ([sum(mean) / 3], [sum(std) / 3])
-        if channels != 3 and (pretrained is not None or library == "torchvision"):
-            fold_stem(backbone, channels)
+    except SIZE_ERRORS as error:
+        raise refused_size(library, arch, create, image_shape, image_size, error) from None
+    input_normalization = None
+    if pretrained is not None:
+        state = read_state_dict(pretrained)
+        try:
+            state = load(backbone, state)
+        except (*SIZE_ERRORS, KeyError, AttributeError) as error:
+            raise UserError(f"model.pretrained={shown(pretrained)}: {library}'s checkpoint filter for {arch} cannot read it "
+                            f"({first_line(error)}); give weights of this architecture in {library}'s layout") from None
+        load_weights(backbone, state, pretrained, choice)
+        mean, std = normalization(backbone)
+        input_normalization = (mean, std) if channels == 3 else ([sum(mean) / 3], [sum(std) / 3])
+    if channels != 3 and (pretrained is not None or library == "torchvision"):
+        fold_stem(backbone, channels)
+    try:
         return LibraryModel(backbone, num_classes, image_shape, image_size, freeze == "backbone", input_normalization)
-    except (RuntimeError, ValueError, AssertionError, IndexError, ZeroDivisionError) as error:
-        if isinstance(error, UserError) or "can't allocate memory" in str(error):
-            raise
-        raise UserError(size_refused(library, arch, create, image_shape, image_size, error)) from None
+    except SIZE_ERRORS as error:
+        raise refused_size(library, arch, create, image_shape, image_size, error) from None
+
+
+# What an architecture raises, building or in a forward, for images of a size it cannot take
+SIZE_ERRORS = (RuntimeError, ValueError, AssertionError, IndexError, ZeroDivisionError)
+
+
+def refused_size(library: str, arch: str, create: Callable[[int], nn.Module], image_shape, image_size: int | None,
+                 error: BaseException) -> Exception:
+    if isinstance(error, UserError) or "can't allocate memory" in str(error):
+        return error
+    return UserError(size_refused(library, arch, create, image_shape, image_size, error))
+
+
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def size_refused(library: str, arch: str, create: Callable[[int], nn.Module], image_shape, image_size: int | None,
@@ -176,8 +205,7 @@ def size_refused(library: str, arch: str, create: Callable[[int], nn.Module], im
     size = f"{image_size}x{image_size}" if image_size else f"{height}x{width}"
     fits = next((s for s in SIZES_TO_SUGGEST if s > (image_size or height) and takes_size(create, s)), None)
     fix = f"set model.image_size={fits} (the images are resized to it inside the model)" if fits else "choose another model.arch"
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"model={library} model.arch={arch} cannot take {size} images ({reason}); {fix}"
+    return f"model={library} model.arch={arch} cannot take {size} images ({first_line(error)}); {fix}"
 
 
 def takes_size(create: Callable[[int], nn.Module], size: int) -> bool:
@@ -187,7 +215,7 @@ def takes_size(create: Callable[[int], nn.Module], size: int) -> bool:
         with torch.no_grad():
             backbone(torch.zeros(1, stem, size, size))
         return True
-    except (RuntimeError, ValueError, AssertionError, IndexError, ZeroDivisionError):
+    except SIZE_ERRORS:
         return False
 
 
@@ -254,8 +282,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             state = torch.load(file, map_location="cpu", weights_only=True)
     except (safetensors.SafetensorError, pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, KeyError) as error:
         kind = "safetensors file" if file.suffix == ".safetensors" else "state dict (torch.load with weights_only=True)"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"model.pretrained={shown(path)} is not a readable {kind}: {reason[:200]}") from None
+        raise UserError(f"model.pretrained={shown(path)} is not a readable {kind}: {first_line(error)[:200]}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -272,7 +299,8 @@ def load_weights(backbone: nn.Module, state: dict[str, torch.Tensor], path: str,
     for key, value in state.items():
         if key in ours and value.shape != ours[key].shape:
             raise UserError(f"model.pretrained={shown(path)} does not fit {choice}: its {key} is {tuple(value.shape)}, the "
-                            f"model's {tuple(ours[key].shape)}; give weights of this architecture")
+                            f"model's {tuple(ours[key].shape)}; give weights of this architecture"
+                            + (", and model.image_size the size they were trained at" if "pos" in key else ""))
     missing = [key for key in ours if key not in state and not key.endswith("num_batches_tracked")]
     unexpected = [key for key in state if key not in ours]
     if missing or unexpected:
@@ -289,10 +317,12 @@ def fold_stem(backbone: nn.Module, channels: int) -> None:
                       (None, None))
     if stem is None or channels != 1:
         raise UserError(f"{channels}-channel images cannot go into this architecture's stem; use dataset.channels=rgb or grey")
-    folded = nn.Conv2d(channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, stem.dilation, stem.groups,
-                       stem.bias is not None, stem.padding_mode)
+    # a depthwise stem (one group per colour) already has one input channel per filter
+    depthwise = stem.groups == 3
+    folded = nn.Conv2d(channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, stem.dilation,
+                       1 if depthwise else stem.groups, stem.bias is not None, stem.padding_mode)
     with torch.no_grad():
-        folded.weight.copy_(stem.weight.sum(dim=1, keepdim=True))
+        folded.weight.copy_(stem.weight if depthwise else stem.weight.sum(dim=1, keepdim=True))
         if stem.bias is not None:
             folded.bias.copy_(stem.bias)
     backbone.set_submodule(name, folded)

@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import safetensors
@@ -23,6 +24,7 @@ from torch import nn
 
 from l2rw.errors import UserError, shown
 from l2rw.models import build_model
+from l2rw.run import CONFIG_DIR
 
 FINAL = "model.safetensors"
 BEST = "best_model.safetensors"
@@ -51,13 +53,29 @@ class ModelCard:
                    standardize.std.flatten().tolist(), list(trained_prior), float(posthoc_tau))
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
-    """The model's parameters and buffers, replacing `path` at once (a reader never sees half a file)."""
+def save_weights(model: nn.Module, path: Path, step: int | None = None, trained_prior: list[float] | None = None) -> None:
+    """The model's parameters and buffers, replacing `path` at once (a reader never sees half a
+    file). The best model records in the file's metadata the step it is of and the class prior
+    trained on until then, which its post-hoc adjustment divides out (`load_trained`)."""
     model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper's keys carry a prefix
     tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in model.state_dict().items()}
+    metadata = None if step is None else {"step": str(step), "trained_prior": json.dumps(trained_prior)}
     partial = path.with_name(f".{path.name}.partial")
-    safetensors.torch.save_file(tensors, str(partial))
+    safetensors.torch.save_file(tensors, str(partial), metadata=metadata)
     os.replace(partial, path)
+
+
+def saved_step(path: Path) -> int | None:
+    """The step a best model's file records (None: none recorded)."""
+    with safetensors.safe_open(str(path), "pt") as file:
+        step = (file.metadata() or {}).get("step")
+    return int(step) if step is not None and step.isdigit() else None
+
+
+def forget_models(run_dir: Path) -> None:
+    """A run starting afresh in a dir that holds an earlier run's model: that model is not this run's."""
+    for name in MODEL_FILES:
+        (Path(run_dir) / name).unlink(missing_ok=True)
 
 
 def write_card(run_dir: Path, card: ModelCard) -> None:
@@ -74,10 +92,39 @@ def read_card(run_dir: Path) -> ModelCard:
         card = ModelCard(**{f.name: values[f.name] for f in fields(ModelCard)})
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
         raise UserError(f"{shown(path)} is not a model card l2rw wrote ({type(error).__name__}: {error})") from None
-    channels = card.image_shape[0] if isinstance(card.image_shape, list) and len(card.image_shape) == 3 else None
-    if not (channels and len(card.mean) == len(card.std) == channels and len(card.trained_prior) == len(card.class_names)):
-        raise UserError(f"{shown(path)} is not a model card l2rw wrote: its shapes disagree")
+    if problem := card_problem(card):
+        raise UserError(f"{shown(path)} is not a model card l2rw wrote: {problem}")
     return card
+
+
+def model_targets() -> set[str]:
+    """The `_target_` of each conf/model/ choice: the only code a card may name."""
+    return {OmegaConf.load(path)._target_ for path in (Path(CONFIG_DIR) / "model").glob("*.yaml")}
+
+
+def card_problem(card: ModelCard) -> str | None:
+    """Why `card` is not one l2rw wrote; None when it could be. Rebuilding instantiates the card's
+    model config, so it may name only a model l2rw has, with plain values for its options."""
+    model = card.model
+    if not (isinstance(model, dict) and model.get("_target_") in model_targets()):
+        return "its model is not one of conf/model/'s"
+    plain = (str, int, float, bool, type(None))
+    if not all(isinstance(v, plain) or (isinstance(v, list) and all(isinstance(i, plain) for i in v)) for v in model.values()):
+        return "its model's options are not plain values"
+    shape = card.image_shape
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(n) is int and n > 0 for n in shape)):
+        return "its image_shape is not three whole numbers"
+
+    def numbers(values, count: int) -> bool:
+        return isinstance(values, list) and len(values) == count and all(type(v) in (int, float) and math.isfinite(v) for v in values)
+
+    if not (numbers(card.mean, shape[0]) and numbers(card.std, shape[0]) and all(s > 0 for s in card.std)):
+        return f"its mean and std are not {shape[0]} numbers (std > 0)"
+    if not (isinstance(card.class_names, list) and card.class_names and all(isinstance(c, str) for c in card.class_names)):
+        return "its class_names are not a list of names"
+    if not (numbers(card.trained_prior, len(card.class_names)) and type(card.posthoc_tau) in (int, float)):
+        return "its trained_prior or posthoc_tau are not numbers"
+    return None
 
 
 def load_trained(run_dir: Path, which: str = "final") -> tuple[nn.Module, ModelCard]:
@@ -85,14 +132,23 @@ def load_trained(run_dir: Path, which: str = "final") -> tuple[nn.Module, ModelC
     card = read_card(run_dir)
     path = Path(run_dir) / WHICH[which]
     if not path.is_file():
-        why = "the run had no validation split" if which == "best" else "the run did not finish"
+        why = "the run had no validation split, or predates the kept model" if which == "best" else "the run did not finish"
         raise UserError(f"{shown(path)} does not exist ({why}); use the run's "
                         f"{'model.safetensors' if which == 'best' else 'run dir once it has finished'}")
     model = build_model(OmegaConf.create(card.model), tuple(card.image_shape), len(card.class_names))
     try:
         state = safetensors.torch.load_file(str(path))
+        with safetensors.safe_open(str(path), "pt") as file:
+            metadata = file.metadata() or {}
     except (OSError, safetensors.SafetensorError) as error:
         raise UserError(f"{shown(path)} is not a readable safetensors file ({error})") from None
+    if "trained_prior" in metadata:  # the best model: its evaluation divided out the prior trained on until then
+        try:
+            card = replace(card, trained_prior=json.loads(metadata["trained_prior"]))
+        except ValueError:
+            raise UserError(f"{shown(path)}'s trained_prior is not JSON") from None
+        if problem := card_problem(card):
+            raise UserError(f"{shown(path)} is not a best model l2rw wrote: {problem}")
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -28,7 +28,7 @@ from l2rw.errors import DivergedError, Interrupted, StoppedAtOnce, UserError, sh
 from l2rw.losses import LossFunction
 from l2rw.methods.base import Method
 from l2rw.models import allocation_request, build_model, is_out_of_memory, sizes_the_model
-from l2rw.models.saved import BEST, FINAL, ModelCard, save_weights, write_card
+from l2rw.models.saved import BEST, FINAL, ModelCard, forget_models, save_weights, saved_step, write_card
 from l2rw.results import row as results_row
 from l2rw.results.run_files import EXAMPLE_WEIGHTS, METRICS, write_run_files, write_skipped_images
 from l2rw.results.table import append_row, finished_row
@@ -84,6 +84,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     # with `epochs`, the steps they came to: config.yaml holds what the run trained
     OmegaConf.save(OmegaConf.merge(cfg, {"steps": options.steps}), run_dir / "config.yaml", resolve=True)
     write_skipped_images(run_dir, splits.skipped_files)
+    if not checkpoint.path.exists():
+        forget_models(run_dir)
     with loggers.watching(run_dir, spec.values):
         try:
             result = fit(
@@ -104,6 +106,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         )
         write_run_files(run_dir, row, result.evaluation, splits.class_names)
         save_weights(model, run_dir / FINAL)
+        keep_best_of_this_run(run_dir / BEST, result.best)
         write_card(run_dir, ModelCard.of_run(cfg.model, splits.image_shape, splits.class_names,
                                              PixelStandardizer(splits.train.images, model), result.trained_prior, cfg.posthoc_tau))
         append_row(spec.results_csv, row)
@@ -116,6 +119,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     print(f"done: balanced accuracy {row['balanced_accuracy']:.4f}, accuracy {row['accuracy']:.4f}; "
           f"run dir {run_dir}; row appended to {spec.results_csv}")
     return row
+
+
+def keep_best_of_this_run(path: Path, best) -> None:
+    """The best model's file is written at each new best, the checkpoint only every so often: after
+    a hard kill and a resume that did not repeat the same evaluations (a GPU's kernels need not be
+    bit-reproducible), it may be of a best this run no longer has. It is then removed, and said so."""
+    if path.exists() and (best is None or saved_step(path) != best.step):
+        path.unlink()
+        print(f"warning: {path.name} was of an evaluation this resumed run no longer has; it is removed "
+              "(model.safetensors is the final model)", file=sys.stderr)
 
 
 class Learner(NamedTuple):

@@ -165,7 +165,7 @@ def fit(
                 eval_started = time.perf_counter()
                 scores = evaluate(model, step, loop, warn=lambda message: bar.write(message, file=sys.stderr))
                 if best_model_file is not None and evaluate.new_best:
-                    save_weights(model, best_model_file)
+                    save_weights(model, best_model_file, step, trained_prior.shares().tolist())
                 window = loop.close_window()
                 loop.metrics.append({
                     "step": step, "train_loss": window["train_loss"], **scores, "zero_weight_share": window["zero_weight_share"],
