@@ -236,7 +236,7 @@ def test_batches_a_progress_bar_and_an_output_file_change_nothing_in_the_csv(tmp
     (["{run}", "{tmp}/nothing.png"], "{tmp}/nothing.png does not exist; give image files, folders"),
     (["{run}", "{tmp}/empty"], "{tmp}/empty holds no images"),
     (["{tmp}/empty", "{image}"], "{tmp}/empty/model.json does not exist"),
-    (["{run}", "{image}", "--model", "best"], "{run}/best_model.safetensors does not exist (the run had no validation split)"),
+    (["{run}", "{image}", "--model", "best"], "{run}/best_model.safetensors does not exist (the run had no validation split, or predates the kept model)"),
     (["{run}", "{image}", "--output", "{tmp}/taken.csv"], "--output {tmp}/taken.csv exists; l2rw-predict never replaces"),
     (["{run}", "{image}", "--output", "{tmp}/new/p.csv"], "the folder {tmp}/new does not exist; create it"),
     (["{run}", "{image}", "--posthoc-tau", "abc"], "--posthoc-tau abc is neither a number >= 0 nor `run`"),
