@@ -59,7 +59,8 @@ def save_weights(model: nn.Module, path: Path, step: int | None = None, trained_
     trained on until then, which its post-hoc adjustment divides out (`load_trained`)."""
     model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper's keys carry a prefix
     tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in model.state_dict().items()}
-    metadata = None if step is None else {"step": str(step), "trained_prior": json.dumps(trained_prior)}
+    # one key: safetensors writes a metadata map in no fixed order, and equal runs must write equal files
+    metadata = None if step is None else {"best": json.dumps({"step": step, "trained_prior": trained_prior})}
     partial = path.with_name(f".{path.name}.partial")
     safetensors.torch.save_file(tensors, str(partial), metadata=metadata)
     os.replace(partial, path)
@@ -67,9 +68,18 @@ def save_weights(model: nn.Module, path: Path, step: int | None = None, trained_
 
 def saved_step(path: Path) -> int | None:
     """The step a best model's file records (None: none recorded)."""
+    return best_record(path).get("step")
+
+
+def best_record(path: Path) -> dict:
+    """What a best model's file records: its step and the class prior until then ({}: nothing)."""
     with safetensors.safe_open(str(path), "pt") as file:
-        step = (file.metadata() or {}).get("step")
-    return int(step) if step is not None and step.isdigit() else None
+        record = (file.metadata() or {}).get("best")
+    try:
+        record = json.loads(record) if record else {}
+    except ValueError:
+        raise UserError(f"{shown(path)}'s metadata is not a record l2rw wrote") from None
+    return record if isinstance(record, dict) else {}
 
 
 def forget_models(run_dir: Path) -> None:
@@ -138,15 +148,11 @@ def load_trained(run_dir: Path, which: str = "final") -> tuple[nn.Module, ModelC
     model = build_model(OmegaConf.create(card.model), tuple(card.image_shape), len(card.class_names))
     try:
         state = safetensors.torch.load_file(str(path))
-        with safetensors.safe_open(str(path), "pt") as file:
-            metadata = file.metadata() or {}
+        record = best_record(path)
     except (OSError, safetensors.SafetensorError) as error:
         raise UserError(f"{shown(path)} is not a readable safetensors file ({error})") from None
-    if "trained_prior" in metadata:  # the best model: its evaluation divided out the prior trained on until then
-        try:
-            card = replace(card, trained_prior=json.loads(metadata["trained_prior"]))
-        except ValueError:
-            raise UserError(f"{shown(path)}'s trained_prior is not JSON") from None
+    if "trained_prior" in record:  # the best model: its evaluation divided out the prior trained on until then
+        card = replace(card, trained_prior=record["trained_prior"])
         if problem := card_problem(card):
             raise UserError(f"{shown(path)} is not a best model l2rw wrote: {problem}")
     try:
