@@ -61,7 +61,7 @@ class StepPhases:
         overrides = run_overrides(args.model, args.hardware, args.batch, args.overrides)
         run = Run.on_random_data(overrides, image_shape(args.model), args.batch, args.meta_batch)  # the training set is one batch
         self.device, self.model, self.optimizer = run.device, run.model, run.optimizer
-        standardize = PixelStandardizer(run.splits.train.images)
+        standardize = PixelStandardizer.of(run.splits.train.images)
         self.x, self.y = standardize(run.splits.train.images), run.splits.train.labels
         self.meta_x, self.meta_y = standardize(run.splits.meta.images), run.splits.meta.labels
         self.network = reweight.eager(self.model)

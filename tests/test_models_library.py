@@ -136,7 +136,7 @@ def test_pretrained_weights_load_from_a_file_with_a_new_head_and_their_normalisa
     for key, value in model.backbone.state_dict().items():
         torch.testing.assert_close(value, source.state_dict()[key])
     assert model.head.out_features == CLASSES
-    standardize = PixelStandardizer(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), model)
+    standardize = PixelStandardizer.of(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), model)
     assert standardize.mean.flatten().tolist() == pytest.approx(list(source.pretrained_cfg["mean"]))
     assert standardize.std.flatten().tolist() == pytest.approx(list(source.pretrained_cfg["std"]))
 

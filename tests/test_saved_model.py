@@ -20,10 +20,12 @@ def run_dir(tmp_path_factory):
     return folder / "run"
 
 
-def copy_of(run_dir, tmp_path):
-    for name in (CARD, FINAL, BEST):
-        (tmp_path / name).write_bytes((run_dir / name).read_bytes())
-    return tmp_path
+def copy_of(run_dir, folder, names=(CARD, FINAL, BEST)):
+    """`folder` (made if needed) holding copies of the run dir's files `names`."""
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes((run_dir / name).read_bytes())
+    return folder
 
 
 @pytest.mark.slow
@@ -52,10 +54,7 @@ def test_the_best_model_carries_the_prior_of_its_own_evaluation(run_dir):
 
 @pytest.mark.slow
 def test_a_fresh_run_in_a_dir_forgets_the_earlier_runs_model(run_dir, tmp_path):
-    folder = tmp_path / "run"
-    folder.mkdir()
-    for name in ("config.yaml", CARD, FINAL, BEST):
-        (folder / name).write_bytes((run_dir / name).read_bytes())
+    folder = copy_of(run_dir, tmp_path / "run", ("config.yaml", CARD, FINAL, BEST))
     code, stderr = l2rw_train("steps=10", "eval_every=10", "progress=false", "seed=1", f"hydra.run.dir={folder}",
                               f"results_csv={tmp_path}/results.csv")
     assert code == 0, stderr
@@ -66,10 +65,7 @@ def test_a_fresh_run_in_a_dir_forgets_the_earlier_runs_model(run_dir, tmp_path):
 
 @pytest.mark.slow
 def test_a_fresh_run_that_ends_without_a_model_leaves_none_of_the_earlier_runs(run_dir, tmp_path):
-    folder = tmp_path / "run"
-    folder.mkdir()
-    for name in ("config.yaml", CARD, FINAL, BEST):
-        (folder / name).write_bytes((run_dir / name).read_bytes())
+    folder = copy_of(run_dir, tmp_path / "run", ("config.yaml", CARD, FINAL, BEST))
     code, _ = l2rw_train("steps=10", "lr=1e30", "progress=false", f"hydra.run.dir={folder}", f"results_csv={tmp_path}/results.csv")
     assert code == 1  # diverged
     assert not any((folder / name).exists() for name in (CARD, FINAL, BEST))

@@ -47,7 +47,7 @@ def test_each_step_counts_by_its_learning_rate():
 def test_evaluation_takes_the_argmax_of_the_shifted_logits():
     images = torch.arange(8, dtype=torch.uint8).view(8, 1, 1, 1) * 30
     data = LabeledImages(images, torch.tensor([0, 1, 0, 1, 0, 1, 0, 1]))
-    standardize = PixelStandardizer(images)
+    standardize = PixelStandardizer.of(images)
     model = nn.Sequential(nn.Flatten(), nn.Linear(1, 2))
     with torch.no_grad():
         model[1].weight.copy_(torch.tensor([[1.0], [-1.0]]))

@@ -189,23 +189,19 @@ SIZE_ERRORS = (RuntimeError, ValueError, AssertionError, IndexError, ZeroDivisio
 
 def refused_size(library: str, arch: str, create: Callable[[int], nn.Module], image_shape, image_size: int | None,
                  error: BaseException) -> Exception:
+    """One line: the images the architecture refused, why, and the smallest size it takes (an
+    error of its own, a UserError or a full memory, stays as it is)."""
     if isinstance(error, UserError) or "can't allocate memory" in str(error):
         return error
-    return UserError(size_refused(library, arch, create, image_shape, image_size, error))
-
-
-def first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def size_refused(library: str, arch: str, create: Callable[[int], nn.Module], image_shape, image_size: int | None,
-                 error: BaseException) -> str:
-    """One line: the images the architecture refused, why, and the smallest size it takes."""
     _, height, width = image_shape
     size = f"{image_size}x{image_size}" if image_size else f"{height}x{width}"
     fits = next((s for s in SIZES_TO_SUGGEST if s > (image_size or height) and takes_size(create, s)), None)
     fix = f"set model.image_size={fits} (the images are resized to it inside the model)" if fits else "choose another model.arch"
-    return f"model={library} model.arch={arch} cannot take {size} images ({first_line(error)}); {fix}"
+    return UserError(f"model={library} model.arch={arch} cannot take {size} images ({first_line(error)}); {fix}")
+
+
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def takes_size(create: Callable[[int], nn.Module], size: int) -> bool:

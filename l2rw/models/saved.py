@@ -19,12 +19,14 @@ from pathlib import Path
 
 import safetensors
 import safetensors.torch
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from l2rw.errors import UserError, shown
 from l2rw.models import build_model
 from l2rw.run import CONFIG_DIR
+from l2rw.training.evaluation import PixelStandardizer
 
 FINAL = "model.safetensors"
 BEST = "best_model.safetensors"
@@ -44,13 +46,19 @@ class ModelCard:
     posthoc_tau: float        # the run's own post-hoc adjustment at evaluation (0: plain argmax)
 
     @classmethod
-    def of_run(cls, model_cfg: DictConfig, image_shape, class_names: list[str], standardize, trained_prior: list[float],
+    def of_run(cls, model_cfg: DictConfig, image_shape, class_names: list[str], standardize: PixelStandardizer, trained_prior: list[float],
                posthoc_tau: float) -> ModelCard:
         model = OmegaConf.to_container(model_cfg, resolve=True)
         if "pretrained" in model:  # rebuilt from the saved weights: the file it started from may be gone
             model["pretrained"] = False if isinstance(model["pretrained"], bool) else None
         return cls(model, list(image_shape), list(class_names), standardize.mean.flatten().tolist(),
                    standardize.std.flatten().tolist(), list(trained_prior), float(posthoc_tau))
+
+
+    def standardizer(self, device: torch.device | str = "cpu") -> PixelStandardizer:
+        """Training's standardisation of uint8 pixels, with the statistics the run kept here
+        rather than ones measured on its training images, which may be gone."""
+        return PixelStandardizer(torch.tensor(self.mean, device=device), torch.tensor(self.std, device=device))
 
 
 def save_weights(model: nn.Module, path: Path, step: int | None = None, trained_prior: list[float] | None = None) -> None:

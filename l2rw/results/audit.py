@@ -66,7 +66,7 @@ from l2rw.errors import UserError, shown
 from l2rw.file_io import check_replaceable, write_replacing
 from l2rw.methods.base import Method
 from l2rw.models import build_model
-from l2rw.models.saved import CARD, ModelCard, load_trained
+from l2rw.models.saved import CARD, load_trained
 from l2rw.optional import require
 from l2rw.results.read import read_text_table
 from l2rw.results.run_files import EXAMPLE_WEIGHTS
@@ -154,13 +154,6 @@ def rebuild_training_set(run_dir: Path, cfg: DictConfig, examples: pd.DataFrame)
                         f"{shown(run_dir / EXAMPLE_WEIGHTS)} describes ({len(recorded)}; first difference at index {where}): "
                         "the data changed since the run; audit it with the data it trained on")
     return splits
-
-
-def card_standardizer(card: ModelCard, device: torch.device):
-    """uint8 images -> the saved model's inputs, as the run standardised them."""
-    mean = torch.tensor(card.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(card.std, device=device).view(1, -1, 1, 1)
-    return lambda images: (images.float().div(255) - mean) / std
 
 
 @torch.no_grad()
@@ -290,7 +283,7 @@ def out_of_fold_probabilities(cfg: DictConfig, splits: Splits, folds: int, devic
             optimizer = make_optimizer(model, cfg)
             fit(model, Method(), fold_splits, optimizer, make_scheduler(optimizer, schedule),
                 replace(options, label=f"cleanlab fold {fold}/{folds}"), metrics_csv=Path(scratch) / f"fold{fold}.csv")
-            standardize = PixelStandardizer(fold_splits.train.images, model)  # the inputs fit trained it on
+            standardize = PixelStandardizer.of(fold_splits.train.images, model)  # the inputs fit trained it on
             held_out_images = splits.train.images[torch.as_tensor(held_out, device=device)]
             probabilities[held_out] = class_probabilities(model, held_out_images, standardize, device)
     return probabilities, time.perf_counter() - started
@@ -339,7 +332,7 @@ def audit(run_dir: Path, out: Path, top: int, folds: int | None) -> tuple[dict, 
     model, card = load_trained(run_dir)
 
     labels = splits.train.labels.cpu().numpy()
-    probabilities = class_probabilities(model.to(device), splits.train.images, card_standardizer(card, device), device)
+    probabilities = class_probabilities(model.to(device), splits.train.images, card.standardizer(device), device)
     signals = suspicion_signals(examples.mean_weight, examples.zero_share, probabilities[np.arange(len(labels)), labels])
     score = combined_score(signals)
     rankings = {SCORE: score, **{name: signals[name] for name in SIGNALS}}

@@ -280,7 +280,7 @@ def input_images_per_second(run: Run, repeats: int) -> tuple[float, float]:
     """(wall, CPU) images per second of what `fit` does to a batch before the model sees it: the
     method's next index batch, crop and flip, normalisation (the same calls, timed alone)."""
     splits, generator = run.splits, torch.Generator().manual_seed(0)
-    standardize = PixelStandardizer(splits.train.images, run.model)
+    standardize = PixelStandardizer.of(splits.train.images, run.model)
     method = Method()
     method.setup(splits.train, splits.meta, NUM_CLASSES, generator)
     batches = method.batches(run.cfg.batch_size)

@@ -52,15 +52,6 @@ class Input:
     file: Path  # where the image is read
 
 
-class CardStandardizer(PixelStandardizer):
-    """Training's standardisation of uint8 pixels, with the statistics the run kept in its card
-    instead of ones measured on its training images, which may be gone."""
-
-    def __init__(self, card: ModelCard):
-        self.mean = torch.tensor(card.mean).view(1, -1, 1, 1)
-        self.std = torch.tensor(card.std).view(1, -1, 1, 1)
-
-
 def tau_option(value: str) -> float | None:
     """`--posthoc-tau` as a number >= 0, or None for the run's own."""
     if value == "run":
@@ -151,7 +142,7 @@ def probabilities(model: nn.Module, standardize: PixelStandardizer, images: list
 def write_predictions(writer, model: nn.Module, card: ModelCard, inputs: list[Input], adjustment: torch.Tensor | None,
                       batch_size: int) -> int:
     """One row per image that decodes, in order; returns how many did not (each named on stderr)."""
-    standardize = CardStandardizer(card)
+    standardize = card.standardizer()
     channels, size = card.image_shape[0], card.image_shape[1]
     mode = "L" if channels == 1 else "RGB"
     left_out = 0

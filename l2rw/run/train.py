@@ -76,7 +76,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     scheduler = make_scheduler(optimizer, schedule)
     new_network = partial(build_network, cfg, splits, device, schedule)
     method = build(cfg.method)
-    method.check_model(model, PixelStandardizer(splits.train.images, model)(splits.train.images[:2]))
+    standardize = PixelStandardizer.of(splits.train.images, model)
+    method.check_model(model, standardize(splits.train.images[:2]))
     method_as_set_up = set_up_copy(method, cfg.method, splits, loss_fn, new_network)
     # a crafted one stops the run before config.yaml too
     checkpoint.check_fits(model, optimizer, scheduler, method_as_set_up, splits)
@@ -93,6 +94,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 metrics_csv=run_dir / METRICS, checkpoint=checkpoint, example_weights_csv=run_dir / EXAMPLE_WEIGHTS,
                 loss_fn=loss_fn, on_evaluation=loggers.log_evaluation, first_lr_drop=schedule.first_drop,
                 new_network=new_network, best_model_file=run_dir / BEST if splits.val is not None else None,
+                standardize=standardize,
             )
         except DivergedError as diverged:
             append_row(spec.results_csv, row | results_row.diverged_part(diverged.step))
@@ -107,8 +109,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         write_run_files(run_dir, row, result.evaluation, splits.class_names)
         save_weights(model, run_dir / FINAL)
         keep_best_of_this_run(run_dir / BEST, result.best)
-        write_card(run_dir, ModelCard.of_run(cfg.model, splits.image_shape, splits.class_names,
-                                             PixelStandardizer(splits.train.images, model), result.trained_prior, cfg.posthoc_tau))
+        write_card(run_dir, ModelCard.of_run(cfg.model, splits.image_shape, splits.class_names, standardize,
+                                             result.trained_prior, cfg.posthoc_tau))
         append_row(spec.results_csv, row)
         checkpoint.path.unlink(missing_ok=True)  # the row says the run is done; nothing to resume
         loggers.finish(row, run_dir)

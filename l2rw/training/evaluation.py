@@ -16,19 +16,21 @@ from l2rw.training.trained_prior import TrainedPrior
 
 
 class PixelStandardizer:
-    """uint8 images -> float, standardised per channel: with the statistics the model's pretrained
-    weights were trained with (its `input_normalization`, l2rw.models.library), else with the
-    training set's."""
+    """uint8 images -> float, standardised per channel: (pixels / 255 - mean) / std."""
 
-    def __init__(self, train_images: torch.Tensor, model: nn.Module | None = None):
-        normalization = getattr(getattr(model, "_orig_mod", model), "input_normalization", None)
-        if normalization is not None:
-            mean, std = (torch.tensor(values, device=train_images.device) for values in normalization)
-        else:
-            pixels = train_images.float().div(255).transpose(0, 1).flatten(1)
-            mean, std = pixels.mean(dim=1), pixels.std(dim=1).clamp(min=1e-3)
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
         self.mean = mean.view(1, -1, 1, 1)
         self.std = std.view(1, -1, 1, 1)
+
+    @classmethod
+    def of(cls, train_images: torch.Tensor, model: nn.Module | None = None) -> PixelStandardizer:
+        """With the statistics the model's pretrained weights were trained with (its
+        `input_normalization`, l2rw.models.library), else with the training set's."""
+        normalization = getattr(getattr(model, "_orig_mod", model), "input_normalization", None)
+        if normalization is not None:
+            return cls(*(torch.tensor(values, device=train_images.device) for values in normalization))
+        pixels = train_images.float().div(255).transpose(0, 1).flatten(1)
+        return cls(pixels.mean(dim=1), pixels.std(dim=1).clamp(min=1e-3))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float().div(255) - self.mean) / self.std

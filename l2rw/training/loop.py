@@ -92,6 +92,7 @@ def fit(
     first_lr_drop: int | None = None,
     new_network: NewNetwork | None = None,
     best_model_file: Path | None = None,
+    standardize: PixelStandardizer | None = None,
 ) -> FitResult:
     """Train for `options.steps` optimizer steps; write one `metrics_csv` row per evaluation.
 
@@ -104,7 +105,8 @@ def fit(
     for methods that act on it (deferred re-weighting). `new_network`: builds a model like `model`
     with its optimizer and schedule, for a method that trains models of its own (co-teaching).
     `best_model_file`: where the model's weights go at each evaluation that beats the best
-    validation score so far (None: not written; l2rw.models.saved).
+    validation score so far (None: not written; l2rw.models.saved). `standardize`: the inputs'
+    standardisation (None: `PixelStandardizer.of` the training images and the model).
 
     Every evaluation also checks for collapse (`l2rw.training.evaluation.Evaluator`): a
     `collapsed` column in `metrics_csv`, shown on the progress bar; the returned `collapse_step` is
@@ -118,7 +120,7 @@ def fit(
     """
     steps, device = options.steps, splits.train.labels.device
     generator = torch.Generator().manual_seed(options.seed)
-    standardize = PixelStandardizer(splits.train.images, model)
+    standardize = standardize or PixelStandardizer.of(splits.train.images, model)
     meta = LabeledImages(standardize(splits.meta.images), splits.meta.labels)
     method.setup(splits.train, meta, splits.num_classes, generator, loss_fn=loss_fn, steps=steps,
                  first_lr_drop=first_lr_drop, new_network=new_network)
